@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks_it_maps.cli import main
+
+sys.exit(main())
