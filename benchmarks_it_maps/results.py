@@ -1,0 +1,235 @@
+"""The results database: every score the package computes, in one SQLite file.
+
+A row is keyed by (model, benchmark, benchmark version, package version, weights hash): scoring the same weights on
+the same benchmark version with the same package version again replaces the row (upsert), anything that could change
+the number gives a new row. Each row also records the time it took, the host and the creation time (ISO 8601, UTC),
+plus the score's attributes as JSON (per-fold values and the like) for later inspection.
+
+The file lives at ``data_home()/'results.sqlite'`` unless a path is given, is created on first use, and every write
+is one transaction (with a generous busy timeout, so that parallel sweep workers can share it).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from .home import data_home
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FILENAME = "results.sqlite"
+#: Columns of the ``scores`` table, in order.
+COLUMNS = ("id", "model", "benchmark", "benchmark_version", "package_version", "weights_hash", "score", "raw",
+           "ceiling", "error", "layer", "seconds", "host", "created_at", "attrs_json")
+KEY_COLUMNS = ("model", "benchmark", "benchmark_version", "package_version", "weights_hash")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    benchmark TEXT NOT NULL,
+    benchmark_version INTEGER NOT NULL,
+    package_version TEXT NOT NULL,
+    weights_hash TEXT NOT NULL,
+    score REAL,
+    raw REAL,
+    ceiling REAL,
+    error REAL,
+    layer TEXT,
+    seconds REAL,
+    host TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attrs_json TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (model, benchmark, benchmark_version, package_version, weights_hash)
+);
+CREATE INDEX IF NOT EXISTS scores_model_benchmark ON scores (model, benchmark);
+"""
+
+
+def package_version() -> str:
+    """The installed version of this package (``0+unknown`` when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("brainscore-itmaps")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def _scalar(value: Any) -> float | None:
+    """A float from a number or a 0-d array/Score; None for None and for anything that is not a single number."""
+    if value is None:
+        return None
+    try:
+        array = np.asarray(getattr(value, "values", value), dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if array.size != 1:
+        return None
+    return float(array.reshape(()))
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """Convert score attributes (numbers, arrays, xarray objects, dicts) to JSON; unknown objects become None."""
+    if depth > 6:
+        return None
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if hasattr(value, "values") and hasattr(value, "dims"):  # xarray objects
+        value = value.values
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), depth) if value.ndim else _jsonable(value.item(), depth)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth) for v in value]  # nested lists (array rows) do not count as depth
+    return None
+
+
+def _dumps(attrs: Mapping[str, Any]) -> str:
+    return json.dumps(_jsonable(dict(attrs)), allow_nan=False)  # NaN/inf were turned into null
+
+
+class ResultsDB:
+    """SQLite store of scores (see the module docstring). ``path=None`` uses ``data_home()/'results.sqlite'``."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path).expanduser() if path is not None else data_home() / DEFAULT_FILENAME
+
+    # -- connection ------------------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        connection.executescript(_SCHEMA)
+        return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        finally:
+            connection.close()
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+    def record(self, model: str, benchmark: str, score: Any, *, benchmark_version: int | str,
+               weights_hash: str | None, layer: str | None = None, seconds: float | None = None,
+               package_version: str | None = None, raw: Any = None, ceiling: Any = None, error: Any = None,
+               attrs: Mapping[str, Any] | None = None) -> int:
+        """Insert or replace the row for this key; returns its id.
+
+        ``score`` is a Brain-Score ``Score`` (``raw``, ``ceiling``, ``error``, ``layer`` and its other attrs are read
+        from it unless given explicitly) or a plain number.
+        """
+        if not model or not benchmark:
+            raise ValueError("ResultsDB.record: 'model' and 'benchmark' must be non-empty strings")
+        if benchmark_version is None:
+            raise ValueError(f"ResultsDB.record({model!r}, {benchmark!r}): benchmark_version is required")
+        score_attrs = dict(getattr(score, "attrs", {}) or {})
+        value = _scalar(score)
+        if value is None:
+            raise ValueError(f"ResultsDB.record({model!r}, {benchmark!r}): score must be a number or a 0-d Score, "
+                             f"got {type(score).__name__}")
+        raw = _scalar(raw if raw is not None else score_attrs.get("raw"))
+        ceiling = _scalar(ceiling if ceiling is not None else score_attrs.get("ceiling"))
+        error = _scalar(error if error is not None else score_attrs.get("error"))
+        if layer is None and score_attrs.get("layer") is not None:
+            layer = str(score_attrs["layer"])
+        all_attrs = {**score_attrs, **dict(attrs or {})}
+        row = dict(model=model, benchmark=benchmark, benchmark_version=benchmark_version,
+                   package_version=package_version or globals()["package_version"](),
+                   weights_hash=weights_hash or "", score=value, raw=raw, ceiling=ceiling, error=error,
+                   layer=layer, seconds=None if seconds is None else float(seconds), host=socket.gethostname(),
+                   created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   attrs_json=_dumps(all_attrs))
+        names = [c for c in COLUMNS if c != "id"]
+        updates = ", ".join(f"{c}=excluded.{c}" for c in names if c not in KEY_COLUMNS)
+        sql = (f"INSERT INTO scores ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+               f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {updates}")
+        with self._transaction() as connection:
+            connection.execute(sql, [row[c] for c in names])
+            (row_id,) = connection.execute(
+                f"SELECT id FROM scores WHERE {' AND '.join(f'{c}=?' for c in KEY_COLUMNS)}",
+                [row[c] for c in KEY_COLUMNS]).fetchone()
+        logger.info("recorded %s on %s: %.4f (row %d in %s)", model, benchmark, value, row_id, self.path)
+        return int(row_id)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+    def _select(self, where: Mapping[str, Any], limit: int | None = None) -> list[dict]:
+        clauses = [f"{column}=?" for column, value in where.items() if value is not None]
+        params = [value for value in where.values() if value is not None]
+        sql = "SELECT * FROM scores" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += " ORDER BY created_at DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        if not self.path.exists():
+            return []
+        connection = self._connect()
+        try:
+            return [self._row_dict(row) for row in connection.execute(sql, params).fetchall()]
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _row_dict(row: sqlite3.Row) -> dict:
+        result = dict(row)
+        try:
+            result["attrs"] = json.loads(result.get("attrs_json") or "{}")
+        except json.JSONDecodeError:
+            result["attrs"] = {}
+        return result
+
+    def get(self, model: str, benchmark: str, benchmark_version: int | str | None = None,
+            package_version: str | None = None, weights_hash: str | None = None) -> dict | None:
+        """The newest row matching the given key parts (None parts match anything), as a dict; None if absent."""
+        rows = self._select(dict(model=model, benchmark=benchmark, benchmark_version=benchmark_version,
+                                 package_version=package_version, weights_hash=weights_hash), limit=1)
+        return rows[0] if rows else None
+
+    def has(self, model: str, benchmark: str, benchmark_version: int | str | None = None,
+            package_version: str | None = None, weights_hash: str | None = None) -> bool:
+        """Whether :meth:`get` would find a row."""
+        return self.get(model, benchmark, benchmark_version, package_version, weights_hash) is not None
+
+    def rows(self, model: str | None = None, benchmark: str | None = None) -> list[dict]:
+        """All rows (newest first), optionally filtered by model and/or benchmark."""
+        return self._select(dict(model=model, benchmark=benchmark))
+
+    def to_frame(self):
+        """All rows as a pandas DataFrame with the table's columns (``attrs_json`` as text)."""
+        import pandas as pd
+        rows = self.rows()
+        return pd.DataFrame([{c: r[c] for c in COLUMNS} for r in rows], columns=list(COLUMNS))
+
+    def export_csv(self, path: str | os.PathLike) -> Path:
+        """Write all rows to a CSV file (atomically); returns the path."""
+        from .home import atomic_file
+        path = Path(path)
+        rows = self.rows()
+        with atomic_file(path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(COLUMNS)
+                for row in rows:
+                    writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+        return path
