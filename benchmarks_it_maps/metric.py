@@ -1,0 +1,249 @@
+"""The one metric behind every IT-map benchmark: leave-one-image-out PLS prediction of spatial response maps.
+
+Samples are (image, grid position) pairs. For each held-out image, a PLS regression (25 components, ``scale=False``,
+centred, with intercept) is fitted on the positions of all other images, predicts the held-out image's map for every
+channel, and is scored by the Pearson correlation across the G x G positions (a spatial-map correlation), median over
+channels. The headline is the mean over folds with the SEM over folds as its error.
+
+This fixes the released evaluation code (PAPER_NOTES section 6): predictions come from the fitted estimator (centring
+and intercept included, never a raw ``X @ coef_``), every component count is honoured, and constant maps yield r = 0
+instead of NaN.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from sklearn.cross_decomposition import PLSRegression
+
+#: Brain-Score's standard PLS size (``regression_correlation.pls_regression``).
+N_COMPONENTS = 25
+#: The shift protocol's PCA size cap (issue 3).
+MAX_PCA_COMPONENTS = 1000
+
+
+def _is_constant(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """True where ``x`` does not vary along ``axis`` (up to floating-point noise relative to its magnitude)."""
+    spread = np.ptp(x, axis=axis)
+    scale = np.maximum(np.max(np.abs(x), axis=axis), 1.0)
+    return spread <= 1e-12 * scale
+
+
+def pearson_per_channel(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson r across positions (axis 0) for every channel (axis 1); ``[P, K] x [P, K] -> [K]``.
+
+    A map that is constant on either side has no defined correlation; it scores 0 (no spatial agreement), so a
+    degenerate channel neither crashes nor propagates NaN into the median.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if pred.shape != target.shape or pred.ndim != 2:
+        raise ValueError(f"pred and target must both be [positions, channels]; got {pred.shape} and {target.shape}")
+    pc = pred - pred.mean(axis=0)
+    tc = target - target.mean(axis=0)
+    num = (pc * tc).sum(axis=0)
+    den = np.sqrt((pc ** 2).sum(axis=0) * (tc ** 2).sum(axis=0))
+    constant = _is_constant(pred) | _is_constant(target) | (den == 0)
+    r = np.where(constant, 0.0, num / np.where(constant, 1.0, den))
+    return np.clip(r, -1.0, 1.0)
+
+
+def sem(values: np.ndarray) -> float:
+    """Standard error of the mean (ddof=1); 0 for fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return 0.0
+    return float(values.std(ddof=1) / np.sqrt(values.size))
+
+
+class KernelPCAReducer:
+    """Per-fold PCA (at most ``max_components``) fitted on the training images only, via one shared Gram matrix.
+
+    The shift protocol regresses on whole-layer responses (tens of thousands of features). Refitting a PCA on each
+    fold's training rows is exact but slow; since a fold only removes one image's rows, every fold's centred training
+    Gram matrix (and the held-out rows' cross terms) is a sub-block of the Gram matrix of all rows, computed once.
+    Each fold's PCA is then an eigendecomposition of its training Gram block: mathematically the same subspace as
+    ``sklearn.decomposition.PCA`` fitted on the training rows (PLS is invariant to the rotation within it).
+    """
+
+    def __init__(self, max_components: int = MAX_PCA_COMPONENTS):
+        if max_components < 1:
+            raise ValueError(f"max_components must be positive, got {max_components}")
+        self.max_components = int(max_components)
+        self._gram: Optional[np.ndarray] = None
+
+    def fit_all(self, X: np.ndarray) -> None:
+        """Compute the Gram matrix of all rows (``X`` is ``[n_rows, n_features]``)."""
+        Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float64)
+        self._gram = (Xt @ Xt.T).numpy()
+        self._n_features = X.shape[1]
+
+    def fold(self, train_rows: np.ndarray, test_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """PCA scores of the training and held-out rows, PCA fitted on the training rows only."""
+        if self._gram is None:
+            raise RuntimeError("call fit_all() before fold()")
+        K = self._gram
+        k_tt = K[np.ix_(train_rows, train_rows)]
+        k_st = K[np.ix_(test_rows, train_rows)]
+        row_mean = k_tt.mean(axis=0)
+        total_mean = row_mean.mean()
+        # centred Gram of the training rows, and centred cross terms of the held-out rows (training mean removed)
+        kc = k_tt - row_mean[None, :] - row_mean[:, None] + total_mean
+        kc_st = k_st - k_st.mean(axis=1, keepdims=True) - row_mean[None, :] + total_mean
+        n_train = len(train_rows)
+        n_keep = min(self.max_components, n_train - 1, self._n_features)
+        eigval, eigvec = np.linalg.eigh(kc)
+        order = np.argsort(eigval)[::-1][:n_keep]
+        eigval, eigvec = eigval[order], eigvec[:, order]
+        keep = eigval > eigval[0] * 1e-10 if eigval.size and eigval[0] > 0 else np.zeros(0, dtype=bool)
+        eigval, eigvec = eigval[keep], eigvec[:, keep]
+        if eigval.size == 0:  # no variance at all: a single constant feature
+            return np.zeros((n_train, 1)), np.zeros((len(test_rows), 1))
+        scale = 1.0 / np.sqrt(eigval)
+        train_scores = eigvec * np.sqrt(eigval)[None, :]      # = Xc V
+        test_scores = kc_st @ eigvec * scale[None, :]         # = (x - mean) V
+        return train_scores, test_scores
+
+
+def pca_reducer(max_components: int = MAX_PCA_COMPONENTS) -> KernelPCAReducer:
+    """The shift protocol's feature reducer: PCA with at most ``max_components``, fitted per fold on training rows."""
+    return KernelPCAReducer(max_components)
+
+
+@dataclass
+class MapsFit:
+    """Result of :func:`loio_pls`. Folds are images, in input order."""
+
+    per_channel: np.ndarray   #: [I, K] Pearson r of each held-out image's map, per channel
+    per_fold: np.ndarray      #: [I] median over channels
+    predictions: np.ndarray   #: [I, P, K] predicted held-out maps
+    n_components: int         #: PLS components actually used
+
+    @property
+    def score(self) -> float:
+        """Mean over folds (images)."""
+        return float(self.per_fold.mean())
+
+    @property
+    def error(self) -> float:
+        """SEM over folds."""
+        return sem(self.per_fold)
+
+
+def _check_maps(features: np.ndarray, targets: np.ndarray) -> None:
+    if features.ndim != 3 or targets.ndim != 3:
+        raise ValueError("features must be [images, positions, features] and targets [images, positions, channels]; "
+                         f"got {features.shape} and {targets.shape}")
+    if features.shape[:2] != targets.shape[:2]:
+        raise ValueError(f"features and targets disagree on images x positions: {features.shape[:2]} vs "
+                         f"{targets.shape[:2]}")
+    if features.shape[0] < 2:
+        raise ValueError(f"leave-one-image-out needs at least 2 images, got {features.shape[0]}")
+    for name, array in (("features", features), ("targets", targets)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contain non-finite values (NaN or inf); clean the inputs first")
+
+
+def fit_predict_pls(train_X: np.ndarray, train_Y: np.ndarray, test_X: np.ndarray,
+                    n_components: int = N_COMPONENTS) -> tuple[np.ndarray, int]:
+    """Fit PLS (``scale=False``) on training rows and predict test rows; returns (predictions, components used).
+
+    The component count is capped by the data (rows - 1 and features). Constant training targets are predicted as
+    their (constant) training mean, without fitting.
+    """
+    n_comp = int(max(1, min(n_components, train_X.shape[1], train_X.shape[0] - 1)))
+    y_mean = train_Y.mean(axis=0)
+    varying = ~_is_constant(train_Y)
+    pred = np.repeat(y_mean[None, :], test_X.shape[0], axis=0)
+    if varying.any() and not _is_constant(train_X).all():
+        pls = PLSRegression(n_components=n_comp, scale=False)
+        with warnings.catch_warnings():
+            # sklearn warns when the residual of Y becomes constant before n_components: harmless, fit stops early
+            warnings.filterwarnings("ignore", message=".*residual is constant.*")
+            pls.fit(train_X, train_Y[:, varying])
+        pred[:, varying] = pls.predict(test_X).reshape(test_X.shape[0], -1)
+    return pred, n_comp
+
+
+def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N_COMPONENTS,
+             reduce: Optional[KernelPCAReducer] = None, progress: bool = False) -> MapsFit:
+    """Leave-one-image-out PLS from per-position features to per-position channel responses.
+
+    ``features`` ``[I, P, F]`` (the model's regressor at each of P grid positions of I images), ``targets``
+    ``[I, P, K]`` (window-averaged responses of K channels). ``reduce`` (e.g. :func:`pca_reducer`) transforms the
+    features per fold, fitted on the training images only.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    _check_maps(features, targets)
+    n_images, n_pos, n_feat = features.shape
+    n_chan = targets.shape[2]
+    X_all = features.reshape(n_images * n_pos, n_feat)
+    Y_all = targets.reshape(n_images * n_pos, n_chan)
+    rows = np.arange(n_images * n_pos).reshape(n_images, n_pos)
+    if reduce is not None:
+        reduce.fit_all(X_all)
+    per_channel = np.zeros((n_images, n_chan))
+    predictions = np.zeros((n_images, n_pos, n_chan))
+    used = n_components
+    folds = range(n_images)
+    if progress:
+        from tqdm.auto import tqdm
+        folds = tqdm(folds, desc="leave-one-image-out PLS", unit="fold")
+    for held_out in folds:
+        train_rows = np.delete(rows, held_out, axis=0).ravel()
+        test_rows = rows[held_out]
+        if reduce is not None:
+            train_X, test_X = reduce.fold(train_rows, test_rows)
+        else:
+            train_X, test_X = X_all[train_rows], X_all[test_rows]
+        pred, used = fit_predict_pls(train_X, Y_all[train_rows], test_X, n_components)
+        predictions[held_out] = pred
+        per_channel[held_out] = pearson_per_channel(pred, Y_all[test_rows])
+    return MapsFit(per_channel=per_channel, per_fold=np.median(per_channel, axis=1), predictions=predictions,
+                   n_components=used)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rho of two flattened maps; 0 when either is constant."""
+    a, b = np.ravel(a), np.ravel(b)
+    return float(pearson_per_channel(rankdata(a)[:, None], rankdata(b)[:, None])[0])
+
+
+def area_resample(maps: np.ndarray, size: int) -> np.ndarray:
+    """Area-average ``[..., G, G]`` maps down to ``size x size`` (overlapping bins when G/size is not integer)."""
+    x = torch.as_tensor(np.asarray(maps, dtype=np.float64))
+    lead = x.shape[:-2]
+    x = x.reshape(-1, 1, *x.shape[-2:])
+    out = F.adaptive_avg_pool2d(x, size)
+    return out.reshape(*lead, size, size).numpy()
+
+
+def map_alignment(predictions: np.ndarray, targets: np.ndarray) -> dict:
+    """Spearman rho between channel-averaged predicted and neural maps per image, at G x G and int(G/4) x int(G/4).
+
+    ``predictions``/``targets``: ``[I, G, G, K]``. Returns per-image rhos (``full``, ``coarse``), their means
+    (``score`` = the headline at G x G, ``score_coarse``), and ``error`` (SEM over images at G x G).
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if predictions.shape != targets.shape or predictions.ndim != 4 or predictions.shape[1] != predictions.shape[2]:
+        raise ValueError(f"predictions and targets must both be [images, G, G, channels]; got {predictions.shape} "
+                         f"and {targets.shape}")
+    grid = predictions.shape[1]
+    coarse_size = grid // 4
+    if coarse_size < 1:
+        raise ValueError(f"grid {grid} is too small for the int(G/4) coarse comparison (needs G >= 4)")
+    pred_mean = predictions.mean(axis=-1)
+    target_mean = targets.mean(axis=-1)
+    full = np.array([_spearman(p, t) for p, t in zip(pred_mean, target_mean)])
+    pred_coarse = area_resample(pred_mean, coarse_size)
+    target_coarse = area_resample(target_mean, coarse_size)
+    coarse = np.array([_spearman(p, t) for p, t in zip(pred_coarse, target_coarse)])
+    return dict(full=full, coarse=coarse, score=float(full.mean()), score_coarse=float(coarse.mean()),
+                error=sem(full), coarse_size=coarse_size)

@@ -1,0 +1,214 @@
+"""The IT-map metric and ceilings: hand-computable cases, independent re-computations, and simulated ground truth."""
+import numpy as np
+import pytest
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.decomposition import PCA
+
+from benchmarks_it_maps import ceiling, metric
+
+
+# ---------------------------------------------------------------- Pearson per channel
+def test_pearson_hand_values():
+    pred = np.array([[1.0, 1.0, 5.0], [2.0, 2.0, 5.0], [3.0, 3.0, 5.0], [4.0, 4.0, 5.0]])
+    target = np.array([[1.0, 4.0, 1.0], [3.0, 3.0, 2.0], [2.0, 2.0, 3.0], [4.0, 1.0, 4.0]])
+    r = metric.pearson_per_channel(pred, target)
+    # channel 0: x=1..4, y=1,3,2,4 -> cov 4/4... r = 4 / 5 = 0.8 (sum dx*dy = 4, sum dx^2 = sum dy^2 = 5)
+    assert r[0] == pytest.approx(0.8, abs=1e-12)
+    assert r[1] == pytest.approx(-1.0, abs=1e-12)
+    assert r[2] == 0.0  # constant prediction: defined as no agreement, not NaN
+
+
+def test_pearson_constant_target_and_shape_error():
+    r = metric.pearson_per_channel(np.arange(5.0)[:, None], np.full((5, 1), 3.0))
+    assert r.tolist() == [0.0]
+    with pytest.raises(ValueError, match="positions, channels"):
+        metric.pearson_per_channel(np.zeros((5, 2)), np.zeros((5, 3)))
+
+
+# ---------------------------------------------------------------- leave-one-image-out PLS
+def _two_image_case(seed=0):
+    """Two images on a 3x3 grid, 2 features per position; 3 channels, exactly linear (with offsets) in the features."""
+    rng = np.random.RandomState(seed)
+    features = rng.rand(2, 9, 2)
+    weights = np.array([[1.0, -2.0, 0.5], [3.0, 1.0, -1.0]])
+    targets = features @ weights + np.array([10.0, -5.0, 2.0])
+    return features, targets
+
+
+def test_exact_linear_targets_score_one_and_predictions_include_intercept():
+    features, targets = _two_image_case()
+    fit = metric.loio_pls(features, targets)
+    assert fit.score == pytest.approx(1.0, abs=1e-9)
+    assert fit.per_fold.shape == (2,) and fit.per_channel.shape == (2, 3)
+    # the absolute predictions are right too: centring and intercept come from the estimator, not X @ coef_
+    np.testing.assert_allclose(fit.predictions, targets, atol=1e-8)
+
+
+def test_shuffled_targets_score_about_zero():
+    rng = np.random.RandomState(1)
+    features = rng.rand(6, 9, 2)
+    targets = features @ rng.randn(2, 3)
+    scores = []
+    for seed in range(20):
+        perm = np.random.RandomState(seed).permutation(6 * 9)
+        shuffled = targets.reshape(-1, 3)[perm].reshape(targets.shape)
+        scores.append(metric.loio_pls(features, shuffled).score)
+    assert abs(np.mean(scores)) < 0.15
+    assert metric.loio_pls(features, targets).score > 0.99
+
+
+def test_folds_match_an_explicit_refit():
+    rng = np.random.RandomState(2)
+    features, targets = rng.randn(4, 16, 6), rng.randn(4, 16, 3)
+    fit = metric.loio_pls(features, targets, n_components=3)
+    for held_out in range(4):
+        train = [i for i in range(4) if i != held_out]
+        pls = PLSRegression(n_components=3, scale=False).fit(features[train].reshape(-1, 6),
+                                                            targets[train].reshape(-1, 3))
+        pred = pls.predict(features[held_out])
+        np.testing.assert_allclose(fit.predictions[held_out], pred, atol=1e-10)
+        np.testing.assert_allclose(fit.per_channel[held_out], metric.pearson_per_channel(pred, targets[held_out]))
+    assert fit.score == pytest.approx(np.mean(np.median(fit.per_channel, axis=1)))
+    assert fit.error == pytest.approx(np.std(fit.per_fold, ddof=1) / 2)
+
+
+def test_component_count_capped_by_features():
+    features, targets = _two_image_case()
+    assert metric.loio_pls(features, targets, n_components=25).n_components == 2
+
+
+def test_deterministic():
+    rng = np.random.RandomState(3)
+    features, targets = rng.randn(5, 25, 30), rng.randn(5, 25, 4)
+    a = metric.loio_pls(features, targets, reduce=metric.pca_reducer(10)).score
+    b = metric.loio_pls(features, targets, reduce=metric.pca_reducer(10)).score
+    assert abs(a - b) < 1e-10
+
+
+def test_constant_target_channel_is_defined():
+    features, targets = _two_image_case()
+    targets[..., 1] = 7.0
+    fit = metric.loio_pls(features, targets)
+    assert np.all(np.isfinite(fit.per_channel))
+    assert fit.per_channel[:, 1].tolist() == [0.0, 0.0]
+
+
+def test_bad_inputs_are_named():
+    features, targets = _two_image_case()
+    bad = targets.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="targets contain non-finite"):
+        metric.loio_pls(features, bad)
+    with pytest.raises(ValueError, match="disagree"):
+        metric.loio_pls(features[:, :4], targets)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        metric.loio_pls(features[:1], targets[:1])
+
+
+# ---------------------------------------------------------------- per-fold PCA (shift protocol)
+def test_kernel_pca_equals_sklearn_pca_per_fold():
+    rng = np.random.RandomState(4)
+    features = rng.randn(5, 12, 40) + 3.0   # more features than training rows, non-zero mean
+    targets = features[..., :3] @ rng.randn(3, 2) + 0.1 * rng.randn(5, 12, 2)
+    n_pcs = 8
+    fit = metric.loio_pls(features, targets, n_components=4, reduce=metric.pca_reducer(n_pcs))
+    for held_out in range(5):
+        train = [i for i in range(5) if i != held_out]
+        pca = PCA(n_components=n_pcs, svd_solver="full").fit(features[train].reshape(-1, 40))
+        pls = PLSRegression(n_components=4, scale=False).fit(pca.transform(features[train].reshape(-1, 40)),
+                                                            targets[train].reshape(-1, 2))
+        expected = pls.predict(pca.transform(features[held_out]))
+        np.testing.assert_allclose(fit.predictions[held_out], expected, atol=1e-8)
+
+
+# ---------------------------------------------------------------- map alignment
+def test_map_alignment_hand_cases():
+    rng = np.random.RandomState(5)
+    targets = rng.rand(3, 9, 9, 4)
+    same = metric.map_alignment(targets, targets)
+    assert same["score"] == pytest.approx(1.0) and same["score_coarse"] == pytest.approx(1.0)
+    assert same["coarse_size"] == 2
+    flipped = metric.map_alignment(-targets, targets)
+    assert flipped["score"] == pytest.approx(-1.0)
+    # a monotone transform of the channel mean keeps Spearman at 1
+    monotone = metric.map_alignment(np.exp(targets.mean(-1, keepdims=True)).repeat(4, -1), targets)
+    assert monotone["score"] == pytest.approx(1.0)
+
+
+def test_area_resample_hand_values():
+    maps = np.arange(16, dtype=float).reshape(1, 4, 4)
+    np.testing.assert_allclose(metric.area_resample(maps, 2)[0], [[2.5, 4.5], [10.5, 12.5]])
+
+
+# ---------------------------------------------------------------- ceilings
+def test_split_half_ceiling_hand_case_and_shape_errors():
+    rng = np.random.RandomState(6)
+    signal = rng.randn(2, 9, 3, 1)
+    identical = np.repeat(signal, 4, axis=-1)
+    assert ceiling.split_half_ceiling(identical).value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 repetitions"):
+        ceiling.split_half_ceiling(signal)
+    with pytest.raises(ValueError, match="images, positions, channels, repetitions"):
+        ceiling.split_half_ceiling(signal[0])
+
+
+def test_spearman_brown_hand_values():
+    np.testing.assert_allclose(ceiling.spearman_brown(np.array([0.5, 0.0, 1.0])), [2 / 3, 0.0, 1.0])
+
+
+def test_split_half_ceiling_recovers_known_reliability():
+    """Signal variance 1, noise variance 4 per trial, 8 trials: reliability of the mean = 1 / (1 + 4/8) = 2/3."""
+    rng = np.random.RandomState(7)
+    signal = rng.randn(6, 400, 10, 1)
+    trials = signal + 2.0 * rng.randn(6, 400, 10, 8)
+    result = ceiling.split_half_ceiling(trials, n_splits=10, seed=0)
+    assert result.reliability == pytest.approx(2 / 3, abs=0.03)
+    # on the r scale: a perfect model correlates sqrt(reliability) with the trial-averaged data
+    assert result.value == pytest.approx(np.sqrt(2 / 3), abs=0.03)
+    perfect = metric.loio_pls(signal[..., 0][:, :, :3], trials.mean(-1)[:, :, :3]).score
+    assert perfect == pytest.approx(result.value, abs=0.03)
+    assert result.per_channel.shape == (10,)
+    again = ceiling.split_half_ceiling(trials, n_splits=10, seed=0)
+    assert again.value == result.value
+
+
+def test_cross_channel_ceiling_shared_vs_independent():
+    rng = np.random.RandomState(8)
+    shared_map = rng.randn(4, 25, 1)
+    shared = shared_map * rng.uniform(0.5, 2, size=(1, 1, 5)) + 0.05 * rng.randn(4, 25, 5)
+    independent = rng.randn(4, 25, 5)
+    assert ceiling.cross_channel_ceiling(shared, n_components=2).value > 0.95
+    assert abs(ceiling.cross_channel_ceiling(independent, n_components=2).value) < 0.3
+
+
+def test_pairwise_channel_ceiling_hand_case():
+    base = np.arange(9, dtype=float)
+    other = np.array([0, 2, 1, 3, 4, 5, 6, 8, 7], dtype=float)
+    maps = np.stack([base, 2 * base + 1, other], axis=-1).reshape(1, 3, 3, 3)
+    result = ceiling.pairwise_channel_ceiling(np.concatenate([maps, maps[..., [2, 0, 1]]]))
+    assert result.value == pytest.approx(1.0)  # channels 0 and 1 are the same map up to scale and offset
+    lone = np.stack([base, other], axis=-1).reshape(1, 9, 2)
+    expected = np.corrcoef(base, other)[0, 1]
+    assert ceiling.pairwise_channel_ceiling(lone).value == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- simulated ground truth
+def test_right_features_win_and_reach_the_ceiling():
+    """Neurons are noisy low-rank readouts of known features: the true features reach the noise ceiling,
+    unrelated features and a spatially scrambled copy of the true ones do not."""
+    rng = np.random.RandomState(9)
+    n_img, grid, n_feat, n_chan, n_rep = 8, 9, 20, 12, 6
+    true_features = rng.randn(n_img, grid * grid, n_feat)
+    readout = rng.randn(n_feat, 4) @ rng.randn(4, n_chan)          # rank-4 population
+    signal = true_features @ readout
+    noise_sd = signal.std() * 1.0
+    trials = signal[..., None] + noise_sd * rng.randn(n_img, grid * grid, n_chan, n_rep)
+    targets = trials.mean(-1)
+    ceil = ceiling.split_half_ceiling(trials).value
+    right = metric.loio_pls(true_features, targets).score
+    wrong = metric.loio_pls(rng.randn(*true_features.shape), targets).score
+    scrambled = metric.loio_pls(true_features[:, rng.permutation(grid * grid)], targets).score
+    assert 0.5 < ceil < 0.95
+    assert 0.9 < right / ceil < 1.1
+    assert ceiling.split_half_ceiling(trials).reliability < ceil
+    assert wrong < 0.2 and scrambled < 0.2
