@@ -1,0 +1,34 @@
+"""Grid sampling of feature maps (PAPER_NOTES 8.6): hand-computed bilinear values and orientation."""
+import numpy as np
+import pytest
+
+from benchmarks_it_maps.readout import grid_coordinates, sample_feature_maps
+
+
+def test_grid_coordinates_span_the_image_edge_to_edge():
+    np.testing.assert_allclose(grid_coordinates(5), [0, 0.25, 0.5, 0.75, 1])
+    with pytest.raises(ValueError):
+        grid_coordinates(1)
+
+
+def test_bilinear_hand_values_on_a_2x2_map():
+    # cell centres at 0.25 and 0.75; grid points at 0, 0.5, 1 -> border cell, midpoint average, border cell
+    features = np.array([[[[1.0, 3.0], [5.0, 7.0]]]])  # [N=1, C=1, h=2, w=2]
+    out = sample_feature_maps(features, 3)
+    assert out.shape == (1, 3, 3, 1)
+    np.testing.assert_allclose(out[0, :, :, 0], [[1, 2, 3], [3, 4, 5], [5, 6, 7]])
+
+
+def test_orientation_rows_are_image_rows_and_channels_last():
+    features = np.zeros((2, 3, 8, 8))
+    features[1, 2, 0, -1] = 1.0  # top-right cell of image 1, channel 2
+    out = sample_feature_maps(features, 9)
+    assert out.shape == (2, 9, 9, 3)
+    peak = np.unravel_index(np.argmax(out[1, :, :, 2]), (9, 9))
+    assert peak == (0, 8)
+    assert out[0].max() == 0.0
+
+
+def test_wrong_rank_is_an_error():
+    with pytest.raises(ValueError, match=r"\[N, C, h, w\]"):
+        sample_feature_maps(np.zeros((3, 8, 8)), 5)
