@@ -1,0 +1,626 @@
+"""Brain-Score benchmarks for the spatial IT activity maps of Arcaro, Ponce & Livingstone (2020).
+
+Identifiers: ``{Arcaro2020,Arcaro2020sim}.{M1PL,M1ML,M2ML,IT}-{pls,shift_pls,map_alignment}``. ``IT`` is the
+composite: the mean of the three sites' ceiled scores, errors propagated.
+
+Three protocols share one metric (:func:`benchmarks_it_maps.metric.loio_pls`, leave-one-image-out PLS, Pearson r per
+channel across grid positions, median over channels, mean over images):
+
+``maps`` (``-pls``, the paper's, corrected; PAPER_NOTES 8.6)
+    The model looks at each whole image once (``start_recording('IT')`` + ``look_at``). The image fills the model's
+    input: the neural grid spans the 16 deg image edge to edge, and the grid is sampled in *normalised image
+    coordinates*, so the readout is exact whatever the model's ``visual_degrees``. Brain-Score's ``place_on_screen``
+    is deliberately not used: for the usual 8 deg model it would centre-crop the 16 deg image to its central 8 deg
+    and throw away three quarters of the grid (and the paper feeds the whole image). The committed IT response is
+    reshaped into feature maps ``[N, C, h, w]`` (conv: ``channel``/``channel_x`` (row)/``channel_y`` (column);
+    transformers: ``channel`` = token, ``embedding`` = feature, class/register tokens dropped, patch tokens on their
+    square grid), sampled at the recording grid by bilinear interpolation, and regressed on the neural maps.
+``shift`` (``-shift_pls``, PAPER_NOTES 8.7)
+    Replays the experiment: for each grid position, the 16 deg image is placed so that the grid point sits at the
+    centre of the model's visual field (``visual_degrees()`` wide), grey outside the image. The model's IT response
+    to each presentation (all neuroids, any architecture) is the regressor for the neural response at that position,
+    reduced per fold by PCA (at most 1000 components) fitted on the training images only.
+``map_alignment`` (``-map_alignment``)
+    The maps-protocol predictions of each held-out image, averaged over channels, compared with the channel-averaged
+    neural map by Spearman rho at G x G (headline) and at int(G/4) x int(G/4).
+
+Ceilings (``ceiling_method='auto'``): with repeated trials (the simulated twin), the split-half reliability of the
+maps with Spearman-Brown correction; without them (the released data holds trial averages only), each channel's map
+predicted from the other channels of the same array by the same cross-validated PLS (median over channels): the
+signal a model as good as the rest of the array could explain. ``'pairwise'`` gives the paper's pairwise-channel
+ceiling (bugs fixed), for comparison with published numbers. For map alignment the ceiling is the split-half
+reliability of the channel-averaged map (over repetitions, or over random halves of the channels when there are no
+repetitions), Spearman-Brown corrected. Ceiled score = raw / ceiling; ``error`` is the raw SEM over images divided
+by the ceiling (the raw error is ``score.raw.error``).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from brainscore_core.metrics import Score
+from brainscore_vision.benchmarks import BenchmarkBase
+from tqdm.auto import tqdm
+
+from . import ceiling as ceilings
+from . import metric
+from .home import atomic_dir, data_home
+from .readout import grid_coordinates, sample_feature_maps
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("Arcaro2020", "Arcaro2020sim")
+SITES = ("M1PL", "M1ML", "M2ML")
+COMPOSITE = "IT"
+#: identifier suffix -> protocol name
+SUFFIX_PROTOCOL = {"pls": "maps", "shift_pls": "shift", "map_alignment": "map_alignment"}
+#: Score-changing revisions of these benchmarks.
+VERSION = 1
+#: The brain region every benchmark records from.
+REGION = "IT"
+#: Shift protocol: width (px) of the model's visual field on the rendered canvas; models resize inputs anyway.
+SHIFT_CANVAS_PX = 224
+#: Shift protocol: the grey outside the image (Brain-Score's ``place_on_screen`` background).
+SHIFT_BACKGROUND = (128, 128, 128)
+#: Most prefix (class/register/distillation) tokens a transformer layer may carry before its square patch grid.
+MAX_PREFIX_TOKENS = 16
+CEILING_METHODS = ("auto", "split_half", "cross_channel", "pairwise")
+
+BIBTEX = """@article{arcaro2020,
+  title={The neurons that mistook a hat for a face},
+  author={Arcaro, Michael J and Ponce, Carlos and Livingstone, Margaret},
+  journal={eLife},
+  volume={9},
+  pages={e53798},
+  year={2020},
+  doi={10.7554/eLife.53798},
+  url={https://elifesciences.org/articles/53798}
+}
+@inproceedings{linsley2023,
+  title={Performance-optimized deep neural networks are evolving into worse models of inferotemporal visual cortex},
+  author={Linsley, Drew and Rodriguez Rodriguez, Ivan F and Fel, Thomas and Arcaro, Michael and Sharma, Saloni and
+          Livingstone, Margaret and Serre, Thomas},
+  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
+  volume={36},
+  year={2023},
+  url={https://arxiv.org/abs/2306.03779}
+}"""
+
+
+class UnknownBenchmarkError(KeyError):
+    """An identifier that names none of this package's benchmarks (the message lists close names)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return str(self.args[0]) if self.args else ""
+
+
+class NoSpatialStructureError(ValueError):
+    """The model's IT response cannot be arranged into a spatial feature map (maps protocol impossible)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# identifiers
+# ----------------------------------------------------------------------------------------------------------------
+def benchmark_identifiers() -> list[str]:
+    """All benchmark identifiers of this package, sorted."""
+    return sorted(f"{dataset}.{site}-{suffix}" for dataset in DATASETS for site in (*SITES, COMPOSITE)
+                  for suffix in SUFFIX_PROTOCOL)
+
+
+def parse_identifier(identifier: str) -> tuple[str, str, str]:
+    """``'Arcaro2020sim.M1ML-pls'`` -> ``('Arcaro2020sim', 'M1ML', 'pls')``; unknown ids raise with suggestions."""
+    known = benchmark_identifiers()
+    if identifier not in known:
+        close = difflib.get_close_matches(str(identifier), known, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+        raise UnknownBenchmarkError(f"unknown benchmark identifier {identifier!r}{hint}")
+    data, suffix = identifier.split("-", 1)
+    dataset, site = data.split(".", 1)
+    return dataset, site, suffix
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# neural data
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class SiteData:
+    """One recording site's maps, ready for the metric. Images in ``stimulus_ids`` order everywhere."""
+
+    assembly_identifier: str
+    stimulus_ids: list
+    targets: np.ndarray              #: [I, G, G, K] window-averaged (repetition-averaged) maps
+    trials: Optional[np.ndarray]     #: [I, G, G, K, R] per-repetition maps, or None without repetitions
+    channels: np.ndarray             #: [K] channel labels
+    stimulus_set: Any                #: StimulusSet of exactly these images, unique identifier
+    window: tuple                    #: (start, end) ms
+    image_size_deg: float
+    source_sha256: str
+
+    @property
+    def grid_size(self) -> int:
+        return int(self.targets.shape[1])
+
+
+def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> SiteData:
+    """Load one site through the data API and arrange its maps (targets, trials) and stimuli."""
+    from . import data
+    assembly = data.load_assembly(assembly_identifier)
+    maps = data.response_maps(assembly, window=window, average_repetitions=True)
+    maps = maps.transpose("stimulus_id", "row", "col", "channel")
+    stimulus_ids = list(maps["stimulus_id"].values)
+    trials = None
+    if "repetition" in assembly.coords or _has_level(assembly, "repetition"):
+        raw = data.response_maps(assembly, window=window, average_repetitions=False)
+        if "repetition" in raw.dims and raw.sizes["repetition"] >= 2:
+            raw = raw.transpose("stimulus_id", "row", "col", "channel", "repetition")
+            raw = raw.sel(stimulus_id=stimulus_ids)
+            trials = np.asarray(raw.values, dtype=np.float64)
+    window = tuple(window) if window is not None else tuple(assembly.attrs.get("default_window", (None, None)))
+    stimulus_set = _restricted_stimulus_set(assembly.attrs["stimulus_set"], stimulus_ids, assembly_identifier)
+    return SiteData(assembly_identifier=assembly_identifier, stimulus_ids=stimulus_ids,
+                    targets=np.asarray(maps.values, dtype=np.float64), trials=trials,
+                    channels=np.asarray(maps["channel"].values), stimulus_set=stimulus_set,
+                    window=tuple(int(t) for t in window),
+                    image_size_deg=float(assembly.attrs.get("image_size_deg", 16)),
+                    source_sha256=str(assembly.attrs.get("source_sha256", "")))
+
+
+def _has_level(assembly, name: str) -> bool:
+    try:
+        assembly[name]
+        return True
+    except KeyError:
+        return False
+
+
+def _restricted_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_identifier: str):
+    """The stimulus rows of ``stimulus_ids``, in that order, with an identifier unique to this image subset
+    (Brain-Score caches activations by stimulus-set identifier; a subset must never reuse its parent's)."""
+    from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
+    index = {sid: i for i, sid in enumerate(stimulus_set["stimulus_id"].values)}
+    missing = [sid for sid in stimulus_ids if sid not in index]
+    if missing:
+        raise ValueError(f"assembly {assembly_identifier}: stimulus_ids {missing[:3]} are missing from its "
+                         "attrs['stimulus_set']; re-import the data (brainscore data import)")
+    rows = stimulus_set.iloc[[index[sid] for sid in stimulus_ids]].reset_index(drop=True)
+    subset = StimulusSet(rows)
+    subset.stimulus_paths = {sid: stimulus_set.get_stimulus(sid) for sid in stimulus_ids}
+    digest = hashlib.sha1("|".join(map(str, stimulus_ids)).encode()).hexdigest()[:8]
+    parent = getattr(stimulus_set, "identifier", None) or assembly_identifier.split(".")[0]
+    subset.identifier = f"{parent}-{digest}"
+    return subset
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model responses
+# ----------------------------------------------------------------------------------------------------------------
+def _coord(assembly, name: str) -> Optional[np.ndarray]:
+    try:
+        return np.asarray(assembly[name].values)
+    except KeyError:
+        return None
+
+
+def _record(candidate, window: tuple, stimulus_set):
+    """The committed IT response to ``stimulus_set``, as ``[presentations, neuroids]`` in stimulus-set order."""
+    candidate.start_recording(REGION, time_bins=[tuple(int(t) for t in window)])
+    responses = candidate.look_at(stimulus_set, number_of_trials=1)
+    if "time_bin" in responses.dims:
+        responses = responses.mean("time_bin") if responses.sizes["time_bin"] > 1 else responses.isel(time_bin=0)
+    responses = responses.transpose("presentation", "neuroid")
+    order = _reorder(responses["stimulus_id"].values, stimulus_set["stimulus_id"].values)
+    return responses.isel(presentation=order)
+
+
+def _reorder(have: Sequence, want: Sequence) -> np.ndarray:
+    position = {sid: i for i, sid in enumerate(have)}
+    missing = [sid for sid in want if sid not in position]
+    if missing:
+        raise RuntimeError(f"the model returned no response for stimulus_ids {missing[:3]}")
+    return np.array([position[sid] for sid in want])
+
+
+def _layer_names(responses) -> list[str]:
+    layers = _coord(responses, "layer")
+    if layers is None:
+        return ["?"]
+    return list(dict.fromkeys(str(l) for l in layers))
+
+
+def neuroids_to_maps(values: np.ndarray, coords: dict, *, model_identifier: str = "model",
+                     layer: str = "?", shift_identifier: str = "<dataset>.<site>-shift_pls") -> np.ndarray:
+    """Arrange ``[N, neuroids]`` responses into feature maps ``[N, C, h, w]`` using the neuroid coordinates.
+
+    Conv layers: ``channel``, ``channel_x`` (row), ``channel_y`` (column). Transformer layers: ``channel`` = token,
+    ``embedding`` = feature; tokens before the square patch grid (class, register, distillation) are dropped.
+    Anything else raises :class:`NoSpatialStructureError` pointing to the shift protocol.
+    """
+    def no_space(reason: str) -> NoSpatialStructureError:
+        return NoSpatialStructureError(
+            f"model {model_identifier!r}: the IT response (layer {layer}) has no spatial structure ({reason}), so "
+            f"the maps protocol cannot read it at the recording grid. Commit a spatial IT layer (a conv feature map "
+            f"or transformer patch tokens), or score this model with the shift protocol, which only needs look_at: "
+            f"{shift_identifier}")
+
+    channel = coords.get("channel")
+    x, y, embedding = coords.get("channel_x"), coords.get("channel_y"), coords.get("embedding")
+    n = values.shape[0]
+    if channel is None:
+        raise no_space("its neuroids carry no 'channel' coordinate")
+    if x is not None and y is not None and not _all_nan(x):
+        if _any_nan(x) or _any_nan(y):
+            raise no_space("some neuroids have no channel_x/channel_y position")
+        c_val, c_idx = np.unique(channel, return_inverse=True)
+        x_val, x_idx = np.unique(np.asarray(x, dtype=float), return_inverse=True)
+        y_val, y_idx = np.unique(np.asarray(y, dtype=float), return_inverse=True)
+        shape = (len(c_val), len(x_val), len(y_val))
+        if len(x_val) * len(y_val) < 2:
+            raise no_space(f"its feature map is {len(x_val)} x {len(y_val)}")
+        if int(np.prod(shape)) != values.shape[1]:
+            raise no_space(f"{values.shape[1]} neuroids do not fill a {shape} channel x row x column grid")
+        maps = np.full((n, *shape), np.nan, dtype=np.float32)
+        maps[:, c_idx, x_idx, y_idx] = values
+        return maps
+    if embedding is not None and not _all_nan(embedding):
+        t_val, t_idx = np.unique(channel, return_inverse=True)
+        e_val, e_idx = np.unique(embedding, return_inverse=True)
+        n_tokens = len(t_val)
+        side = math.isqrt(n_tokens)
+        if side * side != n_tokens:  # prefix tokens: the largest square that leaves at most MAX_PREFIX_TOKENS
+            prefix = n_tokens - side * side
+        else:
+            prefix = 0
+        if side < 2 or prefix > MAX_PREFIX_TOKENS:
+            raise no_space(f"{n_tokens} tokens do not form a square patch grid after at most "
+                           f"{MAX_PREFIX_TOKENS} class/register tokens")
+        if len(t_val) * len(e_val) != values.shape[1]:
+            raise no_space(f"{values.shape[1]} neuroids do not fill a {n_tokens} token x {len(e_val)} grid")
+        tokens = np.full((n, n_tokens, len(e_val)), np.nan, dtype=np.float32)
+        tokens[:, t_idx, e_idx] = values
+        patches = tokens[:, prefix:, :].reshape(n, side, side, len(e_val))
+        return np.ascontiguousarray(patches.transpose(0, 3, 1, 2))
+    raise no_space("its neuroids have no channel_x/channel_y or token/embedding coordinates (e.g. a pooled or "
+                   "fully connected layer)")
+
+
+def _all_nan(values) -> bool:
+    try:
+        return bool(np.all(np.isnan(np.asarray(values, dtype=float))))
+    except (TypeError, ValueError):
+        return False
+
+
+def _any_nan(values) -> bool:
+    try:
+        return bool(np.any(np.isnan(np.asarray(values, dtype=float))))
+    except (TypeError, ValueError):
+        return True
+
+
+def grid_features_from_responses(responses, grid_size: int, *, model_identifier: str = "model",
+                                 shift_identifier: str = "<dataset>.<site>-shift_pls") -> np.ndarray:
+    """Committed responses ``[N presentations, neuroids]`` -> features at the grid ``[N, G, G, F]``.
+
+    Each layer (a committed region may map to several) is reshaped to feature maps and sampled at the grid
+    separately; the layers' features are concatenated.
+    """
+    layers = _coord(responses, "layer")
+    groups = [slice(None)] if layers is None else [np.flatnonzero(layers == l) for l in dict.fromkeys(layers)]
+    names = ["?"] if layers is None else [str(l) for l in dict.fromkeys(layers)]
+    values = np.asarray(responses.values, dtype=np.float32)
+    sampled = []
+    for name, group in zip(names, groups):
+        coords = {key: (c[group] if c is not None else None) for key in ("channel", "channel_x", "channel_y",
+                                                                       "embedding")
+                  for c in [_coord(responses, key)]}
+        maps = neuroids_to_maps(values[:, group], coords, model_identifier=model_identifier, layer=name,
+                                shift_identifier=shift_identifier)
+        sampled.append(sample_feature_maps(maps, grid_size))
+    return np.concatenate(sampled, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shift protocol stimuli
+# ----------------------------------------------------------------------------------------------------------------
+def shift_position_id(stimulus_id: Any, row: int, col: int) -> str:
+    return f"{stimulus_id}--r{row:02d}c{col:02d}"
+
+
+def shift_stimulus_set(stimulus_set, grid_size: int, visual_degrees: float, image_size_deg: float = 16.0, *,
+                       canvas_px: int = SHIFT_CANVAS_PX, cache_dir: Optional[Path] = None):
+    """Render the shifted presentations: per image and grid point (row k, column l), a ``canvas_px`` canvas spanning
+    ``visual_degrees`` with the ``image_size_deg`` image placed so that image point (k/(G-1), l/(G-1)) is at the
+    canvas centre, grey outside. Written once (atomically) as PNG files under the cache; returns a StimulusSet
+    (rows ordered image-major, then row, then column) whose identifier is unique per (image set, grid, degrees,
+    canvas)."""
+    from PIL import Image
+    from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
+
+    stimulus_ids = list(stimulus_set["stimulus_id"].values)
+    image_px = int(round(canvas_px * image_size_deg / float(visual_degrees)))
+    key = hashlib.sha1("|".join([getattr(stimulus_set, "identifier", "") or ""] + [
+        f"{sid}:{_file_signature(stimulus_set.get_stimulus(sid))}" for sid in stimulus_ids]).encode()).hexdigest()[:10]
+    identifier = (f"{getattr(stimulus_set, 'identifier', None) or 'stimuli'}-shift-g{grid_size}"
+                  f"-deg{float(visual_degrees):g}-img{float(image_size_deg):g}-px{canvas_px}-{key}")
+    folder = Path(cache_dir or data_home() / "stimuli" / "shift") / identifier
+    rows = []
+    positions = grid_coordinates(grid_size)  # normalised image coordinate of each grid index
+    for sid in stimulus_ids:
+        for r, u_row in enumerate(positions):
+            for c, u_col in enumerate(positions):
+                rows.append(dict(stimulus_id=shift_position_id(sid, r, c), source_stimulus_id=sid, grid_row=r,
+                                 grid_col=c, image_u=float(u_col), image_v=float(u_row),
+                                 filename=f"{shift_position_id(sid, r, c)}.png"))
+    if not (folder / "complete").exists():
+        with atomic_dir(folder) as tmp:
+            for sid in tqdm(stimulus_ids, desc="rendering shifted stimuli", unit="image"):
+                with Image.open(stimulus_set.get_stimulus(sid)) as image:
+                    image = image.convert("RGB").resize((image_px, image_px), Image.BICUBIC)
+                for r, u_row in enumerate(positions):
+                    for c, u_col in enumerate(positions):
+                        canvas = Image.new("RGB", (canvas_px, canvas_px), SHIFT_BACKGROUND)
+                        left = int(round(canvas_px / 2 - u_col * image_px))
+                        top = int(round(canvas_px / 2 - u_row * image_px))
+                        canvas.paste(image, (left, top))
+                        canvas.save(tmp / f"{shift_position_id(sid, r, c)}.png")
+            (tmp / "complete").write_text(identifier + "\n")
+    shifted = StimulusSet(rows)
+    shifted.stimulus_paths = {row["stimulus_id"]: folder / row["filename"] for row in rows}
+    shifted.identifier = identifier
+    return shifted
+
+
+def _file_signature(path) -> str:
+    stat = os.stat(path)
+    return f"{Path(path).name}:{stat.st_size}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# benchmarks
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class SiteResult:
+    """Everything one site evaluation produced (kept on the benchmark as ``last_result`` for figures)."""
+
+    data: SiteData
+    fit: metric.MapsFit
+    predictions: np.ndarray         #: [I, G, G, K]
+    alignment: dict
+    layer: str
+    model_identifier: str
+    extra: dict = field(default_factory=dict)
+
+
+def _score(value: float, **attrs) -> Score:
+    score = Score(float(value))
+    score.attrs.update(attrs)
+    return score
+
+
+class ArcaroSiteBenchmark(BenchmarkBase):
+    """One recording site (M1PL, M1ML or M2ML) under one protocol; see the module docstring."""
+
+    def __init__(self, dataset: str, site: str, protocol: str, *, ceiling_method: str = "auto",
+                 window: Optional[tuple] = None, n_components: int = metric.N_COMPONENTS,
+                 max_pca_components: int = metric.MAX_PCA_COMPONENTS, shift_canvas_px: int = SHIFT_CANVAS_PX):
+        if dataset not in DATASETS or site not in SITES:
+            raise UnknownBenchmarkError(f"unknown dataset/site {dataset}.{site}; datasets {DATASETS}, sites {SITES}")
+        suffix = {v: k for k, v in SUFFIX_PROTOCOL.items()}.get(protocol)
+        if suffix is None:
+            raise ValueError(f"protocol must be one of {tuple(SUFFIX_PROTOCOL.values())}, got {protocol!r}")
+        if ceiling_method not in CEILING_METHODS:
+            raise ValueError(f"ceiling_method must be one of {CEILING_METHODS}, got {ceiling_method!r}")
+        self.dataset, self.site, self.protocol = dataset, site, protocol
+        self.assembly_identifier = f"{dataset}.{site}"
+        self.ceiling_method = ceiling_method
+        self.window = window
+        self.n_components = n_components
+        self.max_pca_components = max_pca_components
+        self.shift_canvas_px = shift_canvas_px
+        self.last_result: Optional[SiteResult] = None
+        self._data: Optional[SiteData] = None
+        self._ceiling_score: Optional[Score] = None
+        super().__init__(identifier=f"{dataset}.{site}-{suffix}", ceiling_func=self._compute_ceiling,
+                         version=VERSION, parent=f"{dataset}.{COMPOSITE}-{suffix}", bibtex=BIBTEX)
+
+    # -- data and ceiling --------------------------------------------------------------------------------------
+    @property
+    def data(self) -> SiteData:
+        if self._data is None:
+            self._data = load_site_data(self.assembly_identifier, self.window)
+        return self._data
+
+    @property
+    def ceiling(self) -> Score:
+        """Computed once per instance from the loaded data (not cached on disk by identifier, so re-imported data
+        never meets a stale ceiling)."""
+        if self._ceiling_score is None:
+            self._ceiling_score = self._compute_ceiling()
+        return self._ceiling_score
+
+    def resolved_ceiling_method(self) -> str:
+        if self.ceiling_method != "auto":
+            return self.ceiling_method
+        return "split_half" if self.data.trials is not None else "cross_channel"
+
+    def _compute_ceiling(self) -> Score:
+        data = self.data
+        method = self.resolved_ceiling_method()
+        n_img, grid, _, n_chan = data.targets.shape
+        if self.protocol == "map_alignment":
+            result = self._alignment_ceiling(method)
+        elif method == "split_half":
+            if data.trials is None:
+                raise ValueError(f"{self.identifier}: ceiling_method='split_half' needs repeated trials, but "
+                                 f"{self.assembly_identifier} has none; use 'cross_channel' or 'pairwise'")
+            result = ceilings.split_half_ceiling(data.trials.reshape(n_img, grid * grid, n_chan, -1))
+        elif method == "cross_channel":
+            result = ceilings.cross_channel_ceiling(data.targets.reshape(n_img, grid * grid, n_chan),
+                                                    n_components=self.n_components)
+        else:
+            result = ceilings.pairwise_channel_ceiling(data.targets)
+        if not result.value > 0:
+            raise ValueError(f"{self.identifier}: the {result.method} ceiling is {result.value:.3f} (no reliable "
+                             "spatial signal in the data); scores cannot be normalised by it")
+        return _score(result.value, error=result.error, method=result.method,
+                      per_channel=np.asarray(result.per_channel), per_image=np.asarray(result.per_image))
+
+    def _alignment_ceiling(self, method: str) -> ceilings.CeilingResult:
+        """Split-half reliability of the channel-averaged map: over repetitions when the data has them, otherwise
+        over random halves of the channels (treating channels as samples of the site's map)."""
+        data = self.data
+        n_img, grid = data.targets.shape[:2]
+        if method == "split_half" or (method == "auto" and data.trials is not None):
+            if data.trials is None:
+                raise ValueError(f"{self.identifier}: no repeated trials for a split-half ceiling")
+            samples = data.trials.mean(axis=3)  # [I, G, G, R]: channel-averaged map per repetition
+            result = ceilings.split_half_ceiling(samples.reshape(n_img, grid * grid, 1, -1))
+            result.method = "split_half_channel_mean"
+        else:
+            result = ceilings.split_half_ceiling(data.targets.reshape(n_img, grid * grid, 1, -1))
+            result.method = "channel_split_half_channel_mean"
+        return result
+
+    # -- model features ----------------------------------------------------------------------------------------
+    def shift_identifier(self) -> str:
+        return f"{self.dataset}.{self.site}-shift_pls"
+
+    def model_features(self, candidate, cache: Optional[dict] = None) -> tuple[np.ndarray, str]:
+        """The model's regressors ``[I, P, F]`` for this site's images under this benchmark's protocol, and the
+        layer name(s). ``cache`` (shared by a composite) avoids recomputing the same monkey's images."""
+        data = self.data
+        protocol = "shift" if self.protocol == "shift" else "maps"
+        degrees = float(candidate.visual_degrees()) if protocol == "shift" else None
+        key = (candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size, protocol, degrees)
+        if cache is not None and key in cache:
+            return cache[key]
+        n_img, grid = len(data.stimulus_ids), data.grid_size
+        if protocol == "maps":
+            responses = _record(candidate, data.window, data.stimulus_set)
+            features = grid_features_from_responses(responses, grid, model_identifier=candidate.identifier,
+                                                    shift_identifier=self.shift_identifier())
+            features = features.reshape(n_img, grid * grid, -1)
+        else:
+            shifted = shift_stimulus_set(data.stimulus_set, grid, degrees, data.image_size_deg,
+                                         canvas_px=self.shift_canvas_px)
+            responses = _record(candidate, data.window, shifted)
+            features = np.asarray(responses.values, dtype=np.float32).reshape(n_img, grid * grid, -1)
+        result = (features, ",".join(_layer_names(responses)))
+        if cache is not None:
+            cache[key] = result
+        return result
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+    def evaluate(self, candidate, cache: Optional[dict] = None) -> SiteResult:
+        """Run the experiment on the model and fit the metric (no ceiling normalisation)."""
+        data = self.data
+        features, layer = self.model_features(candidate, cache)
+        n_img, grid, _, n_chan = data.targets.shape
+        targets = data.targets.reshape(n_img, grid * grid, n_chan)
+        reduce = metric.pca_reducer(self.max_pca_components) if self.protocol == "shift" else None
+        logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
+                    candidate.identifier, n_img, grid * grid, features.shape[-1], n_chan)
+        fit = metric.loio_pls(features, targets, n_components=self.n_components, reduce=reduce, progress=True)
+        predictions = fit.predictions.reshape(n_img, grid, grid, n_chan)
+        alignment = metric.map_alignment(predictions, data.targets)
+        result = SiteResult(data=data, fit=fit, predictions=predictions, alignment=alignment, layer=layer,
+                            model_identifier=candidate.identifier)
+        self.last_result = result
+        return result
+
+    def __call__(self, candidate) -> Score:
+        return self.score_result(self.evaluate(candidate))
+
+    def _call_with_cache(self, candidate, cache: dict) -> Score:
+        return self.score_result(self.evaluate(candidate, cache))
+
+    def score_result(self, result: SiteResult) -> Score:
+        """Ceiled Score with all attrs from an evaluation."""
+        ceiling = self.ceiling
+        fit, alignment = result.fit, result.alignment
+        if self.protocol == "map_alignment":
+            raw_value, raw_error = alignment["score"], alignment["error"]
+        else:
+            raw_value, raw_error = fit.score, fit.error
+        raw = _score(raw_value, error=raw_error)
+        ceiling_value = float(ceiling)
+        return _score(
+            raw_value / ceiling_value, raw=raw, ceiling=ceiling, error=raw_error / ceiling_value,
+            layer=result.layer, protocol=self.protocol, model_identifier=result.model_identifier,
+            benchmark_identifier=self.identifier, ceiling_method=ceiling.attrs.get("method"),
+            stimulus_ids=np.asarray(result.data.stimulus_ids, dtype=str), channels=np.asarray(result.data.channels),
+            per_fold=fit.per_fold, per_channel=fit.per_channel, pls_raw=fit.score, pls_error=fit.error,
+            n_components=fit.n_components, alignment=alignment["score"],
+            alignment_coarse=alignment["score_coarse"], alignment_per_image=alignment["full"],
+            alignment_coarse_per_image=alignment["coarse"], alignment_error=alignment["error"],
+            window=np.asarray(result.data.window))
+
+
+class ArcaroCompositeBenchmark(BenchmarkBase):
+    """``<dataset>.IT-<suffix>``: the three sites' ceiled scores averaged; errors propagated
+    (sqrt of the summed squared errors / 3). ``raw`` and ``ceiling`` are the means of the sites' raw scores and
+    ceilings (so for the composite, score is the mean of ratios, not exactly raw / ceiling)."""
+
+    def __init__(self, dataset: str, protocol: str, **site_kwargs):
+        self.children = [ArcaroSiteBenchmark(dataset, site, protocol, **site_kwargs) for site in SITES]
+        self.dataset, self.protocol = dataset, protocol
+        suffix = {v: k for k, v in SUFFIX_PROTOCOL.items()}[protocol]
+        super().__init__(identifier=f"{dataset}.{COMPOSITE}-{suffix}", ceiling_func=self._compute_ceiling,
+                         version=VERSION, parent=REGION, bibtex=BIBTEX)
+        self._ceiling_score: Optional[Score] = None
+
+    @property
+    def ceiling(self) -> Score:
+        if self._ceiling_score is None:
+            self._ceiling_score = self._compute_ceiling()
+        return self._ceiling_score
+
+    def _compute_ceiling(self) -> Score:
+        values = [float(child.ceiling) for child in self.children]
+        errors = [float(child.ceiling.attrs.get("error", 0.0)) for child in self.children]
+        return _score(np.mean(values), error=float(np.sqrt(np.sum(np.square(errors)))) / len(values),
+                      per_site=dict(zip([c.identifier for c in self.children], values)))
+
+    def __call__(self, candidate) -> Score:
+        cache: dict = {}
+        scores = [child._call_with_cache(candidate, cache) for child in self.children]
+        values = np.array([float(s) for s in scores])
+        errors = np.array([float(s.attrs["error"]) for s in scores])
+        raws = np.array([float(s.attrs["raw"]) for s in scores])
+        raw_errors = np.array([float(s.attrs["raw"].attrs["error"]) for s in scores])
+        n = len(scores)
+        raw = _score(raws.mean(), error=float(np.sqrt(np.sum(raw_errors ** 2))) / n)
+        ids = [child.identifier for child in self.children]
+        layers = list(dict.fromkeys(str(s.attrs["layer"]) for s in scores))
+        return _score(
+            values.mean(), raw=raw, ceiling=self.ceiling, error=float(np.sqrt(np.sum(errors ** 2))) / n,
+            layer=",".join(layers), protocol=self.protocol, model_identifier=scores[0].attrs["model_identifier"],
+            benchmark_identifier=self.identifier,
+            site_scores=dict(zip(ids, values.tolist())), site_raw=dict(zip(ids, raws.tolist())),
+            site_errors=dict(zip(ids, errors.tolist())),
+            site_ceilings=dict(zip(ids, [float(s.attrs["ceiling"]) for s in scores])),
+            per_fold={i: s.attrs["per_fold"] for i, s in zip(ids, scores)},
+            per_channel={i: s.attrs["per_channel"] for i, s in zip(ids, scores)},
+            alignment=float(np.mean([s.attrs["alignment"] for s in scores])),
+            alignment_coarse=float(np.mean([s.attrs["alignment_coarse"] for s in scores])))
+
+    @property
+    def last_results(self) -> list[Optional[SiteResult]]:
+        return [child.last_result for child in self.children]
+
+
+def load(identifier: str, **kwargs) -> BenchmarkBase:
+    """Build the benchmark for ``identifier`` (see :func:`benchmark_identifiers`); kwargs go to the site benchmarks
+    (``ceiling_method``, ``window``, ``n_components``, ...)."""
+    dataset, site, suffix = parse_identifier(identifier)
+    protocol = SUFFIX_PROTOCOL[suffix]
+    if site == COMPOSITE:
+        return ArcaroCompositeBenchmark(dataset, protocol, **kwargs)
+    return ArcaroSiteBenchmark(dataset, site, protocol, **kwargs)
