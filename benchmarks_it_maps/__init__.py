@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_benchmark", "list_benchmarks"]
+__all__ = ["load_benchmark", "list_benchmarks", "enable_brainscore_integration"]
 
 
 def load_benchmark(identifier: str, **kwargs: Any):
@@ -21,3 +21,10 @@ def list_benchmarks() -> list[str]:
     """Identifiers of all benchmarks of this package, sorted."""
     from . import benchmark
     return benchmark.benchmark_identifiers()
+
+
+def enable_brainscore_integration(**kwargs: Any) -> dict:
+    """Opt-in: make ``brainscore_vision.load_benchmark/load_model/score`` find this package's identifiers in this
+    process (see :mod:`benchmarks_it_maps.integration`)."""
+    from .integration import enable_brainscore_integration as _enable
+    return _enable(**kwargs)

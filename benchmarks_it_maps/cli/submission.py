@@ -1,6 +1,60 @@
-"""`brainscore` commands of this group (filled in by its issue)."""
+"""``brainscore submission``: the Brain-Score upload zip (or the plugin folders) generated from the registries."""
+from __future__ import annotations
+
 import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to the `brainscore` parser."""
+    parser = subparsers.add_parser(
+        "submission", help="build the Brain-Score submission zip (plugin folders for data, benchmarks, models)",
+        description="Writes brainscore-vision plugin folders (data/arcaro2020, benchmarks/arcaro2020, the trade-off "
+                    "metric, one folder per model) into a zip for brain-score.org's upload page, or into a folder "
+                    "(--folders). The folders only register identifiers; requirements.txt installs this package.")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="the zip file to write (FILE.zip)")
+    target.add_argument("--folders", help="write the plugin folders into this directory instead (replaced whole)")
+    target.add_argument("--check", metavar="DIR",
+                        help="compare DIR (e.g. plugins/) with freshly generated folders; exit 1 if they differ")
+    parser.add_argument("--models", default=None,
+                        help="ID,ID | @FILE | category:NAME (default: every harmonized model)")
+    parser.add_argument("--requirement", default=None,
+                        help="requirements.txt line that installs this package (default: brainscore-itmaps==VERSION;"
+                             " e.g. a git URL)")
+    parser.set_defaults(func=run_submission)
+
+
+def run_submission(args: argparse.Namespace) -> int:
+    from benchmarks_it_maps import submission
+    from benchmarks_it_maps.cli import UserError
+    from benchmarks_it_maps.sweep import SweepError, parse_models
+
+    models = None
+    if args.models:
+        try:
+            models = parse_models(args.models)
+        except SweepError as error:
+            raise UserError(str(error)) from None
+        from harmonized_models import get_entry
+        for identifier in models:
+            try:
+                get_entry(identifier)
+            except KeyError as error:
+                raise UserError(f"--models: {error.args[0] if error.args else error}") from None
+    if args.check:
+        problems = submission.compare_plugins(args.check, models, requirement=args.requirement)
+        for problem in problems:
+            print(problem)
+        print(f"{args.check}: {'out of date, regenerate with: brainscore submission --folders ' + args.check if problems else 'in sync with the registries'}")
+        return 1 if problems else 0
+    if args.folders:
+        names = submission.write_plugins(args.folders, models, requirement=args.requirement)
+        print(f"wrote {len(names)} files into {args.folders}")
+        return 0
+    try:
+        names = submission.build_submission(args.out, models, requirement=args.requirement)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    folders = sorted({"/".join(name.split("/")[:2]) for name in names})
+    print(f"wrote {args.out}: {len(folders)} plugin folders ({', '.join(folders)}); upload it at "
+          "https://www.brain-score.org/vision (Submit)")
+    return 0

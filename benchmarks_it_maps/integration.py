@@ -1,0 +1,125 @@
+"""Opt-in: make brainscore-vision's own loaders find this package's identifiers in the current process.
+
+Why: brainscore-vision's ``load_benchmark/load_model/load_dataset/load_stimulus_set/load_metric`` (and therefore
+``brainscore_vision.score``) first call ``brainscore_vision.import_plugin``, which scans the *installed* plugin
+folders and asserts that the identifier is registered there; only then do they read the registry dict. Filling the
+registry dicts alone therefore does not work (BRAINSCORE_NOTES 1). This module uses the registry-first shim
+(mechanism (b)): ``brainscore_vision.import_plugin`` is replaced by a wrapper that returns early when the identifier
+is already in the matching registry and otherwise calls the original, and the registries are filled with lazy
+factories for our identifiers. Nothing is written into the installed brainscore-vision files. Limits: this process
+only, and brainscore-vision's conda ``newenv`` mode is not supported.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+#: plugin type -> registry attribute of ``brainscore_vision`` (``data`` with prefix ``stimulus_set``: stimulus sets)
+_REGISTRIES = {"models": "model_registry", "benchmarks": "benchmark_registry", "metrics": "metric_registry",
+               "data": "data_registry"}
+
+
+def registry_name(plugin_type: str, registry_prefix: str | None = None) -> str:
+    """The registry ``import_plugin(root, plugin_type, id, registry_prefix)`` would read afterwards."""
+    if registry_prefix:
+        return f"{registry_prefix}_registry"
+    return _REGISTRIES.get(plugin_type, f"{plugin_type.strip('s')}_registry")
+
+
+def our_identifiers() -> dict[str, dict[str, Callable[..., Any]]]:
+    """Registry name -> {identifier: factory} for everything this package provides (factories load lazily)."""
+    from benchmarks_it_maps import conventions, list_benchmarks, load_benchmark
+
+    def _assembly(identifier: str):
+        from benchmarks_it_maps.data import load_assembly
+        return load_assembly(identifier)
+
+    def _stimulus_set(identifier: str):
+        from benchmarks_it_maps.data import load_stimulus_set
+        return load_stimulus_set(identifier)
+
+    def _model(identifier: str):
+        from harmonized_models import load_model
+        return load_model(identifier)
+
+    from harmonized_models import list_models
+    registries: dict[str, dict[str, Callable[..., Any]]] = {
+        "benchmark_registry": {identifier: functools.partial(load_benchmark, identifier)
+                               for identifier in list_benchmarks()},
+        "model_registry": {entry.identifier: functools.partial(_model, entry.identifier) for entry in list_models()},
+        "data_registry": {f"{dataset}.{site}": functools.partial(_assembly, f"{dataset}.{site}")
+                          for dataset in (conventions.IDENTIFIER, conventions.SIM_IDENTIFIER)
+                          for site in conventions.SITES},
+        "stimulus_set_registry": {dataset: functools.partial(_stimulus_set, dataset)
+                                  for dataset in (conventions.IDENTIFIER, conventions.SIM_IDENTIFIER)},
+        "metric_registry": {},
+    }
+    metric = _tradeoff_metric_factory()
+    if metric is not None:
+        registries["metric_registry"][metric[0]] = metric[1]
+    return registries
+
+
+def _tradeoff_metric_factory() -> tuple[str, Callable[..., Any]] | None:
+    """The accuracy/IT trade-off metric (helper E's module), when this version of the package has it."""
+    try:
+        from benchmarks_it_maps import tradeoff
+    except ImportError:
+        return None
+    metric_class = getattr(tradeoff, "TradeoffMetric", None)
+    if metric_class is None:
+        return None
+    identifier = getattr(tradeoff, "METRIC_IDENTIFIER", "accuracy_it_tradeoff")
+    return identifier, metric_class
+
+
+def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[str]]:
+    """Register our identifiers with brainscore-vision in this process (idempotent); returns what was added.
+
+    Afterwards ``brainscore_vision.load_benchmark('Arcaro2020.M1ML-pls')``, ``load_model('harmonized_vgg16')``,
+    ``load_dataset('Arcaro2020.M1ML')`` and ``brainscore_vision.score(model, benchmark)`` work, also mixed with
+    brainscore-vision's own identifiers. ``overwrite=True`` replaces registry entries that already exist.
+    """
+    import brainscore_vision
+
+    added: dict[str, list[str]] = {}
+    for name, entries in our_identifiers().items():
+        registry = getattr(brainscore_vision, name)
+        added[name] = []
+        for identifier, factory in entries.items():
+            if overwrite or identifier not in registry:
+                registry[identifier] = factory
+                added[name].append(identifier)
+    _install_shim(brainscore_vision)
+    logger.info("brainscore-vision integration enabled: %s",
+                ", ".join(f"{len(ids)} {name.replace('_registry', '')}" for name, ids in added.items()))
+    return added
+
+
+def _install_shim(brainscore_vision: Any) -> None:
+    current = brainscore_vision.import_plugin
+    if getattr(current, "_brainscore_itmaps_shim", False):
+        return
+    original = current
+
+    @functools.wraps(original)
+    def import_plugin(library_root: str, plugin_type: str, identifier: str, registry_prefix: str | None = None):
+        registry = getattr(brainscore_vision, registry_name(plugin_type, registry_prefix), None)
+        if registry is not None and identifier in registry:
+            return None  # already registered (ours, or an in-tree plugin imported before): no folder scan, no pip
+        return original(library_root, plugin_type, identifier, registry_prefix=registry_prefix)
+
+    import_plugin._brainscore_itmaps_shim = True  # type: ignore[attr-defined]
+    import_plugin._original = original  # type: ignore[attr-defined]
+    brainscore_vision.import_plugin = import_plugin
+
+
+def disable_brainscore_integration() -> None:
+    """Restore brainscore-vision's own ``import_plugin`` (registry entries stay)."""
+    import brainscore_vision
+    current = brainscore_vision.import_plugin
+    if getattr(current, "_brainscore_itmaps_shim", False):
+        brainscore_vision.import_plugin = current._original
