@@ -5,13 +5,13 @@ and refuses files with unmapped tensors; ``read_h5`` is the reader (see ``harmon
 """
 from __future__ import annotations
 
-from .h5 import H5Model, KerasFormatError, KerasLayer, read_h5
+from .h5 import H5Model, KerasFormatError, KerasLayer, UnmappedTensorsError, read_h5
 
-__all__ = ["H5Model", "KerasFormatError", "KerasLayer", "read_h5", "convert_keras", "ARCHS", "build_network"]
+__all__ = ["H5Model", "KerasFormatError", "KerasLayer", "UnmappedTensorsError", "read_h5", "convert_keras", "ARCHS", "build_network"]
 
 
 def __getattr__(name):
-    if name in ("convert_keras", "ARCHS", "build_network", "convert_h5_model", "UnmappedTensorsError"):
+    if name in ("convert_keras", "ARCHS", "build_network", "convert_h5_model", "load_converted", "register_arch", "ArchSpec"):
         from . import convert
 
         return getattr(convert, name)

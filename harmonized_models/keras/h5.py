@@ -2,7 +2,7 @@
 
 Public API (used by ``convert.py`` and ``kecam.py``)::
 
-    from harmonized_models.keras.h5 import read_h5, H5Model, KerasLayer, KerasFormatError
+    from harmonized_models.keras.h5 import read_h5, H5Model, KerasLayer, KerasFormatError, UnmappedTensorsError
 
     m = read_h5("vgg16_harmonized.h5")       # H5Model; KerasFormatError (names the file) if not a Keras h5
     m.model_config                           # dict parsed from the root attr (None for weights-only files)
@@ -18,6 +18,8 @@ Public API (used by ``convert.py`` and ``kecam.py``)::
     m.take("block1_conv1", "kernel", shape=(3, 3, 3, 64))   # -> ndarray, marks the tensor as mapped
     m.unused()                               # ['layer/weight', ...] tensors never taken (the converter refuses
                                              # a file while this is not empty)
+    m.layer_weights()                        # {layer: {short name: ndarray}} (for mappers working on dicts;
+    m.mark_taken(layer, short_name)          #  they then mark what they used)
     m.n_tensors                              # total number of weight tensors in the file
 
 Weights are matched by **layer group + name suffix + shape**, never by the full HDF5 path: the names of weights
@@ -41,6 +43,10 @@ import numpy as np
 
 class KerasFormatError(ValueError):
     """The file is not a Keras h5 model, or a tensor the converter needs is missing / ambiguous."""
+
+
+class UnmappedTensorsError(KerasFormatError):
+    """The file's tensors and the torch architecture do not correspond one to one (names the tensors)."""
 
 
 def _decode(value: Any) -> Any:
@@ -182,6 +188,16 @@ class H5Model:
                                    f"{'' if shape is None else f' with shape {shape}'}; its weights: {have}")
         self._taken.add((lay.name, hits[0]))
         return lay.weights[hits[0]]
+
+    def layer_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """{layer name: {short weight name: ndarray}} for every layer that has weights."""
+        return {layer.name: dict(layer.weights) for layer in self.layers if layer.weights}
+
+    def mark_taken(self, layer: str, key: str) -> None:
+        """Record one tensor (layer name, short name) as mapped, for mappers that read ``layer_weights()``."""
+        if key not in self.layer(layer).weights:
+            raise KerasFormatError(f"{self.path}: layer {layer!r} has no weight {key!r}")
+        self._taken.add((layer, key))
 
     def unused(self) -> list[str]:
         """'layer/weight' for every tensor not yet taken (what a converter failed to map)."""
