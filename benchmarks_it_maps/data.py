@@ -1,0 +1,723 @@
+"""The Arcaro, Ponce & Livingstone (2020) spatial IT recordings as Brain-Score data.
+
+``import_arcaro2020(path)`` reads the released archive (zip or extracted folder; MATLAB v5 or v7.3 files), checks
+everything against :mod:`benchmarks_it_maps.conventions`, and writes into the data home, in one atomic step, a
+folder ``<family>/`` holding:
+
+- the StimulusSet ``<family>`` (csv + the image files; one row per image of both monkeys),
+- three NeuroidAssemblies ``<family>.M1PL``, ``<family>.M1ML``, ``<family>.M2ML`` (netCDF), each
+  ``presentation`` x ``neuroid`` x ``time_bin`` with one presentation per (image, grid position[, repetition]),
+- ``import.json`` (what was imported from where, with sha256 of every source file),
+- for the simulated twin, its sidecar ``generator.json``.
+
+``<family>`` is ``Arcaro2020`` for the real data and ``Arcaro2020sim`` for the simulated twin (recognised by its
+sidecar), so the two can never be mixed. ``load_stimulus_set``, ``load_assembly`` and ``response_maps`` read them
+back; ``response_maps`` turns an assembly into image-coordinate maps averaged over a response window.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from benchmarks_it_maps import conventions as cv
+from benchmarks_it_maps.home import atomic_dir, data_home, sha256_file
+
+logger = logging.getLogger(__name__)
+
+IMPORT_MANIFEST = "import.json"
+IMAGE_DIR = "images"
+#: Image file types accepted in the image folders.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class ArcaroDataError(ValueError):
+    """Bad input: names the file, the field and what was expected, in one line."""
+
+    def __init__(self, file: str | Path, field: str, expected: str, got: str | None = None):
+        self.file, self.field, self.expected, self.got = str(file), field, expected, got
+        message = f"{file}: field '{field}': expected {expected}"
+        if got is not None:
+            message += f", got {got}"
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MATLAB files
+# ---------------------------------------------------------------------------------------------------------------------
+
+def windows_basename(path: str) -> str:
+    """File name of a Windows-style (or POSIX) path: ``'C:\\a\\b\\img.jpg'`` -> ``'img.jpg'``."""
+    return PureWindowsPath(str(path).strip()).name
+
+
+def is_mat73(path: str | Path) -> bool:
+    """True if ``path`` is a MATLAB v7.3 (HDF5) file."""
+    import h5py
+    return bool(h5py.is_hdf5(str(path)))
+
+
+def read_mat(path: str | Path, keys: Sequence[str], label: str | None = None) -> dict:
+    """Read ``keys`` (those present) from a MATLAB v5 or v7.3 file, with MATLAB axis order and cells as lists.
+
+    v7.3 files are HDF5 with reversed axes (they are transposed back here); cell arrays of strings are returned as
+    ``list[str]`` in MATLAB's column-major order for both versions. ``out['__keys__']()`` lists the file's
+    variables (computed on demand, for error messages).
+    """
+    label = label or str(path)
+    if is_mat73(path):
+        return _read_mat73(path, keys, label)
+    return _read_mat5(path, keys, label)
+
+
+def _read_mat5(path, keys, label) -> dict:
+    import scipy.io
+    try:
+        raw = scipy.io.loadmat(str(path), variable_names=list(keys), chars_as_strings=True)
+    except Exception as error:  # scipy raises several types for non-MAT content
+        raise ArcaroDataError(label, "file", "a MATLAB v5 or v7.3 .mat file",
+                              f"unreadable ({type(error).__name__}: {error})") from None
+
+    def variables() -> list[str]:
+        return [name for name, _, _ in scipy.io.whosmat(str(path))]
+
+    out: dict = {"__keys__": variables}
+    for key in keys:
+        if key in raw:
+            value = raw[key]
+            out[key] = _cell_strings(value) if value.dtype == object or value.dtype.kind == "U" else value
+    return out
+
+
+def _cell_strings(value) -> list[str] | np.ndarray:
+    """Flatten a loadmat cell/char array into strings (column-major, as MATLAB indexes a 1xN or Nx1 cell)."""
+    if isinstance(value, str):
+        return [value]
+    value = np.asarray(value)
+    if value.dtype.kind == "U":
+        return [str(v) for v in value.ravel(order="F")]
+    strings = []
+    for item in value.ravel(order="F"):
+        flat = _cell_strings(item)
+        if not isinstance(flat, list):
+            return value
+        strings.append("".join(flat) if len(flat) != 1 else flat[0])
+    return strings
+
+
+def _read_mat73(path, keys, label) -> dict:
+    import h5py
+    out: dict = {}
+    try:
+        with h5py.File(str(path), "r") as f:
+            names = [k for k in f.keys() if not k.startswith("#")]
+            out["__keys__"] = lambda: names
+            for key in keys:
+                if key not in f:
+                    continue
+                node = f[key]
+                if not isinstance(node, h5py.Dataset):
+                    raise ArcaroDataError(label, key, "a MATLAB array", "a struct/group")
+                cls = node.attrs.get("MATLAB_class", b"")
+                cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+                if cls == "cell" or node.dtype == h5py.ref_dtype:
+                    refs = node[()].T  # back to MATLAB shape
+                    out[key] = [_h5_char(f[ref]) for ref in refs.ravel(order="F")]
+                elif cls == "char":
+                    chars = node[()].T  # MATLAB char matrix: one string per row
+                    out[key] = ["".join(map(chr, row)).rstrip("\x00 ") for row in np.atleast_2d(chars)]
+                else:
+                    out[key] = node[()].T
+    except ArcaroDataError:
+        raise
+    except Exception as error:
+        raise ArcaroDataError(label, "file", "a readable MATLAB v7.3 (HDF5) .mat file",
+                              f"unreadable ({type(error).__name__}: {error})") from None
+    return out
+
+
+def _h5_char(dataset) -> str:
+    data = np.asarray(dataset[()])
+    if dataset.attrs.get("MATLAB_empty", 0) or data.size == 0:
+        return ""
+    return "".join(map(chr, data.T.ravel(order="C")))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading and checking one monkey's part of the archive
+# ---------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class MonkeyRecording:
+    """One monkey's checked data, still in MATLAB layout (spatial axes not yet flipped)."""
+    monkey: cv.Monkey
+    grid_size: int
+    responses: np.ndarray            # [grid_a, grid_b, time, channel, image]
+    trials: np.ndarray | None        # [grid_a, grid_b, time, channel, image, repetition] or None
+    names: list[str]                 # UniqueNames (full Windows paths), image-axis order
+    image_files: list[Path]          # matching files, same order
+    mat_sha256: str
+    image_sha256: list[str] = field(default_factory=list)
+
+
+def _describe_keys(keys: Sequence[str], wanted: str) -> str:
+    close = difflib.get_close_matches(wanted, keys, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'? rename it to '{wanted}')" if close else ""
+    return f"keys {sorted(keys)}{hint}"
+
+
+def read_monkey(root: Path, monkey: cv.Monkey, grid_size: int, label_prefix: str = "") -> MonkeyRecording:
+    """Read and check ``monkey``'s .mat file and images under archive ``root``; raise :class:`ArcaroDataError`."""
+    mat_path = root / monkey.mat_path
+    label = f"{label_prefix}{monkey.mat_path}"
+    if not mat_path.is_file():
+        raise ArcaroDataError(label, "file", f"the file {monkey.mat_path} in the archive", "missing")
+    data = read_mat(mat_path, [cv.KEY_RESPONSES, cv.KEY_NAMES, cv.KEY_TRIALS], label)
+    for key in (cv.KEY_RESPONSES, cv.KEY_NAMES):
+        if key not in data:
+            raise ArcaroDataError(label, key, f"a variable named '{key}'", _describe_keys(data["__keys__"](), key))
+    responses = _check_array(data[cv.KEY_RESPONSES], label, cv.KEY_RESPONSES, cv.RESPONSE_NDIM, monkey, grid_size)
+    names = data[cv.KEY_NAMES]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ArcaroDataError(label, cv.KEY_NAMES, "a 1xN cell array of file paths",
+                              f"an array of type {np.asarray(names).dtype}")
+    n_images = responses.shape[4]
+    if len(names) != n_images:
+        raise ArcaroDataError(label, cv.KEY_NAMES, f"{n_images} names (one per image of {cv.KEY_RESPONSES})",
+                              f"{len(names)}")
+    basenames = [windows_basename(n) for n in names]
+    if len(set(basenames)) != len(basenames) or "" in basenames:
+        dupes = sorted({b for b in basenames if basenames.count(b) > 1 or not b})
+        raise ArcaroDataError(label, cv.KEY_NAMES, "distinct, non-empty file names", f"repeated/empty {dupes}")
+    trials = None
+    if cv.KEY_TRIALS in data:
+        trials = _check_array(data[cv.KEY_TRIALS], label, cv.KEY_TRIALS, cv.RESPONSE_NDIM + 1, monkey, grid_size)
+        if trials.shape[:5] != responses.shape:
+            raise ArcaroDataError(label, cv.KEY_TRIALS, f"the shape of {cv.KEY_RESPONSES} {responses.shape} plus a "
+                                  "repetition axis", f"shape {trials.shape}")
+    image_dir = root / monkey.image_path
+    if not image_dir.is_dir():
+        raise ArcaroDataError(f"{label_prefix}{monkey.image_path}", "folder",
+                              f"the image folder {monkey.image_path}/ in the archive", "missing")
+    present = {p.name: p for p in image_dir.iterdir() if p.is_file()}
+    image_files = []
+    for basename, name in zip(basenames, names):
+        if basename not in present:
+            raise ArcaroDataError(label, cv.KEY_NAMES, f"the image '{basename}' (from '{name}') in "
+                                  f"{monkey.image_path}/", "missing")
+        image_files.append(present[basename])
+    _check_images(image_files, label_prefix, monkey)
+    return MonkeyRecording(monkey=monkey, grid_size=grid_size, responses=responses, trials=trials, names=names,
+                           image_files=image_files, mat_sha256=sha256_file(mat_path),
+                           image_sha256=[sha256_file(p) for p in image_files])
+
+
+def _check_array(value, label: str, key: str, ndim: int, monkey: cv.Monkey, grid_size: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise ArcaroDataError(label, key, "a real numeric array", f"dtype {array.dtype}")
+    axes = cv.RESPONSE_AXES + (("repetition",) if ndim > cv.RESPONSE_NDIM else ())
+    if array.ndim != ndim:
+        raise ArcaroDataError(label, key, f"{ndim} dimensions [{', '.join(axes)}]", f"shape {array.shape}")
+    if array.shape[0] != grid_size or array.shape[1] != grid_size:
+        raise ArcaroDataError(label, key, f"a {grid_size}x{grid_size} position grid on axes 0-1 for "
+                              f"{monkey.name}", f"shape {array.shape}")
+    if array.shape[2] < cv.TIME_BIN_MS:
+        raise ArcaroDataError(label, key, f"at least {cv.TIME_BIN_MS} time samples (ms) on axis 2",
+                              f"shape {array.shape}")
+    if array.shape[3] != monkey.n_channels:
+        raise ArcaroDataError(label, key, f"{monkey.n_channels} channels on axis 3 for {monkey.name}",
+                              f"{array.shape[3]} (shape {array.shape})")
+    if array.shape[4] < 2:
+        raise ArcaroDataError(label, key, "at least 2 images on axis 4", f"shape {array.shape}")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ArcaroDataError(label, key, "finite values", f"{int(bad.sum())} non-finite values (first at "
+                                  f"index {first} of [{', '.join(axes)}])")
+    return array
+
+
+def _check_images(files: Sequence[Path], label_prefix: str, monkey: cv.Monkey) -> None:
+    from PIL import Image
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as error:
+            raise ArcaroDataError(f"{label_prefix}{monkey.image_path}/{path.name}", "image",
+                                  "a readable image file", f"unreadable ({type(error).__name__})") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Archive handling
+# ---------------------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def open_archive(path: str | Path) -> Iterator[tuple[Path, str]]:
+    """Yield ``(root, label_prefix)`` of an archive given as a zip or a folder (zips are extracted to a temp dir).
+
+    ``root`` is the folder that holds ``George/`` and ``Red/`` (the archive's top level or one folder below it).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ArcaroDataError(path, "path", "an existing Arcaro2020 zip or its extracted folder", "not found")
+    if path.is_dir():
+        yield _find_root(path, f"{path}/"), f"{path.name}:"
+        return
+    if not zipfile.is_zipfile(path):
+        raise ArcaroDataError(path, "file", "a zip archive (or its extracted folder)", "not a zip file")
+    with tempfile.TemporaryDirectory(prefix="arcaro2020-") as tmp:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                target = Path(tmp, info.filename).resolve()
+                if not str(target).startswith(str(Path(tmp).resolve())):
+                    raise ArcaroDataError(path, info.filename, "member paths inside the archive", "a path outside")
+            archive.extractall(tmp)
+        yield _find_root(Path(tmp), f"{path.name}:"), f"{path.name}:"
+
+
+def _find_root(folder: Path, label: str) -> Path:
+    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("__"))
+    for candidate in candidates:
+        if any((candidate / m.folder).is_dir() for m in cv.MONKEYS.values()):
+            return candidate
+    raise ArcaroDataError(label.rstrip(":/"), "layout", "folders George/ and Red/ (at the top level or one "
+                          f"folder below), holding {', '.join(cv.EXPECTED_MEMBERS)}", "neither found")
+
+
+def read_sidecar(root: Path, label_prefix: str = "") -> dict | None:
+    """The simulated twin's sidecar ``generator.json`` in ``root``, or None for the real data."""
+    path = root / cv.SIDECAR_NAME
+    if not path.is_file():
+        return None
+    try:
+        sidecar = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArcaroDataError(f"{label_prefix}{cv.SIDECAR_NAME}", "json", "valid JSON", str(error)) from None
+    monkeys = sidecar.get("monkeys") if isinstance(sidecar, dict) else None
+    if not isinstance(monkeys, dict) or set(monkeys) != set(cv.MONKEYS):
+        raise ArcaroDataError(f"{label_prefix}{cv.SIDECAR_NAME}", "monkeys",
+                              f"an object with entries {sorted(cv.MONKEYS)} (each with 'grid_size')", repr(monkeys))
+    return sidecar
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Conversion to Brain-Score data
+# ---------------------------------------------------------------------------------------------------------------------
+
+def family_of(identifier: str) -> str:
+    """'Arcaro2020' or 'Arcaro2020sim' from an identifier such as 'Arcaro2020sim.M1ML'."""
+    family = identifier.split(".")[0]
+    if family not in (cv.IDENTIFIER, cv.SIM_IDENTIFIER):
+        raise KeyError(f"unknown data identifier '{identifier}': expected '{cv.IDENTIFIER}[.SITE]' or "
+                       f"'{cv.SIM_IDENTIFIER}[.SITE]' with SITE in {sorted(cv.SITES)}")
+    return family
+
+
+def stimulus_id(family: str, monkey: cv.Monkey, basename: str) -> str:
+    """Stable stimulus id: readable prefix plus a hash of (family, monkey, file name)."""
+    digest = hashlib.sha1(f"{family}/{monkey.name}/{basename}".encode()).hexdigest()[:10]
+    return f"{monkey.key.lower()}_{Path(basename).stem}_{digest}"
+
+
+def _stimulus_rows(family: str, recordings: Sequence[MonkeyRecording]) -> pd.DataFrame:
+    from PIL import Image
+    rows = []
+    for rec in recordings:
+        for index, (name, path, digest) in enumerate(zip(rec.names, rec.image_files, rec.image_sha256)):
+            with Image.open(path) as image:
+                width, height = image.size
+            rows.append(dict(stimulus_id=stimulus_id(family, rec.monkey, path.name), image_file_name=path.name,
+                             monkey=rec.monkey.key, monkey_name=rec.monkey.name, image_index=index,
+                             image_size_deg=cv.IMAGE_SIZE_DEG, image_width_px=width, image_height_px=height,
+                             unique_name=name, image_sha256=digest,
+                             filename=f"{rec.monkey.image_path}/{path.name}"))
+    return pd.DataFrame(rows)
+
+
+def _presentation_coords(stimulus_ids: Sequence[str], file_names: Sequence[str], grid_size: int,
+                         repetitions: int | None) -> dict:
+    """Coordinates of presentations ordered (image, row, col[, repetition]) in image coordinates."""
+    n, g = len(stimulus_ids), grid_size
+    shape = (n, g, g) + ((repetitions,) if repetitions else ())
+    idx = np.indices(shape).reshape(len(shape), -1)
+    rows, cols = idx[1], idx[2]
+    u, v = cv.grid_coordinate(rows, g), cv.grid_coordinate(cols, g)
+    coords = {
+        "stimulus_id": ("presentation", np.asarray(stimulus_ids, dtype=object)[idx[0]].astype(str)),
+        "image_file_name": ("presentation", np.asarray(file_names, dtype=object)[idx[0]].astype(str)),
+        "grid_row": ("presentation", rows), "grid_col": ("presentation", cols),
+        "grid_size": ("presentation", np.full(rows.shape, g)),
+        "image_u": ("presentation", u), "image_v": ("presentation", v),
+        # offset of the receptive-field centre from the image centre: x right, y up (visual-field convention)
+        "position_x_deg": ("presentation", (v - 0.5) * cv.IMAGE_SIZE_DEG),
+        "position_y_deg": ("presentation", (0.5 - u) * cv.IMAGE_SIZE_DEG),
+    }
+    if repetitions:
+        coords["repetition"] = ("presentation", idx[3])
+    return coords
+
+
+def _binned(array: np.ndarray, channels: Sequence[int], scale: float) -> np.ndarray:
+    """MATLAB-layout [a, b, time, channel, image(, rep)] -> [presentation, neuroid, time_bin] float32 in image coords.
+
+    Spatial axes are flipped (conventions item 4), samples are averaged within 10-ms bins and multiplied by ``scale``.
+    """
+    n_bins = array.shape[2] // cv.TIME_BIN_MS
+    part = array[::-1, ::-1, : n_bins * cv.TIME_BIN_MS][:, :, :, list(channels)]
+    has_reps = part.ndim == 6
+    # -> [image, row, col, (rep,) channel, time]
+    order = (4, 0, 1, 5, 3, 2) if has_reps else (4, 0, 1, 3, 2)
+    part = np.ascontiguousarray(part.transpose(order))
+    k = len(channels)
+    part = part.reshape(-1, k, n_bins, cv.TIME_BIN_MS)
+    out = part.sum(axis=-1, dtype=np.float64 if part.dtype == np.float64 else np.float32)
+    out *= scale / cv.TIME_BIN_MS
+    return out.astype(np.float32, copy=False)
+
+
+def build_assembly(family: str, site: cv.Site, rec: MonkeyRecording, stimulus_ids: Sequence[str],
+                   source_sha256: str):
+    """The NeuroidAssembly of ``site`` from its monkey's recording (trials when present, else ``imageRF``)."""
+    from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly
+    channels = list(site.channels)
+    if rec.trials is not None:
+        values = _binned(rec.trials, channels, cv.TRIAL_COUNTS_TO_RATE)
+        repetitions = rec.trials.shape[5]
+    else:
+        values = _binned(rec.responses, channels, 1.0)
+        repetitions = None
+    n_bins = values.shape[2]
+    coords = _presentation_coords(stimulus_ids, [p.name for p in rec.image_files], rec.grid_size, repetitions)
+    channels_arr = np.asarray(channels)
+    coords.update({
+        "neuroid_id": ("neuroid", [f"{rec.monkey.key}.ch{c:02d}" for c in channels]),
+        "channel": ("neuroid", channels_arr),
+        "site": ("neuroid", [site.key] * len(channels)),
+        "monkey": ("neuroid", [rec.monkey.key] * len(channels)),
+        "monkey_name": ("neuroid", [rec.monkey.name] * len(channels)),
+        "region": ("neuroid", [cv.REGION] * len(channels)),
+        "subregion": ("neuroid", [site.subregion] * len(channels)),
+        "time_bin_start": ("time_bin", np.arange(n_bins) * cv.TIME_BIN_MS + cv.TIME_ORIGIN_MS),
+        "time_bin_end": ("time_bin", (np.arange(n_bins) + 1) * cv.TIME_BIN_MS + cv.TIME_ORIGIN_MS),
+    })
+    assembly = NeuroidAssembly(values, coords=coords, dims=["presentation", "neuroid", "time_bin"])
+    assembly.attrs.update({
+        "identifier": f"{family}.{site.key}",
+        "stimulus_set_identifier": family,
+        "grid_size": rec.grid_size,
+        "grid_spacing_deg": cv.IMAGE_SIZE_DEG / (rec.grid_size - 1),
+        "image_size_deg": cv.IMAGE_SIZE_DEG,
+        "source_sha256": source_sha256,
+        "source_file": rec.monkey.mat_path,
+        "conventions_version": cv.CONVENTIONS_VERSION,
+        "default_window": list(rec.monkey.default_window),
+        "time_bin_ms": cv.TIME_BIN_MS,
+        "units": "spikes/s",
+        "trial_resolved": int(repetitions is not None),
+    })
+    return assembly
+
+
+def _write_netcdf(assembly, path: Path) -> None:
+    """Write without MultiIndexes and without the non-serialisable attributes (zlib level 1: fast, small)."""
+    data = assembly.reset_index(list(assembly.indexes))
+    data.attrs = {k: v for k, v in data.attrs.items() if isinstance(v, (str, int, float, list, tuple, np.ndarray))}
+    dataset = data.to_dataset(name="data", promote_attrs=True)
+    dataset.to_netcdf(path, encoding={"data": {"zlib": True, "complevel": 1}})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Import
+# ---------------------------------------------------------------------------------------------------------------------
+
+def family_dir(family: str, home: Path | None = None) -> Path:
+    """Folder of an imported family ('Arcaro2020' or 'Arcaro2020sim') in the data home."""
+    return Path(home or data_home()) / family
+
+
+def _content_key(recordings: Sequence[MonkeyRecording], sidecar: dict | None) -> str:
+    digest = hashlib.sha256(f"conventions={cv.CONVENTIONS_VERSION}".encode())
+    for rec in recordings:
+        digest.update(rec.mat_sha256.encode())
+        for name, h in zip(rec.names, rec.image_sha256):
+            digest.update(f"{name}={h}".encode())
+    if sidecar is not None:
+        digest.update(json.dumps(sidecar, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force: bool = False) -> dict:
+    """Import the archive at ``path`` (zip or folder) into the data home; returns the summary.
+
+    Everything is read and checked before anything is written; the family folder is written atomically, so a bad or
+    interrupted import leaves the data home as it was. Importing the same content again does nothing
+    (``summary['status'] == 'unchanged'``) unless ``force``.
+    """
+    from tqdm.auto import tqdm
+    home = Path(home) if home else data_home()
+    path = Path(path).expanduser()
+    archive_sha = sha256_file(path) if path.is_file() else None
+    with open_archive(path) as (root, prefix):
+        sidecar = read_sidecar(root, prefix)
+        family = cv.SIM_IDENTIFIER if sidecar is not None else cv.IDENTIFIER
+        recordings = []
+        for monkey in tqdm(list(cv.MONKEYS.values()), desc="reading Arcaro2020", unit="monkey", leave=False):
+            grid = int(sidecar["monkeys"][monkey.key].get("grid_size", monkey.grid_size)) if sidecar else \
+                monkey.grid_size
+            logger.info("reading %s%s", prefix, monkey.mat_path)
+            recordings.append(read_monkey(root, monkey, grid, prefix))
+        key = _content_key(recordings, sidecar)
+        target = family_dir(family, home)
+        existing = _read_manifest(target)
+        if existing and existing.get("content_sha256") == key and not force:
+            logger.info("%s already imported from identical content; nothing to do", family)
+            return {**existing, "status": "unchanged"}
+        rows = _stimulus_rows(family, recordings)
+        with atomic_dir(target) as tmp:
+            for rec in recordings:
+                (tmp / rec.monkey.image_path).mkdir(parents=True, exist_ok=True)
+                for file in rec.image_files:
+                    shutil.copyfile(file, tmp / rec.monkey.image_path / file.name)
+            rows.to_csv(tmp / f"stimulus_{family}.csv", index=False)
+            sites = {}
+            for site in tqdm(list(cv.SITES.values()), desc=f"writing {family}", unit="site", leave=False):
+                rec = next(r for r in recordings if r.monkey.key == site.monkey)
+                ids = rows.loc[rows.monkey == rec.monkey.key].sort_values("image_index").stimulus_id.tolist()
+                assembly = build_assembly(family, site, rec, ids, rec.mat_sha256)
+                _write_netcdf(assembly, tmp / _assembly_file(family, site.key))
+                sites[site.key] = _site_summary(assembly, rec)
+                del assembly
+            if sidecar is not None:
+                (tmp / cv.SIDECAR_NAME).write_text(json.dumps(sidecar, indent=1, sort_keys=True))
+            manifest = {
+                "family": family, "source": str(path.resolve()), "archive_sha256": archive_sha,
+                "content_sha256": key, "conventions_version": cv.CONVENTIONS_VERSION, "simulated": sidecar is not None,
+                "images": int(len(rows)),
+                "source_files": {rec.monkey.mat_path: rec.mat_sha256 for rec in recordings},
+                "sites": sites,
+            }
+            (tmp / IMPORT_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    logger.info("imported %s into %s", family, target)
+    return {**manifest, "status": "imported"}
+
+
+def _assembly_file(family: str, site: str) -> str:
+    return f"assy_{family}_{site}.nc"
+
+
+def _site_summary(assembly, rec: MonkeyRecording) -> dict:
+    reps = rec.trials.shape[5] if rec.trials is not None else None
+    return {
+        "identifier": assembly.attrs["identifier"], "monkey": rec.monkey.key, "monkey_name": rec.monkey.name,
+        "images": len(rec.names), "channels": int(assembly.sizes["neuroid"]), "grid_size": rec.grid_size,
+        "grid_spacing_deg": cv.IMAGE_SIZE_DEG / (rec.grid_size - 1), "repetitions": reps,
+        "presentations": int(assembly.sizes["presentation"]),
+        "time_range_ms": [int(assembly["time_bin_start"].values[0]), int(assembly["time_bin_end"].values[-1])],
+        "time_bins": int(assembly.sizes["time_bin"]), "default_window": list(rec.monkey.default_window),
+        "source_sha256": rec.mat_sha256,
+    }
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / IMPORT_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _require_import(family: str, home: Path | None) -> tuple[Path, dict]:
+    folder = family_dir(family, home)
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        how = ("brainscore data simulate --out PATH && brainscore data import arcaro2020 PATH"
+               if family == cv.SIM_IDENTIFIER else
+               "brainscore data fetch arcaro2020 (or: brainscore data import arcaro2020 PATH/TO/Arcaro2020.zip)")
+        raise FileNotFoundError(f"{family} is not imported in {folder.parent}; run: {how}")
+    if manifest.get("conventions_version") != cv.CONVENTIONS_VERSION:
+        raise FileNotFoundError(f"{folder}: imported under conventions version {manifest.get('conventions_version')}"
+                                f", this package uses {cv.CONVENTIONS_VERSION}; import the archive again")
+    return folder, manifest
+
+
+def load_stimulus_set(identifier: str, *, home: str | Path | None = None):
+    """The StimulusSet 'Arcaro2020' or 'Arcaro2020sim' (images of both monkeys), with ``.identifier`` set."""
+    from brainscore_vision import StimulusSet
+    family = family_of(identifier)
+    if identifier != family:
+        raise KeyError(f"unknown stimulus set '{identifier}': expected '{family}'")
+    folder, _ = _require_import(family, Path(home) if home else None)
+    stimulus_set = StimulusSet.from_files(folder / f"stimulus_{family}.csv", folder)
+    stimulus_set.identifier = family
+    return stimulus_set
+
+
+def load_assembly(identifier: str, *, home: str | Path | None = None):
+    """The NeuroidAssembly 'Arcaro2020.M1PL' | '.M1ML' | '.M2ML' (or 'Arcaro2020sim.*'), fully loaded in memory.
+
+    ``attrs['stimulus_set']`` is the StimulusSet restricted to this monkey's images; ``attrs['default_window']`` the
+    monkey's response window in ms.
+    """
+    from brainscore_core.supported_data_standards.brainio.assemblies import (NeuroidAssembly,
+                                                                              StimulusReferenceAssemblyLoader)
+    family = family_of(identifier)
+    site = identifier[len(family) + 1:]
+    if site not in cv.SITES:
+        close = difflib.get_close_matches(site, list(cv.SITES), n=1)
+        hint = f" (did you mean '{family}.{close[0]}'?)" if close else ""
+        raise KeyError(f"unknown assembly '{identifier}': expected {family}.SITE with SITE in "
+                       f"{sorted(cv.SITES)}{hint}")
+    home_path = Path(home) if home else None
+    folder, _ = _require_import(family, home_path)
+    stimulus_set = load_stimulus_set(family, home=home_path)
+    monkey = cv.SITES[site].monkey
+    subset = stimulus_set[stimulus_set["monkey"] == monkey].reset_index(drop=True)
+    subset.identifier = family
+    subset.stimulus_paths = {sid: stimulus_set.stimulus_paths[sid] for sid in subset["stimulus_id"]}
+    with xr.open_dataarray(folder / _assembly_file(family, site)) as raw:
+        raw = raw.load()
+    loader = StimulusReferenceAssemblyLoader(NeuroidAssembly, folder / _assembly_file(family, site),
+                                             stimulus_set_identifier=family, stimulus_set=subset)
+    assembly = NeuroidAssembly(loader.correct_stimulus_id_name(raw))
+    assembly.attrs["stimulus_set_identifier"] = family
+    assembly.attrs["stimulus_set"] = subset
+    assembly.attrs["default_window"] = tuple(int(x) for x in np.atleast_1d(assembly.attrs["default_window"]))
+    return assembly
+
+
+def load_sidecar(identifier: str = cv.SIM_IDENTIFIER, *, home: str | Path | None = None) -> dict:
+    """The generator sidecar of the imported simulated twin."""
+    family = family_of(identifier)
+    if family != cv.SIM_IDENTIFIER:
+        raise KeyError(f"'{identifier}' is real data; only '{cv.SIM_IDENTIFIER}' has a generator sidecar")
+    folder, _ = _require_import(family, Path(home) if home else None)
+    return json.loads((folder / cv.SIDECAR_NAME).read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Maps
+# ---------------------------------------------------------------------------------------------------------------------
+
+def has_coord(array: xr.DataArray, name: str) -> bool:
+    """True if ``name`` is a coordinate of ``array``, including MultiIndex levels (xarray 2022.3 hides those)."""
+    if name in array.coords:
+        return True
+    try:
+        array[name]
+        return True
+    except KeyError:
+        return False
+
+
+def window_mask(assembly, window: tuple[float, float]) -> np.ndarray:
+    """Boolean mask of the time bins lying entirely inside ``window`` = (start, end) ms."""
+    start, end = window
+    starts, ends = assembly["time_bin_start"].values, assembly["time_bin_end"].values
+    mask = (starts >= start) & (ends <= end)
+    if not mask.any():
+        raise ValueError(f"window {tuple(window)} ms contains no complete {cv.TIME_BIN_MS}-ms bin of "
+                         f"{assembly.attrs.get('identifier', 'the assembly')} (recorded "
+                         f"{int(starts.min())}-{int(ends.max())} ms)")
+    return mask
+
+
+def response_maps(assembly, window: tuple[float, float] | None = None,
+                  average_repetitions: bool = True) -> xr.DataArray:
+    """Image-coordinate maps ``(stimulus_id, row, col, channel[, repetition])``: mean rate over ``window`` (ms).
+
+    ``window=None`` uses the site's default window (M1 100-250 ms, M2 150-300 ms). Row 0 is the image top, column 0
+    its left. Repetitions are averaged unless ``average_repetitions=False`` (then ``repetition`` is the last dim).
+    """
+    window = tuple(window) if window is not None else tuple(int(x) for x in
+                                                             np.atleast_1d(assembly.attrs["default_window"]))
+    data = assembly.transpose("presentation", "neuroid", "time_bin")
+    mask = window_mask(data, window)
+    values = np.asarray(data.values)[:, :, mask].mean(axis=2)  # [presentation, neuroid]
+    stim = data["stimulus_id"].values
+    stimulus_set = assembly.attrs.get("stimulus_set")
+    if stimulus_set is not None and "stimulus_id" in getattr(stimulus_set, "columns", ()):
+        order = [s for s in stimulus_set.sort_values("image_index")["stimulus_id"] if s in set(stim)]
+    else:
+        order = list(dict.fromkeys(stim))
+    index = {s: i for i, s in enumerate(order)}
+    s_idx = np.fromiter((index[s] for s in stim), dtype=int, count=len(stim))
+    rows, cols = data["grid_row"].values.astype(int), data["grid_col"].values.astype(int)
+    g = int(data["grid_size"].values.max())
+    has_reps = has_coord(data, "repetition")
+    reps = data["repetition"].values.astype(int) if has_reps else np.zeros(len(stim), dtype=int)
+    n_reps = int(reps.max()) + 1
+    out = np.full((len(order), g, g, values.shape[1], n_reps), np.nan, dtype=np.float64)
+    out[s_idx, rows, cols, :, reps] = values
+    if np.isnan(out).any():
+        raise ValueError(f"{assembly.attrs.get('identifier', 'assembly')}: incomplete grid (some image x position"
+                         f"{' x repetition' if has_reps else ''} has no presentation)")
+    file_names = dict(zip(stim, data["image_file_name"].values)) if has_coord(data, "image_file_name") else {}
+    coords = {
+        "stimulus_id": order,
+        "row": np.arange(g), "col": np.arange(g),
+        "channel": data["channel"].values,
+        "image_file_name": ("stimulus_id", [file_names.get(s, "") for s in order]),
+        "image_u": ("row", np.arange(g) / (g - 1)), "image_v": ("col", np.arange(g) / (g - 1)),
+        "neuroid_id": ("channel", data["neuroid_id"].values),
+    }
+    dims = ["stimulus_id", "row", "col", "channel"]
+    if average_repetitions or not has_reps:
+        result = out.mean(axis=-1)
+    else:
+        result = out
+        dims.append("repetition")
+        coords["repetition"] = np.arange(n_reps)
+    attrs = {"window": window, "identifier": assembly.attrs.get("identifier"), "grid_size": g,
+             "units": assembly.attrs.get("units", "")}
+    return xr.DataArray(result, dims=dims, coords=coords, attrs=attrs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------------------------------------------------
+
+def summary(identifier: str | None = None, *, home: str | Path | None = None) -> dict:
+    """Import manifests of the imported families (or of ``identifier``'s family): {family: manifest}."""
+    home_path = Path(home) if home else data_home()
+    families = [family_of(identifier)] if identifier else [cv.IDENTIFIER, cv.SIM_IDENTIFIER]
+    out = {}
+    for family in families:
+        manifest = _read_manifest(family_dir(family, home_path))
+        if manifest is not None:
+            out[family] = manifest
+    return out
+
+
+def format_summary(manifest: dict) -> str:
+    """Human-readable lines of one family's manifest (images, channels, grid, time range per site)."""
+    lines = [f"{manifest['family']}: {manifest['images']} images"
+             f"{' (simulated twin)' if manifest.get('simulated') else ''}, conventions v"
+             f"{manifest['conventions_version']}, content sha256 {manifest['content_sha256'][:12]}"]
+    for site, s in manifest["sites"].items():
+        reps = f", {s['repetitions']} repetitions" if s.get("repetitions") else ""
+        lines.append(f"  {s['identifier']:<22} {s['monkey']} ({s['monkey_name']}): {s['images']} images, "
+                     f"{s['channels']} channels, grid {s['grid_size']}x{s['grid_size']} @ {s['grid_spacing_deg']:g} "
+                     f"deg, time {s['time_range_ms'][0]}-{s['time_range_ms'][1]} ms in {s['time_bins']} bins"
+                     f"{reps}, default window {s['default_window'][0]}-{s['default_window'][1]} ms")
+    return "\n".join(lines)
