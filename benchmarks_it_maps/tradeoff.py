@@ -1,0 +1,816 @@
+"""The accuracy / IT-predictivity trade-off (Linsley et al. 2023, experiment 1) for any population of models.
+
+Input: one row per model with ImageNet top-1 (``accuracy``, a fraction), a neural ``score``, a ``category`` and a
+``harmonized`` flag (optionally the score's standard ``error``, and ``in_fit`` to choose the models the frontier is
+fitted on; default: the non-harmonized ones). :func:`analyze_tradeoff` fits, on those models,
+
+- the **frontier**: a continuous piecewise-linear ("hinge") function with one breakpoint,
+  ``f(x) = a + b1 * min(x - c, 0) + b2 * max(x - c, 0)``. For each candidate breakpoint ``c`` on a fine grid the other
+  three parameters are an exact least-squares fit; ``c`` minimises the profiled residual sum of squares (the grid
+  optimum is then refined continuously). ``c`` is the "peak" accuracy, ``b1``/``b2`` the slopes below/above it. The
+  breakpoint must leave at least ``min_per_side`` models on each side, so both slopes are identified;
+- a quadratic for comparison (vertex, R², AIC), and a straight line (slope with bootstrap interval: the summary
+  for monotone populations, whose breakpoint is not identified);
+- Spearman correlations of accuracy and score below and above the peak;
+- a seeded bootstrap over models (``n_bootstrap`` resamples, 1,000 by default), fully vectorised, for percentile
+  intervals of the peak, the slopes, the frontier band and the per-model trade-off scores.
+
+**Per-model trade-off score** = the model's score minus the frontier at its accuracy. Its interval (``interval=``):
+
+- ``"prediction"`` (default): bootstrap frontier plus a resampled residual of the frontier fit. The interval lies above
+  0 only if the model beats what models of its accuracy reach in (1 - alpha/2) of the draws, i.e. it sits above the
+  population's scatter band. This is what "breaks the trade-off" should mean for a frontier fitted as a mean curve:
+  with a confidence interval alone, half of the ordinary models lie above the curve and, with many models, most of
+  them would be flagged;
+- ``"confidence"``: bootstrap frontier plus the model's own score error (when known) only: "is the model above the
+  mean curve".
+
+A model **breaks the trade-off** when the lower end of its interval is above 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+_logger = logging.getLogger(__name__)
+
+#: Default number of bootstrap resamples over models.
+DEFAULT_BOOTSTRAP = 1000
+#: Default candidate-breakpoint grid size (between the feasible extremes; then refined continuously).
+DEFAULT_GRID = 401
+#: Minimum number of (fitted) models on each side of the breakpoint.
+DEFAULT_MIN_PER_SIDE = 3
+#: Minimum number of non-harmonized models needed for the frontier fit.
+MIN_MODELS = 8
+#: Category names used by the model registry; leaderboard models may also be 'Unknown'.
+CATEGORIES = ("CNN", "Transformer", "Robust", "Self-supervised", "Extra data", "Harmonized", "Unknown")
+INTERVALS = ("prediction", "confidence")
+#: Keys of :meth:`TradeoffResult.to_json` (issue 5), in order.
+JSON_KEYS = ("n_models", "benchmark", "peak_accuracy", "peak_ci", "slope_below", "slope_above", "slope_above_ci",
+             "spearman_below", "spearman_above", "models")
+
+
+class TradeoffInputError(ValueError):
+    """The model population cannot be analysed (too few models, missing or invalid values, duplicates...)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------------------------------------------------
+def _listing(names: Iterable[Any], limit: int = 8) -> str:
+    names = [str(name) for name in names]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def validate_population(population: pd.DataFrame, *, source: str = "the model table",
+                        min_models: int = MIN_MODELS) -> pd.DataFrame:
+    """Check and normalise a population table; returns a copy with columns model, accuracy, score, error,
+    category, harmonized (+ any extra columns). Raises :class:`TradeoffInputError` with one clear message."""
+    if not isinstance(population, pd.DataFrame):
+        raise TradeoffInputError(f"{source}: expected a pandas DataFrame with columns model, accuracy, score, got "
+                                 f"{type(population).__name__}")
+    missing = [column for column in ("model", "accuracy", "score") if column not in population.columns]
+    if missing:
+        raise TradeoffInputError(f"{source}: missing column(s) {', '.join(missing)}; a population needs one row per "
+                                 f"model with 'model', 'accuracy' (top-1 fraction) and 'score'")
+    table = population.copy().reset_index(drop=True)
+    table["model"] = table["model"].astype(str)
+    duplicated = table.loc[table["model"].duplicated(keep=False), "model"].unique()
+    if len(duplicated):
+        raise TradeoffInputError(f"{source}: duplicate model name(s) {_listing(duplicated)}; each model must appear "
+                                 f"once (rename or drop the repeated rows)")
+    table["accuracy"] = pd.to_numeric(table["accuracy"], errors="coerce").astype(float)
+    table["score"] = pd.to_numeric(table["score"], errors="coerce").astype(float)
+    no_accuracy = table.loc[~np.isfinite(table["accuracy"]), "model"]
+    if len(no_accuracy):
+        raise TradeoffInputError(
+            f"{source}: field 'accuracy' (ImageNet top-1) is missing or not a number for {_listing(no_accuracy)}; "
+            f"add their top-1 (model registry entry `top1`, model.json 'top1', or the leaderboard's ImageNet-top1) "
+            f"or leave these models out")
+    bad_range = table.loc[(table["accuracy"] < 0) | (table["accuracy"] > 1), "model"]
+    if len(bad_range):
+        raise TradeoffInputError(f"{source}: field 'accuracy' must be a fraction in [0, 1] but is outside for "
+                                 f"{_listing(bad_range)}; if these are percentages, divide them by 100")
+    bad_score = table.loc[~np.isfinite(table["score"]), "model"]
+    if len(bad_score):
+        raise TradeoffInputError(f"{source}: field 'score' is not a finite number for {_listing(bad_score)}; "
+                                 f"re-score these models or leave them out")
+    if "error" not in table.columns:
+        table["error"] = np.nan
+    table["error"] = pd.to_numeric(table["error"], errors="coerce").astype(float)
+    if "harmonized" not in table.columns:
+        table["harmonized"] = False
+    table["harmonized"] = table["harmonized"].fillna(False).astype(bool)
+    if "category" not in table.columns:
+        table["category"] = np.where(table["harmonized"], "Harmonized", "Unknown")
+    table["category"] = table["category"].fillna("Unknown").astype(str)
+    if "in_fit" not in table.columns:
+        table["in_fit"] = ~table["harmonized"]
+    table["in_fit"] = table["in_fit"].fillna(False).astype(bool)
+    fit = table[table["in_fit"]]
+    if len(fit) < min_models:
+        raise TradeoffInputError(f"{source}: the frontier needs at least {min_models} non-harmonized models with an "
+                                 f"accuracy and a score, got {len(fit)}; add models (e.g. from the leaderboard with "
+                                 f"--leaderboard) before fitting")
+    if fit["accuracy"].nunique() < 4:
+        raise TradeoffInputError(f"{source}: the non-harmonized models have only {fit['accuracy'].nunique()} distinct "
+                                 f"accuracies; a breakpoint fit needs at least 4")
+    return table
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hinge (piecewise-linear) frontier
+# --------------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Hinge:
+    """A continuous piecewise-linear function with one breakpoint: value ``level`` at ``breakpoint``."""
+    breakpoint: float
+    level: float
+    slope_below: float
+    slope_above: float
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray:
+        d = np.asarray(x, dtype=float) - self.breakpoint
+        return self.level + self.slope_below * np.minimum(d, 0) + self.slope_above * np.maximum(d, 0)
+
+
+def breakpoint_grid(x: np.ndarray, min_per_side: int = DEFAULT_MIN_PER_SIDE, size: int = DEFAULT_GRID) -> np.ndarray:
+    """Candidate breakpoints: ``size`` points from the ``min_per_side``-th smallest to the ``min_per_side``-th
+    largest accuracy (so that every candidate has at least that many models on each side)."""
+    xs = np.sort(np.asarray(x, dtype=float))
+    if len(xs) < 2 * min_per_side:
+        raise TradeoffInputError(f"need at least {2 * min_per_side} models for a breakpoint with {min_per_side} "
+                                 f"models per side, got {len(xs)}")
+    return np.linspace(xs[min_per_side - 1], xs[len(xs) - min_per_side], size)
+
+
+def _profile(x: np.ndarray, y: np.ndarray, weights: np.ndarray, grid: np.ndarray, min_per_side: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact weighted least squares of the hinge model for every (resample, candidate breakpoint).
+
+    weights [B, n] (bootstrap counts), grid [G]. Returns (sse [B, G] with inf where the breakpoint is not identified,
+    beta [B, G, 3] = (level, slope_below, slope_above)).
+    """
+    d = x[None, :] - grid[:, None]                      # [G, n]
+    u, v = np.minimum(d, 0.0), np.maximum(d, 0.0)
+    w = weights.astype(float)
+    s0 = w.sum(1)[:, None] * np.ones((1, len(grid)))    # [B, G]
+    su, sv = w @ u.T, w @ v.T
+    suu, svv = w @ (u * u).T, w @ (v * v).T
+    sy = (w @ y)[:, None] * np.ones((1, len(grid)))
+    suy, svy = w @ (u * y).T, w @ (v * y).T
+    syy = (w @ (y * y))[:, None]
+    a = np.empty(su.shape + (3, 3))
+    a[..., 0, 0], a[..., 0, 1], a[..., 0, 2] = s0, su, sv
+    a[..., 1, 0], a[..., 1, 1], a[..., 1, 2] = su, suu, 0.0
+    a[..., 2, 0], a[..., 2, 1], a[..., 2, 2] = sv, 0.0, svv
+    rhs = np.stack([sy, suy, svy], axis=-1)             # [B, G, 3]
+    present = (weights > 0).astype(float)
+    below = present @ (d <= 0).T.astype(float)
+    above = present @ (d >= 0).T.astype(float)
+    det = np.linalg.det(a)
+    scale = s0 * np.maximum(suu, 1e-300) * np.maximum(svv, 1e-300)
+    valid = (below >= min_per_side) & (above >= min_per_side) & (np.abs(det) > 1e-10 * scale)
+    a[~valid] = np.eye(3)
+    beta = np.linalg.solve(a, rhs[..., None])[..., 0]
+    sse = syy - (beta * rhs).sum(-1)
+    sse = np.where(valid, np.maximum(sse, 0.0), np.inf)
+    return sse, beta
+
+
+def _fit_at(x: np.ndarray, y: np.ndarray, c: float) -> tuple[float, np.ndarray]:
+    d = x - c
+    design = np.stack([np.ones_like(x), np.minimum(d, 0), np.maximum(d, 0)], axis=1)
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ beta
+    return float(residual @ residual), beta
+
+
+def fit_hinge(x: Sequence[float], y: Sequence[float], *, min_per_side: int = DEFAULT_MIN_PER_SIDE,
+              grid_size: int = DEFAULT_GRID) -> Hinge:
+    """Least-squares continuous piecewise-linear fit with one breakpoint (grid profile, then continuous refinement)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    grid = breakpoint_grid(x, min_per_side, grid_size)
+    sse, _ = _profile(x, y, np.ones((1, len(x))), grid, min_per_side)
+    sse = sse[0]
+    if not np.isfinite(sse).any():
+        raise TradeoffInputError("no breakpoint leaves enough distinct accuracies on both sides for a fit")
+    best = int(np.argmin(sse))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    c = grid[best]
+    if hi > lo:
+        refined = optimize.minimize_scalar(lambda t: _fit_at(x, y, t)[0], bounds=(lo, hi), method="bounded",
+                                           options={"xatol": 1e-9 * max(1.0, abs(hi))})
+        if refined.success and refined.fun <= _fit_at(x, y, c)[0]:
+            c = float(refined.x)
+    _, beta = _fit_at(x, y, c)
+    return Hinge(float(c), float(beta[0]), float(beta[1]), float(beta[2]))
+
+
+def _bootstrap_hinge(x: np.ndarray, y: np.ndarray, grid: np.ndarray, weights: np.ndarray, min_per_side: int,
+                     chunk: int = 250, progress: bool = False) -> np.ndarray:
+    """Hinge parameters (breakpoint, level, slope_below, slope_above) per resample [B, 4]; NaN rows if unidentified."""
+    from tqdm.auto import tqdm
+
+    out = np.full((len(weights), 4), np.nan)
+    starts = range(0, len(weights), chunk)
+    for start in tqdm(starts, desc="bootstrap", unit="chunk", disable=not progress, leave=False):
+        w = weights[start:start + chunk]
+        sse, beta = _profile(x, y, w, grid, min_per_side)
+        best = np.argmin(sse, axis=1)
+        ok = np.isfinite(sse[np.arange(len(w)), best])
+        rows = np.arange(len(w))
+        params = np.column_stack([grid[best], beta[rows, best]])
+        params[~ok] = np.nan
+        out[start:start + len(w)] = params
+    return out
+
+
+def _linear_slopes(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least-squares slope of y on x for each row of weights [B, n] (NaN where x is constant)."""
+    w = weights.astype(float)
+    total = w.sum(1)
+    mx, my = (w @ x) / total, (w @ y) / total
+    sxx = w @ (x * x) - total * mx * mx
+    sxy = w @ (x * y) - total * mx * my
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sxx > 1e-12 * np.maximum(total, 1), sxy / sxx, np.nan)
+
+
+def _evaluate(params: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Frontier values [B, len(x)] for bootstrap parameter rows [B, 4]."""
+    d = x[None, :] - params[:, :1]
+    return params[:, 1:2] + params[:, 2:3] * np.minimum(d, 0) + params[:, 3:4] * np.maximum(d, 0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------------------------------
+def _spearman(x: np.ndarray, y: np.ndarray, side: str) -> tuple[float | None, float | None]:
+    if len(x) < 3:
+        _logger.warning("Spearman %s the peak: only %d models, not computed", side, len(x))
+        return None, None
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        _logger.warning("Spearman %s the peak: constant accuracy or score, not computed", side)
+        return None, None
+    rho, p = stats.spearmanr(x, y)
+    return float(rho), float(p)
+
+
+def _interval(samples: np.ndarray, ci: float, axis: int = 0) -> np.ndarray:
+    alpha = (1 - ci) / 2
+    return np.quantile(samples, [alpha, 1 - alpha], axis=axis)
+
+
+@dataclasses.dataclass
+class TradeoffResult:
+    """Everything :func:`analyze_tradeoff` measured. Slopes are in score units per unit of accuracy (fraction)."""
+    benchmark: str | None
+    accuracy_name: str
+    n_models: int
+    n_fit: int
+    frontier: Hinge
+    peak_ci: tuple[float, float]
+    peak_range: tuple[float, float]
+    peak_score_ci: tuple[float, float]
+    slope_below_ci: tuple[float, float]
+    slope_above_ci: tuple[float, float]
+    spearman_below: float | None
+    spearman_below_p: float | None
+    spearman_above: float | None
+    spearman_above_p: float | None
+    linear_slope: float
+    linear_slope_ci: tuple[float, float]
+    r2: float
+    quadratic: dict
+    ci: float
+    interval: str
+    n_bootstrap: int
+    n_bootstrap_valid: int
+    seed: int
+    models: pd.DataFrame
+    bootstrap: np.ndarray = dataclasses.field(repr=False)
+
+    @property
+    def peak_accuracy(self) -> float:
+        return self.frontier.breakpoint
+
+    @property
+    def peak_score(self) -> float:
+        return self.frontier.level
+
+    @property
+    def slope_below(self) -> float:
+        return self.frontier.slope_below
+
+    @property
+    def slope_above(self) -> float:
+        return self.frontier.slope_above
+
+    @property
+    def peak_at_edge(self) -> bool:
+        """True when the peak's interval reaches the feasible breakpoint range's end (no interior peak shown)."""
+        step = (self.peak_range[1] - self.peak_range[0]) / (DEFAULT_GRID - 1)
+        return bool(self.peak_ci[0] <= self.peak_range[0] + step or self.peak_ci[1] >= self.peak_range[1] - step)
+
+    def band(self, x: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap interval of the frontier at accuracies ``x``."""
+        values = _evaluate(self.bootstrap, np.asarray(x, dtype=float))
+        low, high = _interval(values, self.ci)
+        return low, high
+
+    def breakers(self) -> list[str]:
+        """Models whose trade-off interval lies above 0."""
+        return list(self.models.loc[self.models["breaks_tradeoff"], "model"])
+
+    def to_json(self) -> dict:
+        """The issue's JSON object (keys :data:`JSON_KEYS`); numbers are plain floats, intervals [low, high]."""
+        models = []
+        for row in self.models.itertuples(index=False):
+            models.append({
+                "model": row.model, "category": row.category, "harmonized": bool(row.harmonized),
+                "accuracy": float(row.accuracy), "score": float(row.score), "frontier": float(row.frontier),
+                "tradeoff": float(row.tradeoff), "tradeoff_ci": [float(row.ci_low), float(row.ci_high)],
+                "breaks_tradeoff": bool(row.breaks_tradeoff), "in_fit": bool(row.in_fit),
+                "source": getattr(row, "source", None),
+            })
+        return {
+            "n_models": int(self.n_models), "benchmark": self.benchmark,
+            "peak_accuracy": float(self.peak_accuracy), "peak_ci": [float(v) for v in self.peak_ci],
+            "slope_below": float(self.slope_below), "slope_above": float(self.slope_above),
+            "slope_above_ci": [float(v) for v in self.slope_above_ci],
+            "spearman_below": self.spearman_below, "spearman_above": self.spearman_above,
+            "models": models,
+        }
+
+    def summary(self) -> dict:
+        """All scalar results (more than :meth:`to_json`), for the text table and the metric's attributes."""
+        return {
+            "benchmark": self.benchmark, "accuracy": self.accuracy_name, "n_models": self.n_models,
+            "n_fit": self.n_fit, "peak_accuracy": self.peak_accuracy, "peak_ci": list(self.peak_ci),
+            "peak_range": list(self.peak_range), "peak_at_edge": self.peak_at_edge, "peak_score": self.peak_score,
+            "peak_score_ci": list(self.peak_score_ci), "slope_below": self.slope_below,
+            "slope_below_ci": list(self.slope_below_ci), "slope_above": self.slope_above,
+            "slope_above_ci": list(self.slope_above_ci), "spearman_below": self.spearman_below,
+            "spearman_below_p": self.spearman_below_p, "spearman_above": self.spearman_above,
+            "spearman_above_p": self.spearman_above_p, "linear_slope": self.linear_slope,
+            "linear_slope_ci": list(self.linear_slope_ci), "r2_hinge": self.r2, "quadratic": self.quadratic,
+            "ci": self.ci, "interval": self.interval, "n_bootstrap": self.n_bootstrap,
+            "n_bootstrap_valid": self.n_bootstrap_valid, "seed": self.seed,
+            "n_breaking": int(self.models["breaks_tradeoff"].sum()),
+        }
+
+    def format_table(self, max_models: int | None = 20) -> str:
+        """Human-readable summary: frontier statistics, then the models sorted by trade-off score."""
+        pct = int(round(self.ci * 100))
+
+        def rng(pair):
+            return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+        def sp(rho, p):
+            return "n/a" if rho is None else f"{rho:+.3f} (p={p:.2g})"
+
+        q = self.quadratic
+        lines = [
+            f"Trade-off: {self.benchmark or 'score'} vs {self.accuracy_name} "
+            f"({self.n_models} models, {self.n_fit} non-harmonized in the frontier fit)",
+            f"  peak accuracy      {self.peak_accuracy:.3f}  {pct}% CI {rng(self.peak_ci)}"
+            + ("  (interval reaches the accuracy range's edge)" if self.peak_at_edge else ""),
+            f"  score at peak      {self.peak_score:.3f}  {pct}% CI {rng(self.peak_score_ci)}",
+            f"  slope below peak   {self.slope_below:+.3f}  {pct}% CI {rng(self.slope_below_ci)}  (per unit top-1)",
+            f"  slope above peak   {self.slope_above:+.3f}  {pct}% CI {rng(self.slope_above_ci)}",
+            f"  Spearman below     {sp(self.spearman_below, self.spearman_below_p)}",
+            f"  Spearman above     {sp(self.spearman_above, self.spearman_above_p)}",
+            f"  linear slope       {self.linear_slope:+.3f}  {pct}% CI {rng(self.linear_slope_ci)}  (straight line)",
+            f"  hinge R^2 {self.r2:.3f}; quadratic R^2 {q['r2']:.3f}, vertex {q['vertex']:.3f}"
+            + ("" if q["concave"] else " (not a maximum)") + f"; AIC hinge {q['aic_hinge']:.1f} vs quadratic "
+            f"{q['aic']:.1f}",
+            f"  bootstrap: {self.n_bootstrap_valid}/{self.n_bootstrap} resamples, seed {self.seed}, "
+            f"{self.interval} intervals",
+            "",
+        ]
+        models = self.models.sort_values("tradeoff", ascending=False)
+        shown = models if max_models is None else models.head(max_models)
+        width = max([len("model")] + [len(m) + 2 for m in shown["model"]])
+        lines.append(f"{'model':<{width}}  {'category':<15} {'top1':>6} {'score':>6} {'trade-off':>9}  "
+                     f"{pct}% interval       breaks")
+        for row in shown.itertuples(index=False):
+            name = row.model + (" *" if row.harmonized else "")
+            lines.append(f"{name:<{width}}  {row.category:<15} {row.accuracy:6.3f} {row.score:6.3f} "
+                         f"{row.tradeoff:+9.3f}  [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  "
+                         f"{'yes' if row.breaks_tradeoff else 'no'}")
+        if max_models is not None and len(models) > max_models:
+            lines.append(f"... {len(models) - max_models} more models (use --json for all)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Analysis
+# --------------------------------------------------------------------------------------------------------------------
+def fit_quadratic(x: np.ndarray, y: np.ndarray) -> dict:
+    """Least-squares quadratic y = a x^2 + b x + c: coefficients, vertex, whether it is a maximum, R^2, SSE, AIC."""
+    coefficients = np.polyfit(x, y, 2)
+    residual = y - np.polyval(coefficients, x)
+    sse = float(residual @ residual)
+    sst = float(((y - y.mean()) ** 2).sum())
+    a, b, _ = coefficients
+    vertex = float(-b / (2 * a)) if a != 0 else math.nan
+    return {"coefficients": [float(c) for c in coefficients], "vertex": vertex, "concave": bool(a < 0),
+            "r2": 1 - sse / sst if sst > 0 else math.nan, "sse": sse, "aic": _aic(sse, len(x), 3)}
+
+
+def _aic(sse: float, n: int, k: int) -> float:
+    return float(n * math.log(max(sse, 1e-300) / n) + 2 * k)
+
+
+def analyze_tradeoff(population: pd.DataFrame, *, benchmark: str | None = None,
+                     accuracy_name: str = "ImageNet-top1", n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                     ci: float = 0.95, interval: str = "prediction", min_per_side: int = DEFAULT_MIN_PER_SIDE,
+                     grid_size: int = DEFAULT_GRID, min_models: int = MIN_MODELS, progress: bool = False,
+                     source: str = "the model table") -> TradeoffResult:
+    """Fit the frontier on the non-harmonized models and score every model against it (see the module docstring)."""
+    if interval not in INTERVALS:
+        raise TradeoffInputError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
+    if not 0 < ci < 1:
+        raise TradeoffInputError(f"ci must be in (0, 1), got {ci}")
+    if int(n_bootstrap) < 10:
+        raise TradeoffInputError(f"n_bootstrap must be at least 10, got {n_bootstrap}")
+    table = validate_population(population, source=source, min_models=max(min_models, 2 * min_per_side + 2))
+    fit_rows = table[table["in_fit"]]
+    x, y = fit_rows["accuracy"].to_numpy(float), fit_rows["score"].to_numpy(float)
+    n = len(x)
+    frontier = fit_hinge(x, y, min_per_side=min_per_side, grid_size=grid_size)
+    grid = breakpoint_grid(x, min_per_side, grid_size)
+
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_bootstrap))
+    params = _bootstrap_hinge(x, y, grid, weights, min_per_side, progress=progress)
+    linear = _linear_slopes(x, y, weights)
+    valid = np.isfinite(params).all(1)
+    if valid.sum() < 0.9 * n_bootstrap:
+        _logger.warning("%d of %d bootstrap resamples had too few distinct accuracies for a breakpoint; they were "
+                        "dropped", int((~valid).sum()), n_bootstrap)
+    if valid.sum() < 10:
+        raise TradeoffInputError(f"{source}: only {int(valid.sum())} bootstrap resamples could be fitted; add models")
+    params = params[valid]
+    linear_slope = float(_linear_slopes(x, y, np.ones((1, n)))[0])
+    linear = linear[np.isfinite(linear)]
+
+    residuals = y - frontier(x)
+    sst = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - float(residuals @ residuals) / sst if sst > 0 else math.nan
+    quadratic = fit_quadratic(x, y)
+    quadratic["aic_hinge"] = _aic(float(residuals @ residuals), n, 4)
+
+    below = x <= frontier.breakpoint
+    rho_below, p_below = _spearman(x[below], y[below], "below")
+    rho_above, p_above = _spearman(x[~below], y[~below], "above")
+
+    # Per-model trade-off scores and their bootstrap intervals.
+    acc, score = table["accuracy"].to_numpy(float), table["score"].to_numpy(float)
+    draws = score[None, :] - _evaluate(params, acc)                      # [B, models]
+    if interval == "prediction":
+        draws = draws - rng.choice(residuals, size=draws.shape, replace=True)
+    else:
+        error = np.nan_to_num(table["error"].to_numpy(float), nan=0.0)
+        draws = draws + rng.standard_normal(draws.shape) * error[None, :]
+    low, high = _interval(draws, ci)
+    models = table.copy()
+    models["frontier"] = frontier(acc)
+    models["tradeoff"] = score - models["frontier"]
+    models["ci_low"], models["ci_high"] = low, high
+    models["breaks_tradeoff"] = low > 0
+
+    return TradeoffResult(
+        benchmark=benchmark, accuracy_name=accuracy_name, n_models=len(table), n_fit=n, frontier=frontier,
+        peak_ci=tuple(_interval(params[:, 0], ci)), peak_range=(float(grid[0]), float(grid[-1])),
+        peak_score_ci=tuple(_interval(params[:, 1], ci)), slope_below_ci=tuple(_interval(params[:, 2], ci)),
+        slope_above_ci=tuple(_interval(params[:, 3], ci)), spearman_below=rho_below, spearman_below_p=p_below,
+        spearman_above=rho_above, spearman_above_p=p_above, linear_slope=linear_slope,
+        linear_slope_ci=tuple(_interval(linear, ci)), r2=r2, quadratic=quadratic, ci=ci, interval=interval,
+        n_bootstrap=int(n_bootstrap), n_bootstrap_valid=int(valid.sum()), seed=seed, models=models,
+        bootstrap=params)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Populations: from the leaderboard, from our results database, or both
+# --------------------------------------------------------------------------------------------------------------------
+_CATEGORY_HINTS = (  # (category, lower-case name fragments); first match wins
+    ("Harmonized", ("harmoniz",)),
+    ("Robust", ("robust", "advprop", "adv_", "_eps", "linf", "imagenet_l2", "at_efficientnet")),
+    ("Self-supervised", ("barlow", "vicreg", "simclr", "moco", "moclr", "byol", "dino", "swav", "mae_", "-ssl")),
+    ("Extra data", ("wsl", "in22k", "in21k", "22k", "21k", "bit-m", "jft", "laion", "clip", "ig1b", "omnivore")),
+    ("Transformer", ("vit", "deit", "swin", "transformer", "cvt", "convit", "levit", "beit", "xcit", "cait", "mvit",
+                     "focalnet", "pit_", "tnt_", "crossvit")),
+)
+
+
+def leaderboard_category(name: str) -> str:
+    """Best-effort category of a leaderboard model from its name; anonymised names ('Model 123') are 'Unknown'."""
+    if is_anonymous(name):
+        return "Unknown"
+    lower = name.lower()
+    for category, fragments in _CATEGORY_HINTS:
+        if any(fragment in lower for fragment in fragments):
+            return category
+    return "CNN"
+
+
+def is_anonymous(name: str) -> bool:
+    """Whether a leaderboard model name is anonymised by the website ('Model 1234')."""
+    lower = str(name).lower()
+    return lower.startswith("model ") and lower[6:].strip().isdigit()
+
+
+def population_from_leaderboard(frame: pd.DataFrame, benchmark: str, *, accuracy: str = "ImageNet-top1",
+                                min_accuracy: float | None = None, exclude_anonymous: bool = False) -> pd.DataFrame:
+    """Population table from a tidy leaderboard (:func:`benchmarks_it_maps.leaderboard.load_leaderboard`).
+
+    Uses public models that have both a usable ``benchmark`` value (ceiled) and an ``accuracy`` value (top-1; raw when
+    the site shows 'X'); the others are dropped and counted in the log. Names shared by several submissions get the
+    model id appended. ``min_accuracy`` drops models below that top-1 (near-chance submissions);
+    ``exclude_anonymous`` drops models whose name the website anonymised.
+    """
+    from . import leaderboard as lb
+
+    scores = lb.benchmark_table(frame, benchmark)
+    accuracies = lb.benchmark_table(frame, accuracy)
+    merged = scores.merge(accuracies[["model_id", "value"]].rename(columns={"value": "accuracy"}), on="model_id",
+                          how="left")
+    missing = merged["accuracy"].isna()
+    if missing.any():
+        _logger.info("%s: %d of %d leaderboard models have no %s and are left out", benchmark, int(missing.sum()),
+                     len(merged), accuracy)
+    merged = merged[~missing]
+    if min_accuracy is not None:
+        merged = merged[merged["accuracy"] >= min_accuracy]
+    if exclude_anonymous:
+        merged = merged[~merged["model"].map(is_anonymous)]
+    return pd.DataFrame({
+        "model": merged["label"].astype(str), "accuracy": merged["accuracy"].astype(float),
+        "score": merged["value"].astype(float), "error": merged["error"].astype(float),
+        "category": [leaderboard_category(name) for name in merged["model"]],
+        "harmonized": [leaderboard_category(name) == "Harmonized" for name in merged["model"]],
+        "source": "leaderboard",
+    }).reset_index(drop=True)
+
+
+def registry_info(model: str) -> dict:
+    """top1 / category / harmonized of one of our models: the model registry (``harmonized_models.get_entry``), or the
+    ``model.json`` of a ``harmonized:PATH`` checkpoint folder. Raises :class:`TradeoffInputError` when unknown."""
+    import json
+
+    if model.startswith("harmonized:"):
+        path = Path(model.split(":", 1)[1]).expanduser() / "model.json"
+        if not path.is_file():
+            raise TradeoffInputError(f"model {model!r}: {path} not found; a harmonized checkpoint folder needs its "
+                                     f"model.json with a 'top1' field")
+        meta = json.loads(path.read_text())
+        return {"top1": meta.get("top1"), "category": "Harmonized", "harmonized": True}
+    try:
+        import harmonized_models
+        entry = harmonized_models.get_entry(model)
+    except (KeyError, ImportError, AttributeError) as error:
+        raise TradeoffInputError(f"model {model!r} has no top-1 accuracy: it is not in the model registry "
+                                 f"({error}); record an 'ImageNet-top1' score for it in the results database or "
+                                 f"leave it out") from error
+    return {"top1": entry.top1, "category": entry.category, "harmonized": bool(entry.harmonized)}
+
+
+def _results_frame(results: Any) -> tuple[pd.DataFrame, str]:
+    if isinstance(results, pd.DataFrame):
+        return results, "the results table"
+    from .results import ResultsDB
+
+    db = results if isinstance(results, ResultsDB) else ResultsDB(results)
+    return db.to_frame(), f"results database {getattr(db, 'path', results)}"
+
+
+def _latest(rows: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per model (by creation time, then row id)."""
+    order = [c for c in ("created_at", "id") if c in rows.columns]
+    if order:
+        rows = rows.sort_values(order, kind="stable")
+    return rows.groupby("model", sort=False).tail(1)
+
+
+def population_from_results(results: Any, benchmark: str, *, accuracy: str = "ImageNet-top1",
+                            info: Callable[[str], dict] = registry_info) -> pd.DataFrame:
+    """Population table from our results database (a ResultsDB, its path, or ``ResultsDB.to_frame()``).
+
+    Per model the latest row (highest benchmark version, newest) of ``benchmark`` is used. The accuracy comes from
+    an ``accuracy`` row in the same database when present, else from the model registry's ``top1``.
+    """
+    import difflib
+
+    frame, source = _results_frame(results)
+    if frame.empty:
+        raise TradeoffInputError(f"{source} is empty; score some models first (brainscore score MODEL BENCHMARK)")
+    known = sorted(set(frame["benchmark"]))
+    if benchmark not in known:
+        close = difflib.get_close_matches(benchmark, known, n=5, cutoff=0.4)
+        raise TradeoffInputError(f"benchmark {benchmark!r} has no scores in {source}"
+                                 + (f"; did you mean {', '.join(close)}?" if close else
+                                    f"; it holds {_listing(known)}"))
+    rows = _latest(frame[frame["benchmark"] == benchmark])
+    recorded = _latest(frame[frame["benchmark"] == accuracy]).set_index("model")["score"]
+    records = []
+    for row in rows.itertuples(index=False):
+        model = str(row.model)
+        meta: dict = {}
+        try:
+            meta = info(model)
+        except TradeoffInputError:
+            if model not in recorded.index:
+                raise
+        top1 = float(recorded[model]) if model in recorded.index else meta.get("top1")
+        if top1 is None or not np.isfinite(float(top1)):
+            raise TradeoffInputError(f"model {model!r} in {source} has no top-1 accuracy (registry field 'top1' is "
+                                     f"empty); set it in its registry entry / model.json, or record an {accuracy!r} "
+                                     f"score for it")
+        records.append({"model": model, "accuracy": float(top1), "score": float(row.score),
+                        "error": pd.to_numeric(getattr(row, "error", None), errors="coerce"),
+                        "category": meta.get("category") or "Unknown", "harmonized": bool(meta.get("harmonized")),
+                        "source": "results"})
+    return pd.DataFrame.from_records(records)
+
+
+def combine_populations(local: pd.DataFrame, public: pd.DataFrame) -> pd.DataFrame:
+    """Our models plus the leaderboard's; a leaderboard model whose name collides with ours gets ' (leaderboard)'."""
+    public = public.copy()
+    clash = public["model"].isin(set(local["model"]))
+    public.loc[clash, "model"] = public.loc[clash, "model"] + " (leaderboard)"
+    return pd.concat([local, public], ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Brain-Score-style metric
+# --------------------------------------------------------------------------------------------------------------------
+try:
+    from brainscore_core.metrics import Metric as _Metric
+except ImportError:  # pragma: no cover - brainscore_core is a dependency
+    _Metric = object
+
+
+def _has_coord(assembly: Any, name: str) -> bool:
+    """Whether an assembly has coordinate ``name`` (also as a level of a MultiIndex, which ``in coords`` misses)."""
+    if not hasattr(assembly, "dims"):
+        return False
+    try:
+        assembly[name]
+    except KeyError:
+        return False
+    return True
+
+
+def _model_key(assembly: Any) -> str | None:
+    """Name of the coordinate that identifies models in an assembly ('model_identifier' or 'model')."""
+    return next((key for key in ("model_identifier", "model") if _has_coord(assembly, key)), None)
+
+
+class TradeoffMetric(_Metric):
+    """The trade-off as a Brain-Score metric: ``metric(accuracies, scores)`` (two 1-D assemblies over a ``model`` dim
+    with a ``model_identifier`` coord, or pandas Series indexed by model; optional coords ``category``,
+    ``harmonized``, ``error``) or ``metric(population_table)``.
+
+    Returns a :class:`brainscore_core.metrics.Score` whose value is the slope above the peak (negative = accuracy
+    costs IT predictivity), with attrs ``error`` (bootstrap SD of that slope), ``raw`` (same value; nothing is
+    ceiled), every :meth:`TradeoffResult.summary` value, and ``models`` (per-model trade-off scores as a
+    DataAssembly over ``model``).
+    """
+
+    def __init__(self, *, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, ci: float = 0.95,
+                 interval: str = "prediction", min_per_side: int = DEFAULT_MIN_PER_SIDE,
+                 benchmark: str | None = None):
+        self.kwargs = dict(n_bootstrap=n_bootstrap, seed=seed, ci=ci, interval=interval, min_per_side=min_per_side)
+        self.benchmark = benchmark
+
+    @staticmethod
+    def _population(accuracies: Any, scores: Any) -> pd.DataFrame:
+        def series(values: Any, name: str) -> pd.Series:
+            if isinstance(values, pd.Series):
+                return values.rename(name)
+            if hasattr(values, "dims") and _model_key(values):
+                return pd.Series(np.asarray(values.values, dtype=float), index=[str(m) for m in
+                                 values[_model_key(values)].values], name=name)
+            raise TradeoffInputError(f"{name}: expected a pandas Series or an assembly with a 'model' coordinate, "
+                                     f"got {type(values).__name__}")
+
+        acc, score = series(accuracies, "accuracy"), series(scores, "score")
+        missing = sorted(set(score.index) - set(acc.index))
+        if missing:
+            raise TradeoffInputError(f"no accuracy for model(s) {_listing(missing)}; give every scored model an "
+                                     f"accuracy")
+        table = pd.DataFrame({"model": score.index.astype(str), "accuracy": acc.reindex(score.index).to_numpy(),
+                              "score": score.to_numpy()})
+        for column in ("category", "harmonized", "error"):
+            for source in (scores, accuracies):
+                if _has_coord(source, column) and column not in getattr(source, "dims", ()):
+                    values = pd.Series(np.asarray(source[column].values), index=[str(m) for m in
+                                       source[_model_key(source)].values])
+                    table[column] = values.reindex(table["model"]).to_numpy()
+                    break
+        return table
+
+    def __call__(self, accuracies: Any, scores: Any = None):
+        from brainscore_core.metrics import Score
+        from brainscore_core.supported_data_standards.brainio.assemblies import DataAssembly
+
+        population = accuracies if scores is None else self._population(accuracies, scores)
+        result = analyze_tradeoff(population, benchmark=self.benchmark, **self.kwargs)
+        score = Score(result.slope_above)
+        score.attrs["error"] = float(np.std(result.bootstrap[:, 3], ddof=1))
+        score.attrs["raw"] = float(result.slope_above)
+        for key, value in result.summary().items():
+            score.attrs[key] = value
+        models = result.models
+        score.attrs["models"] = DataAssembly(
+            models["tradeoff"].to_numpy(float),
+            coords={"model_identifier": ("model", models["model"].to_numpy(str)),
+                    "accuracy": ("model", models["accuracy"].to_numpy(float)),
+                    "score": ("model", models["score"].to_numpy(float)),
+                    "category": ("model", models["category"].to_numpy(str)),
+                    "harmonized": ("model", models["harmonized"].to_numpy(bool)),
+                    "ci_low": ("model", models["ci_low"].to_numpy(float)),
+                    "ci_high": ("model", models["ci_high"].to_numpy(float)),
+                    "breaks_tradeoff": ("model", models["breaks_tradeoff"].to_numpy(bool))},
+            dims=["model"])
+        score.attrs["result"] = result
+        return score
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------------------------------
+_COLORS = {"CNN": "#1f77b4", "Transformer": "#ff7f0e", "Robust": "#2ca02c", "Self-supervised": "#9467bd",
+           "Extra data": "#8c564b", "Harmonized": "#d62728", "Unknown": "#9e9e9e"}
+
+
+def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike, *, highlight: Sequence[str] = (),
+                  title: str | None = None, dpi: int = 110) -> Path:
+    """Figure like the paper's: models coloured by category, harmonized ones as large outlined stars, the frontier
+    with its bootstrap band, the quadratic (dashed), and the peak with its interval. Written atomically (.png/.svg)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .home import atomic_file
+
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in {"png", "svg", "pdf"}:
+        raise TradeoffInputError(f"plot file {path}: unsupported format {path.suffix!r}; use .png or .svg")
+    models = result.models
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for category in [c for c in CATEGORIES if c in set(models["category"])] + sorted(
+            set(models["category"]) - set(CATEGORIES)):
+        rows = models[(models["category"] == category) & ~models["harmonized"]]
+        if len(rows):
+            ax.scatter(rows["accuracy"], rows["score"], s=16, alpha=0.75, color=_COLORS.get(category, "#17becf"),
+                       label=f"{category} ({len(rows)})", linewidths=0)
+    harmonized = models[models["harmonized"]]
+    if len(harmonized):
+        ax.scatter(harmonized["accuracy"], harmonized["score"], s=140, marker="*", color=_COLORS["Harmonized"],
+                   edgecolors="black", linewidths=0.8, zorder=5, label=f"Harmonized ({len(harmonized)})")
+    lo, hi = models["accuracy"].min(), models["accuracy"].max()
+    xs = np.linspace(lo, hi, 300)
+    band_low, band_high = result.band(xs)
+    pct = int(round(result.ci * 100))
+    ax.fill_between(xs, band_low, band_high, color="black", alpha=0.15, linewidth=0,
+                    label=f"frontier {pct}% bootstrap band")
+    ax.plot(xs, result.frontier(xs), color="black", linewidth=1.8, label="frontier (piecewise linear)")
+    ax.plot(xs, np.polyval(result.quadratic["coefficients"], xs), color="black", linewidth=1, linestyle="--",
+            alpha=0.6, label="quadratic")
+    ax.axvspan(result.peak_ci[0], result.peak_ci[1], color="tab:orange", alpha=0.12, linewidth=0)
+    ax.axvline(result.peak_accuracy, color="tab:orange", linewidth=1.2, linestyle=":")
+    ax.plot([result.peak_accuracy], [result.peak_score], marker="v", markersize=9, color="tab:orange",
+            markeredgecolor="black", zorder=6,
+            label=f"peak {result.peak_accuracy:.3f} [{result.peak_ci[0]:.3f}, {result.peak_ci[1]:.3f}]")
+    for name in highlight:
+        row = models[models["model"] == name]
+        if len(row):
+            ax.scatter(row["accuracy"], row["score"], s=120, facecolors="none", edgecolors="black", linewidths=1.5,
+                       zorder=7)
+            ax.annotate(name, (float(row["accuracy"].iloc[0]), float(row["score"].iloc[0])),
+                        xytext=(6, 6), textcoords="offset points", fontsize=8)
+    ax.set_xlabel(f"{result.accuracy_name} accuracy (fraction)")
+    ax.set_ylabel(f"{result.benchmark or 'neural'} score (ceiled)")
+    ax.set_title(title or f"{result.benchmark or 'score'}: slope above peak {result.slope_above:+.2f} "
+                          f"[{result.slope_above_ci[0]:+.2f}, {result.slope_above_ci[1]:+.2f}], n={result.n_models}",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format=suffix, dpi=dpi)
+    plt.close(fig)
+    return path
