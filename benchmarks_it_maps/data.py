@@ -486,7 +486,7 @@ def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force
         existing = _read_manifest(target)
         if existing and existing.get("content_sha256") == key and not force:
             logger.info("%s already imported from identical content; nothing to do", family)
-            return {**existing, "status": "unchanged"}
+            return {**existing, "status": "unchanged", "folder": str(target)}
         rows = _stimulus_rows(family, recordings)
         with atomic_dir(target) as tmp:
             for rec in recordings:
@@ -513,7 +513,7 @@ def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force
             }
             (tmp / IMPORT_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     logger.info("imported %s into %s", family, target)
-    return {**manifest, "status": "imported"}
+    return {**manifest, "status": "imported", "folder": str(target)}
 
 
 def _assembly_file(family: str, site: str) -> str:
@@ -714,7 +714,8 @@ def format_summary(manifest: dict) -> str:
     lines = [f"{manifest['family']}: {manifest['images']} images"
              f"{' (simulated twin)' if manifest.get('simulated') else ''}, conventions v"
              f"{manifest['conventions_version']}, content sha256 {manifest['content_sha256'][:12]}"]
-    for site, s in manifest["sites"].items():
+    for site in sorted(manifest["sites"], key=lambda key: list(cv.SITES).index(key) if key in cv.SITES else 99):
+        s = manifest["sites"][site]
         reps = f", {s['repetitions']} repetitions" if s.get("repetitions") else ""
         lines.append(f"  {s['identifier']:<22} {s['monkey']} ({s['monkey_name']}): {s['images']} images, "
                      f"{s['channels']} channels, grid {s['grid_size']}x{s['grid_size']} @ {s['grid_spacing_deg']:g} "

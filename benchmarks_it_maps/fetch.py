@@ -1,0 +1,171 @@
+"""Download the released Arcaro2020 archive into the data home (resumable), check it, record its sha256, import it.
+
+The download goes to ``<home>/downloads/Arcaro2020.zip.partial`` and resumes from there with an HTTP Range request
+when interrupted; only a complete archive whose members pass the layout check is renamed to
+``<home>/downloads/Arcaro2020.zip``. ``<home>/downloads/manifest.json`` records url, size and sha256 of every
+downloaded archive (written atomically).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from benchmarks_it_maps import conventions as cv
+from benchmarks_it_maps.home import atomic_file, data_home, sha256_file
+
+logger = logging.getLogger(__name__)
+
+DOWNLOADS = "downloads"
+MANIFEST = "manifest.json"
+CHUNK_BYTES = 1 << 20
+
+
+class FetchError(RuntimeError):
+    """The archive could not be downloaded or is not the expected archive; the message is one line."""
+
+
+def offline_hint(url: str) -> str:
+    return (f"could not download {url}; download {cv.ARCHIVE_NAME} on a machine with network access and import the "
+            f"local copy with: brainscore data import arcaro2020 PATH/TO/{cv.ARCHIVE_NAME}")
+
+
+def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` via ``dest.partial``, resuming a previous partial download (HTTP Range).
+
+    The partial file is renamed onto ``dest`` only when complete. Raises :class:`FetchError` on network errors
+    (the partial file is kept for the next attempt).
+    """
+    from tqdm.auto import tqdm
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = {"User-Agent": "brainscore-itmaps"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # nothing left to send: the partial file is complete
+            os.replace(partial, dest)
+            return dest
+        raise FetchError(f"{offline_hint(url)} (HTTP {error.code} {error.reason})") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise FetchError(f"{offline_hint(url)} ({reason})") from None
+    with response:
+        status = getattr(response, "status", 200)
+        if have and status == 206:
+            start = _content_range_start(response.headers.get("Content-Range", ""))
+            if start != have:
+                raise FetchError(f"{url}: server resumed at byte {start}, expected {have}; delete {partial} and "
+                                 "fetch again")
+            mode = "ab"
+            logger.info("resuming %s at %d bytes", url, have)
+        else:
+            mode, have = "wb", 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        try:
+            with open(partial, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                                unit_divisor=1024, desc=f"downloading {dest.name}",
+                                                disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        except (urllib.error.URLError, OSError) as error:
+            raise FetchError(f"{offline_hint(url)} (interrupted: {error}; run the command again to resume)") \
+                from None
+    if total is not None and partial.stat().st_size != total:
+        raise FetchError(f"{offline_hint(url)} (got {partial.stat().st_size} of {total} bytes; run the command "
+                         "again to resume)")
+    os.replace(partial, dest)
+    return dest
+
+
+def _content_range_start(value: str) -> int | None:
+    # "bytes 100-999/1000"
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def check_members(path: str | Path) -> list[str]:
+    """Check that ``path`` is a zip holding the expected members (with or without the top folder); returns names.
+
+    Raises :class:`FetchError` naming the file and the missing members.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise FetchError(f"{path}: not a zip archive (expected {cv.ARCHIVE_NAME} with {', '.join(cv.EXPECTED_MEMBERS)})")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        bad = archive.testzip()
+    if bad is not None:
+        raise FetchError(f"{path}: member {bad} is corrupt (CRC mismatch); delete the file and fetch again")
+    found = set(names)
+    missing = [m for m in cv.EXPECTED_MEMBERS
+               if m not in found and f"{cv.ARCHIVE_TOP_FOLDER}/{m}" not in found]
+    for monkey in cv.MONKEYS.values():
+        prefixes = (f"{monkey.image_path}/", f"{cv.ARCHIVE_TOP_FOLDER}/{monkey.image_path}/")
+        if not any(n.startswith(prefixes) and not n.endswith("/") for n in names):
+            missing.append(f"{monkey.image_path}/ (images)")
+    if missing:
+        raise FetchError(f"{path}: zip members missing: {', '.join(missing)} (expected the Arcaro2020 layout: "
+                         f"{', '.join(cv.EXPECTED_MEMBERS)} and the image folders)")
+    return names
+
+
+def read_manifest(home: Path) -> dict:
+    path = home / DOWNLOADS / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record(home: Path, archive: Path, url: str, sha256: str) -> dict:
+    """Add ``archive``'s url, size and sha256 to the downloads manifest (atomically); returns the entry."""
+    manifest = read_manifest(home)
+    entry = {"url": url, "sha256": sha256, "bytes": archive.stat().st_size,
+             "downloaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    manifest[archive.name] = entry
+    with atomic_file(home / DOWNLOADS / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return entry
+
+
+def fetch_arcaro2020(url: str = cv.ARCHIVE_URL, *, home: str | Path | None = None, force: bool = False,
+                     expected_sha256: str | None = None, timeout: float = 30.0, do_import: bool = True) -> dict:
+    """Download (or reuse) the archive, check members and sha256, record it, and import it; returns the import
+    summary plus ``archive`` and ``sha256``."""
+    from benchmarks_it_maps import data
+    home = Path(home) if home else data_home()
+    dest = home / DOWNLOADS / cv.ARCHIVE_NAME
+    known = read_manifest(home).get(dest.name)
+    if force:
+        dest.unlink(missing_ok=True)
+    if not dest.is_file():
+        download(url, dest, timeout=timeout)
+    try:
+        check_members(dest)
+    except FetchError:
+        dest.unlink(missing_ok=True)  # not the archive: never leave it where the next fetch would reuse it
+        raise
+    sha256 = sha256_file(dest)
+    if expected_sha256 and sha256 != expected_sha256.lower():
+        dest.unlink(missing_ok=True)
+        raise FetchError(f"{dest}: sha256 {sha256} differs from the expected {expected_sha256}; the download was "
+                         "removed, fetch again")
+    if known and known.get("sha256") != sha256 and not force:
+        logger.warning("%s changed since it was recorded (sha256 %s -> %s)", dest, known.get("sha256"), sha256)
+    record(home, dest, url, sha256)
+    result = {"archive": str(dest), "sha256": sha256}
+    if do_import:
+        result.update(data.import_arcaro2020(dest, home=home))
+    return result
