@@ -17,6 +17,9 @@ from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
+#: Model identifiers with this prefix name a harmonizer checkpoint folder (``harmonized:PATH``); always ours.
+CHECKPOINT_PREFIX = "harmonized:"
+
 #: plugin type -> registry attribute of ``brainscore_vision`` (``data`` with prefix ``stimulus_set``: stimulus sets)
 _REGISTRIES = {"models": "model_registry", "benchmarks": "benchmark_registry", "metrics": "metric_registry",
                "data": "data_registry"}
@@ -41,15 +44,11 @@ def our_identifiers() -> dict[str, dict[str, Callable[..., Any]]]:
         from benchmarks_it_maps.data import load_stimulus_set
         return load_stimulus_set(identifier)
 
-    def _model(identifier: str):
-        from harmonized_models import load_model
-        return load_model(identifier)
-
     from harmonized_models import list_models
     registries: dict[str, dict[str, Callable[..., Any]]] = {
         "benchmark_registry": {identifier: functools.partial(load_benchmark, identifier)
                                for identifier in list_benchmarks()},
-        "model_registry": {entry.identifier: functools.partial(_model, entry.identifier) for entry in list_models()},
+        "model_registry": {entry.identifier: functools.partial(_load_our_model, entry.identifier) for entry in list_models()},
         "data_registry": {f"{dataset}.{site}": functools.partial(_assembly, f"{dataset}.{site}")
                           for dataset in (conventions.IDENTIFIER, conventions.SIM_IDENTIFIER)
                           for site in conventions.SITES},
@@ -79,7 +78,8 @@ def _tradeoff_metric_factory() -> tuple[str, Callable[..., Any]] | None:
 def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[str]]:
     """Register our identifiers with brainscore-vision in this process (idempotent); returns what was added.
 
-    Afterwards ``brainscore_vision.load_benchmark('Arcaro2020.M1ML-pls')``, ``load_model('harmonized_vgg16')``,
+    Afterwards ``brainscore_vision.load_benchmark('Arcaro2020.M1ML-pls')``, ``load_model('harmonized_vgg16')`` (and
+    ``load_model('harmonized:PATH')`` for a harmonizer checkpoint),
     ``load_dataset('Arcaro2020.M1ML')`` and ``brainscore_vision.score(model, benchmark)`` work, also mixed with
     brainscore-vision's own identifiers. ``overwrite=True`` replaces registry entries that already exist.
     """
@@ -99,6 +99,11 @@ def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[
     return added
 
 
+def _load_our_model(identifier: str):
+    from harmonized_models import load_model
+    return load_model(identifier)
+
+
 def _install_shim(brainscore_vision: Any) -> None:
     current = brainscore_vision.import_plugin
     if getattr(current, "_brainscore_itmaps_shim", False):
@@ -108,6 +113,9 @@ def _install_shim(brainscore_vision: Any) -> None:
     @functools.wraps(original)
     def import_plugin(library_root: str, plugin_type: str, identifier: str, registry_prefix: str | None = None):
         registry = getattr(brainscore_vision, registry_name(plugin_type, registry_prefix), None)
+        if registry is not None and plugin_type == "models" and identifier not in registry \
+                and str(identifier).startswith(CHECKPOINT_PREFIX):  # a harmonizer checkpoint folder
+            registry[identifier] = functools.partial(_load_our_model, identifier)
         if registry is not None and identifier in registry:
             return None  # already registered (ours, or an in-tree plugin imported before): no folder scan, no pip
         return original(library_root, plugin_type, identifier, registry_prefix=registry_prefix)

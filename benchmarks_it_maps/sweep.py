@@ -84,12 +84,13 @@ def parse_models(spec: str) -> list[str]:
         return _unique(_read_list_file(spec[1:]))
     if spec.startswith("category:"):
         name = spec[len("category:"):].strip()
-        from harmonized_models import list_models
-        entries = list_models(category=name)
+        from harmonized_models import CATEGORIES, list_models
+        try:
+            entries = list_models(category=name)
+        except ValueError:
+            entries = []
         if not entries:
-            from harmonized_models import list_models as _all
-            categories = sorted({entry.category for entry in _all()})
-            raise SweepError(f"--models category:{name} matches no model; categories: {', '.join(categories)}")
+            raise SweepError(f"--models category:{name} matches no model; categories: {', '.join(CATEGORIES)}")
         return _unique(entry.identifier for entry in entries)
     return _unique(part.strip() for part in spec.split(",") if part.strip())
 
@@ -316,7 +317,8 @@ class LocalExecutor:
     def submit(self, items: list[tuple[dict, Handle]]) -> None:
         for spec, handle in items:
             gpu = self._free_gpus.pop(0) if self._free_gpus else None
-            spec = dict(spec, device="cuda" if gpu is not None else spec.get("device", "auto"))
+            device = spec.get("device", "auto")
+            spec = dict(spec, device="cuda" if gpu is not None and device == "auto" else device)
             spec_file = handle.attempt_dir / "spec.pkl"
             spec_file.write_bytes(pickle.dumps(spec))
             env = dict(os.environ)
@@ -579,6 +581,7 @@ class Coordinator:
                         bar.update(1)
                     else:
                         queue.append(handle.job)
+                    self._update_bar(bar, jobs)
                 if inflight or queue:
                     time.sleep(self.poll_s if inflight else 0)
         except KeyboardInterrupt:

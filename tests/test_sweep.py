@@ -1,0 +1,239 @@
+"""Sweeps: job lists, resume, failures with tracebacks and retries, on local workers and on a real one-node Slurm.
+
+The Slurm cluster is started once per session with ``slurm-localhost.sh start --sacct-shim`` (Debian's slurm-wlm and
+munge, installed with apt when missing) and stopped at the end. Models are tiny random-weight timm networks saved as
+harmonizer checkpoints (``harmonized:PATH``); the benchmark runs on the simulated twin (``sim_small``).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks_it_maps import sweep
+from benchmarks_it_maps.cli import main
+from benchmarks_it_maps.results import ResultsDB
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_SCRIPT = Path(os.environ.get("SLURM_LOCALHOST_SCRIPT", REPO.parent / "shared" / "tools" / "slurm-localhost.sh"))
+BENCHMARK = "Arcaro2020sim.M1ML-pls"
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+def make_tiny_model(folder: Path, seed: int) -> str:
+    """A random-weight timm test_resnet at 64 px as a harmonizer checkpoint; returns its model identifier."""
+    import timm
+    import torch
+    from harmonized_models.harmonizer.checkpoint import save_final
+    torch.manual_seed(seed)
+    network = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    save_final(network, folder, architecture="test_resnet", num_classes=10, image_size=64,
+               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), it_layer="layer2")
+    return f"harmonized:{folder}"
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, sim_small):
+    root = tmp_path_factory.mktemp("tiny-models")
+    return [make_tiny_model(root / f"tiny{seed}", seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node Slurm cluster on localhost (started here, stopped after the module)."""
+    assert SLURM_SCRIPT.is_file(), (f"{SLURM_SCRIPT} not found: the Slurm tests need shared/tools/slurm-localhost.sh "
+                                    "beside the repository (or SLURM_LOCALHOST_SCRIPT=path)")
+    folder = tmp_path_factory.mktemp("slurm")
+    command = f'eval "$(bash {SLURM_SCRIPT} start {folder} --sacct-shim)" && env -0'
+    done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+    saved = {name: os.environ.get(name) for name in ("SLURM_CONF", "SLURM_LOCALHOST_DIR", "PATH")}
+    os.environ.update({name: env[name] for name in saved})
+    try:
+        yield folder
+    finally:
+        subprocess.run(["bash", str(SLURM_SCRIPT), "stop", str(folder), "--purge"], capture_output=True, timeout=120)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def attempts(results: Path) -> list[dict]:
+    """All rows of ``sweep_attempts`` (read-only; the coordinator is the only writer)."""
+    if not results.exists():
+        return []
+    db = sqlite3.connect(f"file:{results}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in db.execute("SELECT * FROM sweep_attempts ORDER BY id")]
+    except sqlite3.OperationalError:  # table not created yet
+        return []
+    finally:
+        db.close()
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def sweep_process(models: list[str], results: Path, workdir: Path, executor: str, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "benchmarks_it_maps", "sweep", "--models", ",".join(models), "--benchmarks",
+               BENCHMARK, "--executor", executor, "--results", str(results), "--workdir", str(workdir), "--poll",
+               "0.5", "--no-progress", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+# --------------------------------------------------------------------------------------------- specifications
+def test_parse_models_and_benchmarks(tmp_path):
+    listing = tmp_path / "models.txt"
+    listing.write_text("# harmonized\nharmonized_vgg16\nharmonized_resnet50, harmonized_vgg16\n\n")
+    assert sweep.parse_models(f"@{listing}") == ["harmonized_vgg16", "harmonized_resnet50"]
+    assert sweep.parse_models("a, b,a") == ["a", "b"]
+    harmonized = sweep.parse_models("category:Harmonized")
+    assert "harmonized_vgg16" in harmonized and len(harmonized) >= 7
+    assert sweep.parse_benchmarks("all")[0].startswith("Arcaro2020")
+    with pytest.raises(sweep.SweepError, match="does not exist"):
+        sweep.parse_models(f"@{tmp_path / 'missing.txt'}")
+    with pytest.raises(sweep.SweepError, match="matches no model"):
+        sweep.parse_models("category:NoSuchCategory")
+
+
+def test_dry_run_lists_jobs_and_skips_scored_pairs(tmp_path, tiny_models, capsys):
+    results = tmp_path / "results.sqlite"
+    jobs = sweep.plan(tiny_models, [BENCHMARK], results)
+    assert [job.status for job in jobs] == ["pending", "pending"]
+    first = jobs[0]
+    ResultsDB(results).record(first.model, first.benchmark, 0.5, benchmark_version=first.benchmark_version,
+                              weights_hash=first.weights_hash, package_version=first.package_version)
+    assert main(["sweep", "--models", ",".join(tiny_models), "--benchmarks", BENCHMARK, "--results", str(results),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"skip  {tiny_models[0]}" in out and f"run   {tiny_models[1]}" in out
+    assert "1 job(s) to run, 1 already scored" in out
+    assert [job.status for job in sweep.plan(tiny_models, [BENCHMARK], results)] == ["skipped", "pending"]
+    assert [job.status for job in sweep.plan(tiny_models, [BENCHMARK], results, rerun=True)] == ["pending"] * 2
+    assert main(["sweep", "--models", "x", "--benchmarks", "NoSuch.Benchmark", "--results", str(results),
+                 "--dry-run"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- local executor
+def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small):
+    """A job that raises is retried max_retries times, then reported failed with the worker's traceback."""
+    results = tmp_path / "results.sqlite"
+    bad = f"harmonized:{tmp_path / 'not-a-checkpoint'}"
+    (tmp_path / "not-a-checkpoint").mkdir()
+    jobs = [sweep.Job(bad, BENCHMARK, 1, "0", "nohash")]
+    coordinator = sweep.Coordinator(sweep.LocalExecutor(gpus=0), results_path=results, workdir=tmp_path / "w",
+                                    max_retries=1, poll_s=0.2, progress=False)
+    summary = coordinator.run(jobs)
+    assert summary.counts()["failed"] == 1 and jobs[0].attempts == 2
+    failures = coordinator.attempts.failures(bad)
+    assert len(failures) == 2 and all(row["status"] == "failed" for row in failures)
+    assert "Traceback" in failures[0]["traceback"] and "not-a-checkpoint" in failures[0]["traceback"]
+    assert ResultsDB(results).rows() == []
+    assert "failed" in summary.table() and bad in summary.table()
+
+
+def test_local_kill_coordinator_then_resume_scores_each_pair_once(tmp_path, tiny_models):
+    """SIGKILL the coordinator after the first score landed; the rerun resumes and every pair is scored once."""
+    results, workdir = tmp_path / "results.sqlite", tmp_path / "work"
+    process = sweep_process(tiny_models, results, workdir, "local")
+    try:
+        wait_for(lambda: results.exists() and ResultsDB(results).rows() or process.poll() is not None, 240,
+                 "the first score")
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        first = ResultsDB(results).rows()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(first) == 1
+    jobs = sweep.plan(tiny_models, [BENCHMARK], results)
+    assert [job.status for job in jobs].count("skipped") == 1
+    summary = sweep.Coordinator(sweep.LocalExecutor(gpus=0), results_path=results, workdir=workdir, poll_s=0.2,
+                                progress=False).run(jobs)
+    assert summary.counts() == {"done": 1, "failed": 0, "skipped": 1, "running": 0, "pending": 0}
+    rows = ResultsDB(results).rows()
+    assert sorted(row["model"] for row in rows) == sorted(tiny_models)
+    assert [row for row in rows if row["model"] == first[0]["model"]] == first  # not scored again
+    done = [row for row in attempts(results) if row["status"] == "done"]
+    assert sorted(row["model"] for row in done) == sorted(tiny_models)  # each pair's score came from one attempt
+    assert [job.status for job in sweep.plan(tiny_models, [BENCHMARK], results)] == ["skipped", "skipped"]
+
+
+# ---------------------------------------------------------------------------------------------- Slurm executor
+def test_slurm_two_models_land_in_database(tmp_path, tiny_models, slurm):
+    results = tmp_path / "results.sqlite"
+    executor = sweep.SlurmExecutor(tmp_path / "slurm", time_min=10, cpus_per_task=1, mem_gb=4)
+    summary = sweep.sweep(tiny_models, [BENCHMARK], executor, results_path=results, workdir=tmp_path / "w",
+                          poll_s=0.5, progress=False)
+    assert summary.counts()["done"] == 2, summary.table()
+    rows = ResultsDB(results).rows()
+    assert sorted(row["model"] for row in rows) == sorted(tiny_models)
+    assert all(row["benchmark"] == BENCHMARK and -1 <= row["score"] <= 2 for row in rows)
+    slurm_rows = attempts(results)
+    assert all(row["executor"] == "slurm" and "_" in row["external_id"] for row in slurm_rows)  # array tasks
+    assert len({row["external_id"].split("_")[0] for row in slurm_rows}) == 1  # one array job
+    assert list((tmp_path / "slurm").rglob("*_log.out")), "submitit writes one log per job"
+
+
+def test_slurm_kill_coordinator_then_resume(tmp_path, tiny_models, slurm):
+    """Kill the coordinator right after it submitted; the rerun re-attaches to the Slurm jobs (no second scoring)."""
+    results, workdir = tmp_path / "results.sqlite", tmp_path / "work"
+    process = sweep_process(tiny_models, results, workdir, "slurm", "--slurm-cpus", "1", "--slurm-time", "10")
+    try:
+        wait_for(lambda: len([r for r in attempts(results) if r["status"] == "running"]) == 2
+                 or process.poll() is not None, 120, "two submitted Slurm jobs")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert main(["sweep", "--models", ",".join(tiny_models), "--benchmarks", BENCHMARK, "--executor", "slurm",
+                 "--results", str(results), "--workdir", str(workdir), "--poll", "0.5", "--no-progress"]) == 0
+    rows = ResultsDB(results).rows()
+    assert sorted(row["model"] for row in rows) == sorted(tiny_models)
+    rows_attempts = attempts(results)
+    assert len(rows_attempts) == 2 and {row["status"] for row in rows_attempts} == {"done"}  # re-attached, not rerun
+    assert [job.status for job in sweep.plan(tiny_models, [BENCHMARK], results)] == ["skipped", "skipped"]
+
+
+@pytest.mark.timeout(300)
+def test_slurm_killed_worker_is_reported_failed_and_retried(tmp_path, tiny_models, slurm):
+    """SIGKILL the worker of the first attempt: Slurm marks the job FAILED, the coordinator records it and retries."""
+    results = tmp_path / "results.sqlite"
+    executor = sweep.SlurmExecutor(tmp_path / "slurm", time_min=10, cpus_per_task=1)
+    jobs = sweep.plan(tiny_models[:1], [BENCHMARK], results)
+    coordinator = sweep.Coordinator(executor, results_path=results, workdir=tmp_path / "w", max_retries=1,
+                                    poll_s=0.5, progress=False)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("summary", coordinator.run(jobs)), daemon=True)
+    thread.start()
+    started = wait_for(lambda: list((tmp_path / "w").rglob("attempt-1-*/started.txt")), 180, "the first worker")
+    pid = int(dict(line.split("=", 1) for line in started[0].read_text().split())["pid"])
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=240)
+    assert not thread.is_alive(), "the coordinator waited on a dead job"
+    summary = outcome["summary"]
+    assert summary.counts()["done"] == 1 and jobs[0].attempts == 2
+    failed, done = attempts(results)
+    assert failed["status"] == "failed" and done["status"] == "done"
+    assert "ended in state FAILED" in failed["error"] or "CANCELLED" in failed["error"]
+    assert len(ResultsDB(results).rows()) == 1
