@@ -316,6 +316,13 @@ def test_population_from_results_database(tmp_path):
     assert pop.loc["net0", "error"] == pytest.approx(0.01)
     result = tr.analyze_tradeoff(pop.reset_index(), n_bootstrap=100)
     assert result.n_fit == 20 and model in result.breakers()
+    # a registry model without a recorded accuracy takes the registry's top-1 and category
+    import harmonized_models
+    entry = harmonized_models.get_entry("efficientnet_lite0")
+    db.record("efficientnet_lite0", "Synthetic.IT", 0.5, benchmark_version=1, weights_hash="w")
+    row = tr.population_from_results(db, "Synthetic.IT").set_index("model").loc["efficientnet_lite0"]
+    assert row["accuracy"] == pytest.approx(entry.top1) and row["category"] == entry.category
+    assert row["harmonized"] == entry.harmonized
     # a model with neither a recorded accuracy nor a registry entry: one clear error
     db.record("mystery-net", "Synthetic.IT", 0.5, benchmark_version=1, weights_hash="w")
     with pytest.raises(tr.TradeoffInputError, match="'mystery-net' has no top-1"):
