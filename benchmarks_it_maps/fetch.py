@@ -8,6 +8,7 @@ downloaded archive (written atomically).
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import logging
 import os
@@ -43,7 +44,6 @@ def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: boo
     """
     from tqdm.auto import tqdm
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     have = partial.stat().st_size if partial.exists() else 0
     headers = {"User-Agent": "brainscore-itmaps"}
@@ -57,9 +57,10 @@ def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: boo
             os.replace(partial, dest)
             return dest
         raise FetchError(f"{offline_hint(url)} (HTTP {error.code} {error.reason})") from None
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise FetchError(f"{offline_hint(url)} ({reason})") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)  # only once the server answered: no traces when offline
     with response:
         status = getattr(response, "status", 200)
         if have and status == 206:
@@ -80,9 +81,9 @@ def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: boo
                 for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                     f.write(chunk)
                     bar.update(len(chunk))
-        except (urllib.error.URLError, OSError) as error:
-            raise FetchError(f"{offline_hint(url)} (interrupted: {error}; run the command again to resume)") \
-                from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            raise FetchError(f"{offline_hint(url)} (interrupted: {type(error).__name__}; run the command again to "
+                             "resume)") from None
     if total is not None and partial.stat().st_size != total:
         raise FetchError(f"{offline_hint(url)} (got {partial.stat().st_size} of {total} bytes; run the command "
                          "again to resume)")
