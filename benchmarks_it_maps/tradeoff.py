@@ -299,6 +299,7 @@ class TradeoffResult:
     seed: int
     models: pd.DataFrame
     bootstrap: np.ndarray = dataclasses.field(repr=False)
+    grid_size: int = DEFAULT_GRID
 
     @property
     def peak_accuracy(self) -> float:
@@ -319,7 +320,7 @@ class TradeoffResult:
     @property
     def peak_at_edge(self) -> bool:
         """True when the peak's interval reaches the feasible breakpoint range's end (no interior peak shown)."""
-        step = (self.peak_range[1] - self.peak_range[0]) / (DEFAULT_GRID - 1)
+        step = (self.peak_range[1] - self.peak_range[0]) / max(self.grid_size - 1, 1)
         return bool(self.peak_ci[0] <= self.peak_range[0] + step or self.peak_ci[1] >= self.peak_range[1] - step)
 
     def band(self, x: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -498,7 +499,7 @@ def analyze_tradeoff(population: pd.DataFrame, *, benchmark: str | None = None,
         spearman_above=rho_above, spearman_above_p=p_above, linear_slope=linear_slope,
         linear_slope_ci=tuple(_interval(linear, ci)), r2=r2, quadratic=quadratic, ci=ci, interval=interval,
         n_bootstrap=int(n_bootstrap), n_bootstrap_valid=int(valid.sum()), seed=seed, models=models,
-        bootstrap=params)
+        bootstrap=params, grid_size=int(grid_size))
 
 
 # --------------------------------------------------------------------------------------------------------------------

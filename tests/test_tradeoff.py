@@ -372,3 +372,19 @@ def test_cli_tradeoff_on_the_results_database(tmp_path, capsys):
     assert "--benchmark is required" in capsys.readouterr().err
     assert main(["tradeoff", "--results", str(tmp_path / "none.sqlite"), "--benchmark", "X"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_tradeoff_on_results_and_leaderboard(tmp_path, capsys, monkeypatch):
+    """Both sources: our registry model joins the public population; --leaderboard without PATH uses the env var."""
+    import harmonized_models
+
+    monkeypatch.setenv(lb.LEADERBOARD_ENV, str(SNAPSHOT))
+    db = ResultsDB(tmp_path / "results.sqlite")
+    db.record("efficientnet_lite0", "MajajHong2015.IT-pls", 0.50, benchmark_version=4, weights_hash="w")
+    assert main(["tradeoff", "--results", str(db.path), "--leaderboard", "--benchmark", "MajajHong2015.IT-pls",
+                 "--bootstrap", "30", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_models"] == 430
+    ours = next(m for m in data["models"] if m["model"] == "efficientnet_lite0")
+    assert ours["source"] == "results" and ours["in_fit"]
+    assert ours["accuracy"] == pytest.approx(harmonized_models.get_entry("efficientnet_lite0").top1)
