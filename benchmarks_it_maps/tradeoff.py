@@ -318,6 +318,15 @@ class TradeoffResult:
         return self.frontier.slope_above
 
     @property
+    def shape(self) -> str:
+        """'peak' (rise then fall: the trade-off), 'trough' (fall then rise) or 'bend' (both slopes of one sign)."""
+        if self.slope_below > 0 > self.slope_above:
+            return "peak"
+        if self.slope_below < 0 < self.slope_above:
+            return "trough"
+        return "bend"
+
+    @property
     def peak_at_edge(self) -> bool:
         """True when the peak's interval reaches the feasible breakpoint range's end (no interior peak shown)."""
         step = (self.peak_range[1] - self.peak_range[0]) / max(self.grid_size - 1, 1)
@@ -358,7 +367,7 @@ class TradeoffResult:
         return {
             "benchmark": self.benchmark, "accuracy": self.accuracy_name, "n_models": self.n_models,
             "n_fit": self.n_fit, "peak_accuracy": self.peak_accuracy, "peak_ci": list(self.peak_ci),
-            "peak_range": list(self.peak_range), "peak_at_edge": self.peak_at_edge, "peak_score": self.peak_score,
+            "peak_range": list(self.peak_range), "peak_at_edge": self.peak_at_edge, "shape": self.shape, "peak_score": self.peak_score,
             "peak_score_ci": list(self.peak_score_ci), "slope_below": self.slope_below,
             "slope_below_ci": list(self.slope_below_ci), "slope_above": self.slope_above,
             "slope_above_ci": list(self.slope_above_ci), "spearman_below": self.spearman_below,
@@ -385,7 +394,8 @@ class TradeoffResult:
             f"Trade-off: {self.benchmark or 'score'} vs {self.accuracy_name} "
             f"({self.n_models} models, {self.n_fit} non-harmonized in the frontier fit)",
             f"  peak accuracy      {self.peak_accuracy:.3f}  {pct}% CI {rng(self.peak_ci)}"
-            + ("  (interval reaches the accuracy range's edge)" if self.peak_at_edge else ""),
+            + ("  (interval reaches the accuracy range's edge)" if self.peak_at_edge else "")
+            + ("" if self.shape == "peak" else f"  (breakpoint is a {self.shape}, not a maximum)"),
             f"  score at peak      {self.peak_score:.3f}  {pct}% CI {rng(self.peak_score_ci)}",
             f"  slope below peak   {self.slope_below:+.3f}  {pct}% CI {rng(self.slope_below_ci)}  (per unit top-1)",
             f"  slope above peak   {self.slope_above:+.3f}  {pct}% CI {rng(self.slope_above_ci)}",

@@ -96,7 +96,7 @@ def test_known_breakpoint_and_slopes_are_recovered(synthetic):
     assert r.peak_score_ci[0] <= TRUE_LEVEL <= r.peak_score_ci[1]
     assert r.slope_above_ci[1] < 0 < r.slope_below_ci[0]
     assert r.spearman_below > 0.8 and r.spearman_above < -0.8
-    assert not r.peak_at_edge
+    assert not r.peak_at_edge and r.shape == "peak" and r.summary()["shape"] == "peak"
     # the right model wins: the hinge beats the quadratic on hinge data
     assert r.quadratic["aic_hinge"] < r.quadratic["aic"] and r.r2 > r.quadratic["r2"]
     # the bootstrap band covers the true frontier at the peak
