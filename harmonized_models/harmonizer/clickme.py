@@ -95,7 +95,7 @@ def preprocess_map(heatmap: np.ndarray | torch.Tensor, size: int = REFERENCE_IMA
                    mode: str = "reference") -> torch.Tensor:
     """A raw click map ``[H, W]`` -> ``[size, size]`` float32: resize to 64, blur, resize to ``size`` ('reference');
     or only resize to ``size`` ('none')."""
-    x = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))
+    x = torch.from_numpy(np.array(heatmap, dtype=np.float32))
     if mode == "reference":
         x = resize_bilinear(blur(resize_bilinear(x, MAP_WORKING_SIZE)), size)
     elif mode == "none":
@@ -107,7 +107,7 @@ def preprocess_map(heatmap: np.ndarray | torch.Tensor, size: int = REFERENCE_IMA
 
 def preprocess_image(image: np.ndarray, size: int = REFERENCE_IMAGE_SIZE) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float ``[3, size, size]`` in [0, 1] (bilinear resize as the reference, then /255)."""
-    x = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)
     if tuple(x.shape[-2:]) != (size, size):
         x = resize_bilinear(x, size)
     return x / 255.0

@@ -169,7 +169,8 @@ def load_network(identifier: str, pretrained: bool = True) -> tuple[nn.Module, P
     except (ImportError, KeyError, AttributeError):
         entry = None
     if entry is not None:
-        return entry.builder(pretrained).eval(), _preprocessing_from(entry.preprocessing)
+        network = entry.build(pretrained=pretrained) if hasattr(entry, "build") else entry.builder(pretrained)
+        return network.eval(), _preprocessing_from(entry.preprocessing)
     import timm
     from timm.data import resolve_data_config
     if identifier not in timm.list_models(pretrained=False):
