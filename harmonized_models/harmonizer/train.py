@@ -392,7 +392,7 @@ def train(config: TrainConfig) -> Path | None:
                 run.global_step += 1
                 consistent = True
                 steps_this_call += 1
-                for key, value in (("loss", loss), ("grad_norm", grad_norm), *parts.items()):
+                for key, value in (("loss", loss.detach()), ("grad_norm", grad_norm), *parts.items()):
                     window[key] = window.get(key, 0.0) + float(value)
                 window["n"] = window.get("n", 0) + 1
                 if dist_info.main and (run.global_step % config.log_every == 0 or run.step_in_epoch == sampler.steps):
