@@ -163,13 +163,15 @@ def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> 
             raw = raw.sel(stimulus_id=stimulus_ids)
             trials = np.asarray(raw.values, dtype=np.float64)
     window = tuple(window) if window is not None else tuple(assembly.attrs.get("default_window", (None, None)))
-    stimulus_set = _restricted_stimulus_set(assembly.attrs["stimulus_set"], stimulus_ids, assembly_identifier)
+    source_sha256 = str(assembly.attrs.get("source_sha256", ""))
+    stimulus_set = _restricted_stimulus_set(assembly.attrs["stimulus_set"], stimulus_ids, assembly_identifier,
+                                            source_sha256)
     return SiteData(assembly_identifier=assembly_identifier, stimulus_ids=stimulus_ids,
                     targets=np.asarray(maps.values, dtype=np.float64), trials=trials,
                     channels=np.asarray(maps["channel"].values), stimulus_set=stimulus_set,
                     window=tuple(int(t) for t in window),
                     image_size_deg=float(assembly.attrs.get("image_size_deg", 16)),
-                    source_sha256=str(assembly.attrs.get("source_sha256", "")))
+                    source_sha256=source_sha256)
 
 
 def _has_level(assembly, name: str) -> bool:
@@ -180,9 +182,10 @@ def _has_level(assembly, name: str) -> bool:
         return False
 
 
-def _restricted_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_identifier: str):
-    """The stimulus rows of ``stimulus_ids``, in that order, with an identifier unique to this image subset
-    (Brain-Score caches activations by stimulus-set identifier; a subset must never reuse its parent's)."""
+def _restricted_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_identifier: str, content_key: str = ""):
+    """The stimulus rows of ``stimulus_ids``, in that order, with an identifier unique to this image subset and
+    data content (Brain-Score caches activations by stimulus-set identifier; a subset must never reuse its
+    parent's, and re-imported data must never meet stale activations)."""
     from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
     index = {sid: i for i, sid in enumerate(stimulus_set["stimulus_id"].values)}
     missing = [sid for sid in stimulus_ids if sid not in index]
@@ -192,7 +195,7 @@ def _restricted_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_iden
     rows = stimulus_set.iloc[[index[sid] for sid in stimulus_ids]].reset_index(drop=True)
     subset = StimulusSet(rows)
     subset.stimulus_paths = {sid: stimulus_set.get_stimulus(sid) for sid in stimulus_ids}
-    digest = hashlib.sha1("|".join(map(str, stimulus_ids)).encode()).hexdigest()[:8]
+    digest = hashlib.sha1("|".join([content_key, *map(str, stimulus_ids)]).encode()).hexdigest()[:10]
     parent = getattr(stimulus_set, "identifier", None) or assembly_identifier.split(".")[0]
     subset.identifier = f"{parent}-{digest}"
     return subset
@@ -405,11 +408,16 @@ def _score(value: float, **attrs) -> Score:
 
 
 class ArcaroSiteBenchmark(BenchmarkBase):
-    """One recording site (M1PL, M1ML or M2ML) under one protocol; see the module docstring."""
+    """One recording site (M1PL, M1ML or M2ML) under one protocol; see the module docstring.
+
+    ``data`` replaces the site's data (e.g. maps generated in a test with a known ground truth); by default it is
+    loaded through :mod:`benchmarks_it_maps.data` on first use.
+    """
 
     def __init__(self, dataset: str, site: str, protocol: str, *, ceiling_method: str = "auto",
                  window: Optional[tuple] = None, n_components: int = metric.N_COMPONENTS,
-                 max_pca_components: int = metric.MAX_PCA_COMPONENTS, shift_canvas_px: int = SHIFT_CANVAS_PX):
+                 max_pca_components: int = metric.MAX_PCA_COMPONENTS, shift_canvas_px: int = SHIFT_CANVAS_PX,
+                 data: Optional[SiteData] = None):
         if dataset not in DATASETS or site not in SITES:
             raise UnknownBenchmarkError(f"unknown dataset/site {dataset}.{site}; datasets {DATASETS}, sites {SITES}")
         suffix = {v: k for k, v in SUFFIX_PROTOCOL.items()}.get(protocol)
@@ -425,7 +433,9 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         self.max_pca_components = max_pca_components
         self.shift_canvas_px = shift_canvas_px
         self.last_result: Optional[SiteResult] = None
-        self._data: Optional[SiteData] = None
+        #: optional dict shared between benchmarks to reuse model features of the same images (same model)
+        self.feature_cache: Optional[dict] = None
+        self._data: Optional[SiteData] = data  # None: loaded on first use through the data API
         self._ceiling_score: Optional[Score] = None
         super().__init__(identifier=f"{dataset}.{site}-{suffix}", ceiling_func=self._compute_ceiling,
                          version=VERSION, parent=f"{dataset}.{COMPOSITE}-{suffix}", bibtex=BIBTEX)
@@ -498,7 +508,8 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         data = self.data
         protocol = "shift" if self.protocol == "shift" else "maps"
         degrees = float(candidate.visual_degrees()) if protocol == "shift" else None
-        key = (candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size, protocol, degrees)
+        key = (id(candidate), candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size,
+               protocol, degrees)
         if cache is not None and key in cache:
             return cache[key]
         n_img, grid = len(data.stimulus_ids), data.grid_size
@@ -536,7 +547,7 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         return result
 
     def __call__(self, candidate) -> Score:
-        return self.score_result(self.evaluate(candidate))
+        return self.score_result(self.evaluate(candidate, self.feature_cache))
 
     def _call_with_cache(self, candidate, cache: dict) -> Score:
         return self.score_result(self.evaluate(candidate, cache))
@@ -575,6 +586,8 @@ class ArcaroCompositeBenchmark(BenchmarkBase):
         super().__init__(identifier=f"{dataset}.{COMPOSITE}-{suffix}", ceiling_func=self._compute_ceiling,
                          version=VERSION, parent=REGION, bibtex=BIBTEX)
         self._ceiling_score: Optional[Score] = None
+        #: optional dict shared between benchmarks to reuse model features of the same images (same model)
+        self.feature_cache: Optional[dict] = None
 
     @property
     def ceiling(self) -> Score:
@@ -589,7 +602,7 @@ class ArcaroCompositeBenchmark(BenchmarkBase):
                       per_site=dict(zip([c.identifier for c in self.children], values)))
 
     def __call__(self, candidate) -> Score:
-        cache: dict = {}
+        cache: dict = self.feature_cache if self.feature_cache is not None else {}
         scores = [child._call_with_cache(candidate, cache) for child in self.children]
         values = np.array([float(s) for s in scores])
         errors = np.array([float(s.attrs["error"]) for s in scores])

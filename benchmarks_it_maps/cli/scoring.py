@@ -1,6 +1,219 @@
-"""`brainscore` commands of this group (filled in by its issue)."""
+"""``brainscore score | results | list | maps | layers | demo``: scoring models on the IT-map benchmarks."""
+from __future__ import annotations
+
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+TABLE_COLUMNS = ("model", "benchmark", "score", "raw", "ceiling", "error", "layer", "seconds")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to the `brainscore` parser."""
+    """Add ``score``, ``results``, ``list``, ``maps``, ``layers`` and ``demo``."""
+    score = subparsers.add_parser("score", help="score a model on a benchmark and store the result",
+                                  description="Score a model on a benchmark (this package's identifiers first, "
+                                              "brainscore-vision's as a fallback) and record it in the results DB.")
+    _model_benchmark_args(score)
+    score.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    score.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
+    score.add_argument("--no-record", action="store_true", help="do not store the score")
+    score.set_defaults(func=_score)
+
+    results = subparsers.add_parser("results", help="list, show or export stored scores")
+    commands = results.add_subparsers(dest="results_command", metavar="RESULTS_COMMAND")
+    results.set_defaults(func=lambda args: results.print_help() or 2)
+    listing = commands.add_parser("list", help="one line per stored score (newest first)")
+    show = commands.add_parser("show", help="all fields of the newest score of a model (and benchmark)")
+    show.add_argument("--model", required=True)
+    show.add_argument("--benchmark", default=None)
+    export = commands.add_parser("export", help="write all stored scores to a CSV file")
+    export.add_argument("--csv", type=Path, required=True, help="output CSV path")
+    for sub, func in ((listing, _results_list), (show, _results_show), (export, _results_export)):
+        sub.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
+        sub.set_defaults(func=func)
+    listing.add_argument("--model", default=None)
+    listing.add_argument("--benchmark", default=None)
+    listing.add_argument("--json", action="store_true")
+
+    lister = subparsers.add_parser("list", help="list available models or benchmarks")
+    lister.add_argument("what", choices=["models", "benchmarks"])
+    lister.add_argument("--category", default=None, help="models only: CNN, Transformer, Harmonized, ...")
+    lister.set_defaults(func=_list)
+
+    maps = subparsers.add_parser("maps", help="per-image figures: image, neural map and predicted map")
+    _model_benchmark_args(maps)
+    maps.add_argument("--out", type=Path, required=True, help="output folder for the PNG files")
+    maps.set_defaults(func=_maps)
+
+    layers = subparsers.add_parser("layers", help="score candidate layers with nested cross-validation, plot by "
+                                                  "depth")
+    _model_benchmark_args(layers)
+    layers.add_argument("--layers", nargs="+", default=None, help="layers to compare (default: candidate layers)")
+    layers.add_argument("--out", type=Path, default=None, help="PNG path (default: layers-<model>-<benchmark>.png)")
+    layers.add_argument("--json", action="store_true")
+    layers.set_defaults(func=_layers)
+
+    demo = subparsers.add_parser("demo", help="simulate the twin and score a pretrained and a random network",
+                                 description="Simulate and import the Arcaro2020 twin if missing, score the "
+                                             "ImageNet-pretrained efficientnet_lite0 and a randomly initialised "
+                                             "copy on Arcaro2020sim.IT-pls and -map_alignment, print the table and "
+                                             "write the map figures.")
+    demo.add_argument("--out", type=Path, default=Path("brainscore_demo"), help="folder for the figures")
+    demo.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.add_argument("--batch-size", type=int, default=None)
+    demo.set_defaults(func=_demo)
+
+
+def _model_benchmark_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model identifier (brainscore list models)")
+    parser.add_argument("--benchmark", required=True, help="benchmark identifier (brainscore list benchmarks)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=None)
+
+
+def _user_error(error: BaseException):
+    from benchmarks_it_maps.cli import UserError
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return UserError(str(message))
+
+
+def _known_errors() -> tuple:
+    from benchmarks_it_maps.benchmark import NoSpatialStructureError, UnknownBenchmarkError
+    from benchmarks_it_maps.scoring import ScoringError
+    return ScoringError, UnknownBenchmarkError, NoSpatialStructureError, FileNotFoundError
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """A plain fixed-width table of dicts (floats with 4 decimals, seconds with 1)."""
+    def cell(column: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
+        return str(value)
+    cells = [[cell(c, row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _score(args) -> int:
+    from benchmarks_it_maps import scoring
+    try:
+        result = scoring.score(args.model, args.benchmark, device=args.device, batch_size=args.batch_size,
+                               results=args.results, record=not args.no_record)
+    except _known_errors() as error:
+        raise _user_error(error) from None
+    summary = scoring.score_summary(result)
+    if args.json:
+        print(json.dumps({k: summary[k] for k in ("model", "benchmark", "score", "raw", "ceiling", "error",
+                                                  "layer")}))
+    else:
+        print(format_table([summary]))
+    return 0
+
+
+def _db(args):
+    from benchmarks_it_maps.results import ResultsDB
+    return ResultsDB(args.results)
+
+
+def _results_list(args) -> int:
+    rows = _db(args).rows(model=args.model, benchmark=args.benchmark)
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k not in ("attrs", "attrs_json")} for r in rows]))
+    elif not rows:
+        print("no stored scores")
+    else:
+        print(format_table(rows, ("id", "model", "benchmark", "benchmark_version", "score", "raw", "ceiling",
+                                  "error", "layer", "seconds", "created_at")))
+    return 0
+
+
+def _results_show(args) -> int:
+    from benchmarks_it_maps.cli import UserError
+    db = _db(args)
+    rows = db.rows(model=args.model, benchmark=args.benchmark)
+    if not rows:
+        raise UserError(f"no stored score for model {args.model!r}"
+                        + (f" on {args.benchmark!r}" if args.benchmark else "") + f" in {db.path}")
+    for row in rows if args.benchmark is None else rows[:1]:
+        for key, value in row.items():
+            if key in ("attrs_json", "attrs"):
+                continue
+            print(f"{key:18s} {value}")
+        scalars = {k: v for k, v in row["attrs"].items() if isinstance(v, (int, float, str))}
+        if scalars:
+            print(f"{'attrs':18s} {json.dumps(scalars)}")
+        print()
+    return 0
+
+
+def _results_export(args) -> int:
+    db = _db(args)
+    path = db.export_csv(args.csv)
+    print(f"wrote {len(db.rows())} rows to {path}")
+    return 0
+
+
+def _list(args) -> int:
+    if args.what == "benchmarks":
+        from benchmarks_it_maps import list_benchmarks
+        for identifier in list_benchmarks():
+            print(identifier)
+        return 0
+    import harmonized_models
+    entries = harmonized_models.list_models(args.category)
+    print(format_table([dict(model=e.identifier, category=e.category,
+                             top1=None if e.top1 is None else float(e.top1), it_layer=e.region_layer_map.get("IT"),
+                             weights=e.weights_source) for e in entries],
+                       ("model", "category", "top1", "it_layer", "weights")))
+    return 0
+
+
+def _maps(args) -> int:
+    from benchmarks_it_maps import scoring
+    try:
+        result, paths = scoring.maps(args.model, args.benchmark, args.out, device=args.device,
+                                     batch_size=args.batch_size)
+    except _known_errors() as error:
+        raise _user_error(error) from None
+    print(f"{args.model} on {args.benchmark}: {float(result):.4f}; wrote {len(paths)} figures under {args.out}")
+    return 0
+
+
+def _layers(args) -> int:
+    from benchmarks_it_maps import scoring
+    out = args.out or Path(f"layers-{args.model}-{args.benchmark}.png".replace("/", "_"))
+    try:
+        analyses = scoring.layer_analysis(args.model, args.benchmark, layers=args.layers, out=out,
+                                          device=args.device, batch_size=args.batch_size)
+    except _known_errors() as error:
+        raise _user_error(error) from None
+    if args.json:
+        print(json.dumps([dict(benchmark=a.benchmark_identifier, layers=a.layers,
+                               layer_scores=[float(v) for v in a.layer_scores], selected=a.selected,
+                               nested_score=a.nested_score, nested_error=a.nested_error) for a in analyses]))
+    else:
+        for a in analyses:
+            print(f"{a.benchmark_identifier}: nested score {a.nested_score:.4f} ± {a.nested_error:.4f} "
+                  f"(ceiling {a.ceiling:.3f})")
+            for layer, value in zip(a.layers, a.layer_scores):
+                print(f"  {layer:30s} {value:.4f}  chosen {a.selected.count(layer)}x")
+        print(f"plot: {out}")
+    return 0
+
+
+def _demo(args) -> int:
+    from benchmarks_it_maps.demo import run_demo
+    start = time.perf_counter()
+    rows = run_demo(args.out, results=args.results, device=args.device, batch_size=args.batch_size)
+    print(format_table(rows))
+    print(f"map figures under {args.out / 'maps'}; total {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0

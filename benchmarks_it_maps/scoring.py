@@ -1,0 +1,373 @@
+"""Scoring models on benchmarks: one call that loads both, times the run and stores the result; the layer analysis
+(nested cross-validation over candidate layers); and the per-image map figures.
+
+Identifiers are looked up in this package first (``harmonized_models`` models, ``Arcaro2020*`` benchmarks) and fall
+back to brainscore-vision's own registries (``brainscore_vision.load_model`` / ``load_benchmark``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class ScoringError(ValueError):
+    """A model or benchmark that cannot be found or used (message says which and what to do)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------------------------
+def resolve_benchmark(identifier: str, **kwargs: Any):
+    """This package's benchmark ``identifier``, else brainscore-vision's; unknown -> ScoringError with close names."""
+    from . import benchmark as ours
+    try:
+        return ours.load(identifier, **kwargs)
+    except ours.UnknownBenchmarkError as error:
+        ours_error = error
+    try:
+        import brainscore_vision
+        return brainscore_vision.load_benchmark(identifier)
+    except Exception as error:  # brainscore raises AssertionError / KeyError / S3 errors for unknown or offline ids
+        logger.debug("brainscore_vision.load_benchmark(%r) failed: %r", identifier, error)
+        raise ScoringError(f"{ours_error} (brainscore-vision could not load it either: "
+                           f"{type(error).__name__}: {error})") from None
+
+
+def resolve_model(identifier: str, *, device: str = "auto", batch_size: Optional[int] = None):
+    """This package's model ``identifier`` (``harmonized_models.load_model``), else brainscore-vision's."""
+    import harmonized_models
+    try:
+        return harmonized_models.load_model(identifier, device=device, batch_size=batch_size)
+    except KeyError as error:
+        ours_error = error
+    try:
+        import brainscore_vision
+        return brainscore_vision.load_model(identifier)
+    except Exception as error:
+        logger.debug("brainscore_vision.load_model(%r) failed: %r", identifier, error)
+        message = ours_error.args[0] if ours_error.args else str(ours_error)
+        raise ScoringError(f"{message} (brainscore-vision could not load it either: "
+                           f"{type(error).__name__}: {error})") from None
+
+
+def weights_hash(model_identifier: str) -> str:
+    """The results-DB weights key: ``harmonized_models.weights_hash`` for our models, else a brainscore-vision tag."""
+    import harmonized_models
+    try:
+        return harmonized_models.weights_hash(model_identifier)
+    except KeyError:
+        return f"brainscore-vision:{model_identifier}"
+
+
+def _results_db(results):
+    from .results import ResultsDB
+    if results is None or isinstance(results, (str, os.PathLike)):
+        return ResultsDB(results)
+    return results
+
+
+def _version(benchmark) -> Any:
+    try:
+        version = benchmark.version
+    except NotImplementedError:
+        version = 0
+    return 0 if version is None else version
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# scoring
+# ----------------------------------------------------------------------------------------------------------------
+def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "auto",
+          batch_size: Optional[int] = None, results: Any = None, record: bool = True,
+          weights_hash_value: Optional[str] = None):
+    """Score a model on a benchmark, time it, and (``record=True``) store it in the results DB.
+
+    ``model_identifier``/``benchmark_identifier`` are identifiers (ours first, then brainscore-vision's) or
+    already-built BrainModel / Benchmark objects. ``results``: a ResultsDB, a path, or None for the default DB.
+    Returns the ceiled Score with attrs raw, ceiling, error, layer, model_identifier, benchmark_identifier,
+    ``seconds``.
+    """
+    benchmark = (resolve_benchmark(benchmark_identifier)
+                 if isinstance(benchmark_identifier, str) else benchmark_identifier)
+    candidate = (resolve_model(model_identifier, device=device, batch_size=batch_size)
+                 if isinstance(model_identifier, str) else model_identifier)
+    model_id = model_identifier if isinstance(model_identifier, str) else candidate.identifier
+    start = time.perf_counter()
+    if hasattr(benchmark, "preallocate_memory") and os.environ.get("BRAINSCORE_SKIP_MEMORY_CHECK") != "1":
+        benchmark.preallocate_memory(candidate)
+    result = benchmark(candidate)
+    seconds = time.perf_counter() - start
+    result.attrs["model_identifier"] = model_id
+    result.attrs["benchmark_identifier"] = benchmark.identifier
+    result.attrs["seconds"] = seconds
+    if "layer" not in result.attrs:
+        layer_map = getattr(getattr(getattr(candidate, "layer_model", None), "_layer_model", None),
+                            "region_layer_map", None)
+        if layer_map is not None:
+            result.attrs["layer"] = str(dict(layer_map).get("IT", "")) or None
+    logger.info("%s on %s: %.4f (%.1f s)", model_id, benchmark.identifier, float(result), seconds)
+    if record:
+        db = _results_db(results)
+        db.record(model_id, benchmark.identifier, result, benchmark_version=_version(benchmark),
+                  weights_hash=weights_hash_value or weights_hash(model_id), seconds=seconds,
+                  layer=result.attrs.get("layer"))
+    return result
+
+
+def score_summary(result) -> dict:
+    """The headline numbers of a Score as plain Python values (the CLI's ``--json`` keys and table columns)."""
+    def number(value):
+        if value is None:
+            return None
+        try:
+            return float(np.asarray(getattr(value, "values", value)).reshape(()))
+        except (TypeError, ValueError):
+            return None
+    return dict(model=result.attrs.get("model_identifier"), benchmark=result.attrs.get("benchmark_identifier"),
+                score=number(result), raw=number(result.attrs.get("raw")), ceiling=number(result.attrs.get("ceiling")),
+                error=number(result.attrs.get("error")), layer=result.attrs.get("layer"),
+                seconds=number(result.attrs.get("seconds")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# layer analysis (nested cross-validation)
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class LayerAnalysis:
+    """Per-layer leave-one-image-out scores and the nested (held-out-image-blind) layer selection of one site."""
+
+    benchmark_identifier: str
+    layers: list
+    layer_scores: np.ndarray        #: [L] ceiled LOIO score of each layer (every image held out once)
+    layer_errors: np.ndarray        #: [L] SEM over images, ceiled
+    selected: list                  #: [I] layer chosen for each held-out image (from the other images only)
+    per_fold: np.ndarray            #: [I] ceiled score of each held-out image with its selected layer
+    ceiling: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def nested_score(self) -> float:
+        return float(self.per_fold.mean())
+
+    @property
+    def nested_error(self) -> float:
+        from .metric import sem
+        return sem(self.per_fold)
+
+
+def _criterion(protocol: str, features: np.ndarray, targets: np.ndarray, grid: int, n_components: int):
+    """Fit LOIO on the given images and return (score, per-image values) under the benchmark's headline metric."""
+    from . import metric
+    fit = metric.loio_pls(features, targets, n_components=n_components)
+    if protocol == "map_alignment":
+        n_img, _, n_chan = targets.shape
+        alignment = metric.map_alignment(fit.predictions.reshape(n_img, grid, grid, n_chan),
+                                         targets.reshape(n_img, grid, grid, n_chan))
+        return alignment["score"], alignment["full"]
+    return fit.score, fit.per_fold
+
+
+def nested_layer_selection(features_by_layer: dict, targets: np.ndarray, grid: int, *, protocol: str = "maps",
+                           n_components: int = 25, progress: bool = True) -> dict:
+    """For each held-out image, choose the layer with the best LOIO score on the *other* images only, then score
+    the held-out image with that layer (fitted on the other images). Returns per-layer LOIO scores, the choices
+    and the nested per-image scores (all raw)."""
+    from tqdm.auto import tqdm
+    layers = list(features_by_layer)
+    n_img = targets.shape[0]
+    full = {}
+    for layer in tqdm(layers, desc="layer LOIO scores", unit="layer", disable=not progress):
+        full[layer] = _criterion(protocol, features_by_layer[layer], targets, grid, n_components)
+    selected, per_fold = [], np.zeros(n_img)
+    for held_out in tqdm(range(n_img), desc="nested layer selection", unit="image", disable=not progress):
+        keep = np.delete(np.arange(n_img), held_out)
+        inner = [_criterion(protocol, features_by_layer[layer][keep], targets[keep], grid, n_components)[0]
+                 for layer in layers]
+        best = layers[int(np.argmax(inner))]
+        selected.append(best)
+        # the outer fold of the full LOIO fit of ``best`` is exactly "fit on the other images, predict this one"
+        per_fold[held_out] = full[best][1][held_out]
+    return dict(layers=layers, layer_scores=np.array([full[l][0] for l in layers]),
+                layer_per_image=np.array([full[l][1] for l in layers]), selected=selected, per_fold=per_fold)
+
+
+def _layer_features(candidate, site, layers: Sequence[str]) -> dict:
+    """Maps-protocol features ``[I, P, C]`` of every layer, from one pass of the model's activations extractor."""
+    from .benchmark import _reorder, grid_features_from_responses
+    data = site.data
+    activations_model = getattr(candidate, "activations_model", None)
+    if activations_model is None:
+        raise ScoringError(f"model {candidate.identifier!r} exposes no activations_model (not a ModelCommitment); "
+                           "the layer analysis needs access to its layers")
+    responses = activations_model(data.stimulus_set, layers=list(layers))
+    responses = responses.isel(presentation=_reorder(responses["stimulus_id"].values, data.stimulus_ids))
+    layer_coord = np.asarray(responses["layer"].values)
+    n_img, grid = len(data.stimulus_ids), data.grid_size
+    out = {}
+    for layer in layers:
+        sub = responses.isel(neuroid=np.flatnonzero(layer_coord == layer))
+        out[layer] = grid_features_from_responses(sub, grid, model_identifier=candidate.identifier).reshape(
+            n_img, grid * grid, -1)
+    return out
+
+
+def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Sequence[str]] = None,
+                   out: Optional[str | os.PathLike] = None, device: str = "auto",
+                   batch_size: Optional[int] = None) -> list[LayerAnalysis]:
+    """Score candidate layers on a maps-protocol benchmark (``-pls`` or ``-map_alignment``) with nested
+    cross-validation, per site; optionally plot score by depth to ``out`` (PNG). ``layers`` defaults to the model's
+    candidate layers (registry entry, else the ModelCommitment's ``layers``)."""
+    from . import benchmark as bm
+    candidate = resolve_model(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
+    target = bm.load(benchmark_identifier)
+    if target.protocol == "shift":
+        raise ScoringError(f"{benchmark_identifier}: the layer analysis runs on the maps protocol (-pls or "
+                           "-map_alignment); the shift protocol scores the committed IT layer only")
+    if layers is None:
+        layers = _candidate_layers(model, candidate)
+    sites = target.children if isinstance(target, bm.ArcaroCompositeBenchmark) else [target]
+    analyses = []
+    for site in sites:
+        features = _layer_features(candidate, site, layers)
+        n_img, grid, _, n_chan = site.data.targets.shape
+        targets = site.data.targets.reshape(n_img, grid * grid, n_chan)
+        result = nested_layer_selection(features, targets, grid, protocol=site.protocol,
+                                        n_components=site.n_components)
+        ceiling = float(site.ceiling)
+        per_image = result["layer_per_image"]
+        from .metric import sem
+        analyses.append(LayerAnalysis(
+            benchmark_identifier=site.identifier, layers=list(layers), layer_scores=result["layer_scores"] / ceiling,
+            layer_errors=np.array([sem(v) for v in per_image]) / ceiling, selected=result["selected"],
+            per_fold=result["per_fold"] / ceiling, ceiling=ceiling))
+        logger.info("%s: nested score %.3f; layers chosen %s", site.identifier, analyses[-1].nested_score,
+                    sorted(set(result["selected"])))
+    if out is not None:
+        plot_layer_analysis(analyses, out, title=f"{candidate.identifier} on {benchmark_identifier}")
+    return analyses
+
+
+def _candidate_layers(model: Any, candidate) -> list[str]:
+    if isinstance(model, str):
+        try:
+            import harmonized_models
+            entry = harmonized_models.get_entry(model)
+            if entry.candidate_layers:
+                return list(entry.candidate_layers)
+        except KeyError:
+            pass
+    layers = getattr(candidate, "layers", None)
+    if not layers:
+        raise ScoringError(f"model {candidate.identifier!r} has no candidate layers; pass layers=[...]")
+    return list(layers)
+
+
+def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLike, title: str = "") -> Path:
+    """Ceiled LOIO score by layer depth per site (error bars), with the nested score and the chosen layers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .home import atomic_file
+    out = Path(out)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(analyses[0].layers) + 3), 4.2))
+    depth = np.arange(len(analyses[0].layers))
+    for analysis in analyses:
+        line = ax.errorbar(depth, analysis.layer_scores, yerr=analysis.layer_errors, marker="o", capsize=3,
+                           label=f"{analysis.benchmark_identifier} (nested {analysis.nested_score:.3f} "
+                                 f"± {analysis.nested_error:.3f})")
+        ax.axhline(analysis.nested_score, color=line[0].get_color(), linestyle="--", linewidth=1)
+        counts = {layer: analysis.selected.count(layer) for layer in analysis.layers}
+        for d, layer in zip(depth, analysis.layers):
+            if counts[layer]:
+                ax.annotate(f"{counts[layer]}x", (d, analysis.layer_scores[d]), textcoords="offset points",
+                            xytext=(0, 6), ha="center", fontsize=7, color=line[0].get_color())
+    ax.set_xticks(depth)
+    ax.set_xticklabels(analyses[0].layers, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("layer (by depth)")
+    ax.set_ylabel("ceiled score (leave-one-image-out)")
+    ax.set_title(title + "\n(dashed: nested score; Nx: times chosen for a held-out image)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# map figures
+# ----------------------------------------------------------------------------------------------------------------
+def site_results(benchmark) -> list:
+    """The SiteResults of the last call of a site or composite benchmark."""
+    from . import benchmark as bm
+    results = benchmark.last_results if isinstance(benchmark, bm.ArcaroCompositeBenchmark) else [
+        benchmark.last_result]
+    if any(r is None for r in results):
+        raise ScoringError(f"{benchmark.identifier} has not been run yet")
+    return results
+
+
+def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: Optional[Sequence[str]] = None,
+                      prefix: str = "") -> list[Path]:
+    """One PNG per (site, image) from the benchmark's last run: the image, the channel-averaged neural map and the
+    channel-averaged predicted map (held-out prediction), side by side, with colour bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    from .home import atomic_file
+    from . import benchmark as bm
+    children = benchmark.children if isinstance(benchmark, bm.ArcaroCompositeBenchmark) else [benchmark]
+    out_dir = Path(out_dir)
+    paths = []
+    for child, result in zip(children, site_results(benchmark)):
+        data = result.data
+        neural = data.targets.mean(axis=-1)
+        predicted = result.predictions.mean(axis=-1)
+        for i, sid in enumerate(data.stimulus_ids):
+            fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+            with Image.open(data.stimulus_set.get_stimulus(sid)) as image:
+                axes[0].imshow(np.asarray(image.convert("RGB")), extent=(0, 1, 1, 0))
+            axes[0].set_title(f"{sid}", fontsize=8)
+            for ax, values, name in ((axes[1], neural[i], "neural map (channel mean)"),
+                                     (axes[2], predicted[i], "predicted map (held out)")):
+                # grid points span the image edge to edge: pixel k is centred at k/(G-1)
+                g = values.shape[0]
+                half = 0.5 / (g - 1)
+                shown = ax.imshow(values, extent=(-half, 1 + half, 1 + half, -half), cmap="viridis")
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+                ax.set_title(name, fontsize=8)
+            for ax in axes:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            fig.suptitle(f"{child.identifier} · {result.model_identifier} · layer {result.layer} · "
+                         f"median r {result.fit.per_fold[i]:.2f} · Spearman {result.alignment['full'][i]:.2f}",
+                         fontsize=9)
+            fig.tight_layout()
+            path = out_dir / f"{prefix}{child.identifier}" / f"{sid}.png"
+            with atomic_file(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=90)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def maps(model: Any, benchmark_identifier: str, out_dir: str | os.PathLike, *, device: str = "auto",
+         batch_size: Optional[int] = None):
+    """Run a benchmark of this package on a model and write its per-image map figures; returns (Score, paths)."""
+    from . import benchmark as bm
+    candidate = resolve_model(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
+    try:
+        benchmark = bm.load(benchmark_identifier)
+    except bm.UnknownBenchmarkError as error:
+        raise ScoringError(str(error)) from None
+    result = benchmark(candidate)
+    return result, write_map_figures(benchmark, out_dir)
