@@ -140,3 +140,34 @@ def test_train_errors_are_one_line(data, tmp_path, capsys):
     args[args.index("--num-classes") + 1] = "2"
     assert main(args) == 2
     assert "--num-classes 3" in capsys.readouterr().err
+
+
+def test_torchrun_ddp_matches_single_process(data, tmp_path):
+    """2 processes x 2 samples (DDP, gloo) = 1 process x 4 samples, for a model without batch coupling (ViT)."""
+    import os
+    import subprocess
+    import sys
+
+    def args(out, batch):
+        a = _train_args(data, out)
+        a[a.index("--model") + 1] = "test_vit"
+        a[a.index("--batch-size") + 1] = str(batch)
+        return a
+
+    assert main(args(tmp_path / "single", 4)) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "benchmarks_it_maps", *args(tmp_path / "ddp", 2)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = load_file(tmp_path / "single" / "final" / "model.safetensors")
+    ddp = load_file(tmp_path / "ddp" / "final" / "model.safetensors")
+    initial = torch.load(tmp_path / "single" / "checkpoints" / "epoch_001.pt", weights_only=False)["model"]
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert any(not torch.equal(initial[k], single[k]) for k in single)
+    log_single, log_ddp = _steps(tmp_path / "single" / "log.jsonl"), _steps(tmp_path / "ddp" / "log.jsonl")
+    for x, y in zip(log_single, log_ddp):  # logged terms are averaged over ranks
+        assert y["ce"] == pytest.approx(x["ce"], rel=1e-4)
+        assert y["harmonization"] == pytest.approx(x["harmonization"], rel=1e-3)
+    assert json.loads((tmp_path / "ddp" / "final" / "model.json").read_text())["model_kwargs"] == {"img_size": 32}

@@ -202,6 +202,17 @@ def _all_rng_states(dist_info: _Dist, device: torch.device) -> list[dict]:
     return gathered
 
 
+def _mean_over_ranks(values: dict[str, float], dist_info: _Dist, device: torch.device) -> dict[str, float]:
+    """Average logged values over all ranks (each rank computed them on its own share of the batch)."""
+    if dist_info.world_size == 1:
+        return values
+    import torch.distributed as dist
+    keys = sorted(values)
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(packed)
+    return {k: float(v) / dist_info.world_size for k, v in zip(keys, packed.tolist())}
+
+
 class _Run:
     """Mutable training state and the files of one output folder."""
 
@@ -386,6 +397,7 @@ def train(config: TrainConfig) -> Path | None:
                              if config.clip_grad else torch.zeros(()))
                 scaler.step(optimizer)
                 scaler.update()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 run.step_in_epoch += 1
@@ -395,13 +407,14 @@ def train(config: TrainConfig) -> Path | None:
                 for key, value in (("loss", loss.detach()), ("grad_norm", grad_norm), *parts.items()):
                     window[key] = window.get(key, 0.0) + float(value)
                 window["n"] = window.get("n", 0) + 1
-                if dist_info.main and (run.global_step % config.log_every == 0 or run.step_in_epoch == sampler.steps):
+                if run.global_step % config.log_every == 0 or run.step_in_epoch == sampler.steps:
                     n = window.pop("n")
-                    record = {"event": "step", "epoch": run.epoch + 1, "step": run.step_in_epoch,
-                              "global_step": run.global_step, "lr": scheduler.get_last_lr()[0],
-                              **{k: v / n for k, v in window.items()}, "time": time.time()}
-                    run.append_log(record)
-                    bar.set_postfix(ce=f"{record['ce']:.3f}", harm=f"{record['harmonization']:.4f}")
+                    means = _mean_over_ranks({k: v / n for k, v in window.items()}, dist_info, device)
+                    if dist_info.main:
+                        record = {"event": "step", "epoch": run.epoch + 1, "step": run.step_in_epoch,
+                                  "global_step": run.global_step, "lr": lr, **means, "time": time.time()}
+                        run.append_log(record)
+                        bar.set_postfix(ce=f"{record['ce']:.3f}", harm=f"{record['harmonization']:.4f}")
                     window = {}
                 if config.stop_after_steps and steps_this_call >= config.stop_after_steps \
                         and run.step_in_epoch < sampler.steps:
