@@ -50,8 +50,8 @@ def _header() -> str:
     return HEADER.format(version=package_version())
 
 
-def _docstring(text: str) -> str:
-    return f'"""{text}"""\n'
+def _docstring(text: str, newline: str = "") -> str:
+    return f'"""{text}"""{newline}'
 
 
 # ------------------------------------------------------------------------------------------------ renderers
@@ -69,7 +69,7 @@ def render_data_plugin(dataset: str, sites: Iterable[str], requirement: str) -> 
              ""]
     identifiers = [f"{dataset}.{site}" for site in sites]
     lines += [f"data_registry['{identifier}'] = lambda: load_assembly('{identifier}')" for identifier in identifiers]
-    test = f'''{_docstring(f"Tests of the {dataset} data plugin.")}import importlib
+    test = f'''{_docstring(f"Tests of the {dataset} data plugin.", chr(10))}import importlib
 
 import pytest
 
@@ -114,7 +114,7 @@ def render_benchmark_plugin(identifiers: Sequence[str], requirement: str, folder
              ""]
     lines += [f"benchmark_registry['{identifier}'] = lambda: load_benchmark('{identifier}')"
               for identifier in identifiers]
-    test = f'''{_docstring("Tests of the Arcaro2020 benchmark plugin.")}import importlib
+    test = f'''{_docstring("Tests of the Arcaro2020 benchmark plugin.", chr(10))}import importlib
 
 import pytest
 
@@ -168,7 +168,7 @@ def render_model_plugin(identifier: str, region_layer_map: dict, requirement: st
              "from harmonized_models import load_model",
              "",
              f"model_registry['{identifier}'] = lambda: load_model({argument!r})"]
-    test = f'''{_docstring(f"Tests of the {identifier} model plugin.")}import importlib
+    test = f'''{_docstring(f"Tests of the {identifier} model plugin.", chr(10))}import importlib
 import json
 from pathlib import Path
 
@@ -213,7 +213,7 @@ def render_metric_plugin(identifier: str, requirement: str) -> dict[str, str]:
              "from benchmarks_it_maps.tradeoff import TradeoffMetric",
              "",
              f"metric_registry['{identifier}'] = lambda *args, **kwargs: TradeoffMetric(*args, **kwargs)"]
-    test = f'''{_docstring("Tests of the accuracy/IT trade-off metric plugin.")}import importlib
+    test = f'''{_docstring("Tests of the accuracy/IT trade-off metric plugin.", chr(10))}import importlib
 
 import brainscore_vision
 

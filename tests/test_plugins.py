@@ -1,0 +1,187 @@
+"""Brain-Score plugin folders: in sync with the registries, found by brainscore's own text scan, and working inside a
+TEMPORARY COPY of the installed brainscore-vision tree (generic plugin tests, each plugin's test.py, and
+``python -m brainscore_vision score`` end to end on the simulated twin). The installed tree is never written to.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import brainscore_vision
+from benchmarks_it_maps import conventions, submission
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS = REPO / "plugins"
+INSTALLED = Path(brainscore_vision.__file__).resolve().parent
+SIM_BENCHMARK = "Arcaro2020sim.M1ML-pls"
+TEST_MODEL = "itmaps_test_tiny"
+HARMONIZED = {"harmonized_vgg16", "harmonized_resnet50", "harmonized_efficientnet_b0", "harmonized_vit_b16",
+              "harmonized_levit_128", "harmonized_convnext_tiny", "harmonized_maxvit_tiny"}
+
+
+def make_tiny_model(folder: Path, seed: int) -> str:
+    """A random-weight timm test_resnet at 64 px as a harmonizer checkpoint; returns its model identifier."""
+    import timm
+    import torch
+    from harmonized_models.harmonizer.checkpoint import save_final
+    torch.manual_seed(seed)
+    network = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    save_final(network, folder, architecture="test_resnet", num_classes=10, image_size=64,
+               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), it_layer="layer2")
+    return f"harmonized:{folder}"
+
+
+def write_folder(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, sim_small):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny", seed=3)
+
+
+@pytest.fixture(scope="module")
+def brainscore_copy(tmp_path_factory, tiny_model):
+    """site/brainscore_vision: a copy of the installed tree with our plugin folders and test-only plugins added."""
+    site = tmp_path_factory.mktemp("site")
+    copy = site / "brainscore_vision"
+    shutil.copytree(INSTALLED, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for plugin in sorted(PLUGINS.glob("*/*")):
+        shutil.copytree(plugin, copy / plugin.relative_to(PLUGINS), ignore=shutil.ignore_patterns("__pycache__"))
+    # The wheel lacks the generic tests' three images (the source repository has them): add them to the copy.
+    resources = copy / "model_helpers" / "generic_plugin_tests_resources"
+    resources.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("rgb1.jpg", "rgb2.jpg", "rgb3.png"):
+        if not (resources / name).exists():
+            Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(resources / name)
+    requirement = submission.default_requirement()
+    sims = [identifier for identifier in submission.public_benchmarks()]
+    sims = [identifier.replace(conventions.IDENTIFIER + ".", conventions.SIM_IDENTIFIER + ".", 1) for identifier in sims]
+    # test-only plugins, rendered by the same generator: the simulated twin and a tiny offline model
+    write_folder(copy / "data" / "arcaro2020sim_test", submission.render_data_plugin(
+        conventions.SIM_IDENTIFIER, list(conventions.SITES), requirement))
+    write_folder(copy / "benchmarks" / "arcaro2020sim_test", submission.render_benchmark_plugin(
+        sims, requirement, folder="arcaro2020sim_test"))
+    write_folder(copy / "models" / TEST_MODEL, submission.render_model_plugin(
+        TEST_MODEL, {"V1": "layer1", "V2": "layer1", "V4": "layer2", "IT": "layer2"}, requirement,
+        loader=tiny_model))
+    return copy
+
+
+def run_in_copy(copy: Path, args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(copy.parent), os.environ.get("PYTHONPATH", "")]),
+               PYTHONDONTWRITEBYTECODE="1", BS_INSTALL_DEPENDENCIES="no")
+    done = subprocess.run([sys.executable, *args], cwd=copy.parent, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    return done
+
+
+def installed_snapshot() -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in INSTALLED.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+# ------------------------------------------------------------------------------------------ the folders themselves
+def test_plugin_folders_match_the_registries(monkeypatch):
+    monkeypatch.delenv("BRAINSCORE_ITMAPS_REQUIREMENT", raising=False)
+    problems = submission.compare_plugins(PLUGINS)
+    assert problems == [], "plugins/ is out of date; regenerate: brainscore submission --folders plugins\n" + \
+                           "\n".join(problems)
+    assert {p.name for p in (PLUGINS / "models").iterdir()} == HARMONIZED
+    assert (PLUGINS / "data" / "arcaro2020").is_dir() and (PLUGINS / "benchmarks" / "arcaro2020").is_dir()
+
+
+def test_brainscore_scan_finds_exactly_our_identifiers():
+    from brainscore_core.plugin_management.parse_plugin_changes import get_plugin_ids
+    from benchmarks_it_maps import list_benchmarks
+    benchmarks = get_plugin_ids("benchmarks", ["arcaro2020"], str(PLUGINS))
+    assert sorted(benchmarks) == sorted(i for i in list_benchmarks() if i.startswith("Arcaro2020."))
+    assert "Arcaro2020.M1ML-pls" in benchmarks and not any("sim" in i for i in benchmarks)
+    assert sorted(get_plugin_ids("data", ["arcaro2020"], str(PLUGINS))) == \
+        sorted(f"Arcaro2020.{site}" for site in conventions.SITES)
+    for model in HARMONIZED:
+        assert get_plugin_ids("models", [model], str(PLUGINS)) == [model]
+        assert (PLUGINS / "models" / model / "region_layer_map" / f"{model}.json").is_file()
+    for folder in [*PLUGINS.glob("*/*")]:
+        assert {"__init__.py", "test.py", "requirements.txt"} <= {p.name for p in folder.iterdir()}, folder
+        assert "brainscore-itmaps" in (folder / "requirements.txt").read_text()
+
+
+# ------------------------------------------------------------------------------- inside a copy of brainscore-vision
+def test_plugins_pass_brainscore_tests_in_a_copy(brainscore_copy):
+    """brainscore-vision's generic model tests (as its test_plugin.sh runs them) and every plugin's test.py."""
+    before = installed_snapshot()
+    tests = sorted(str(brainscore_copy / p.relative_to(PLUGINS) / "test.py") for p in PLUGINS.glob("*/*"))
+    tests += [str(brainscore_copy / "data" / "arcaro2020sim_test" / "test.py"),
+              str(brainscore_copy / "benchmarks" / "arcaro2020sim_test" / "test.py")]
+    # one pytest session: the generic model tests for the offline model folder, then every plugin's test.py
+    report = brainscore_copy.parent / "report.xml"
+    done = run_in_copy(brainscore_copy, [
+        "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(brainscore_copy.parent),
+        "--junitxml", str(report), "-m", "not slow and not travis_slow and not private_access",
+        str(brainscore_copy / "model_helpers" / "generic_plugin_tests.py"),
+        "--plugin_directory", str(brainscore_copy / "models" / TEST_MODEL), *tests])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    cases = ElementTree.parse(report).getroot().iter("testcase")
+    outcomes = {f"{case.get('classname')}::{case.get('name')}": [child.tag for child in case
+                                                                  if child.tag in ("failure", "error", "skipped")]
+                for case in cases}
+    assert all(not problems for problems in outcomes.values()), outcomes
+    generic = sorted(name.split("::")[-1] for name in outcomes if "generic_plugin_tests" in name)
+    assert generic == sorted(f"{test}[{TEST_MODEL}]" for test in (
+        "test_identifier", "test_visual_degrees", "test_start_task_or_recording", "test_look_at_neural_V1",
+        "test_look_at_behavior_probabilities"))
+    for test_file in tests:  # every plugin's own tests ran (at least two each)
+        plugin = ".".join(Path(test_file).relative_to(brainscore_copy.parent).parts[:-1])
+        assert sum(name.startswith(plugin + ".test") for name in outcomes) >= 2, (plugin, sorted(outcomes))
+    assert installed_snapshot() == before, "the installed brainscore_vision tree was modified"
+
+
+def test_python_m_brainscore_vision_score_end_to_end(brainscore_copy):
+    """brainscore-vision's own CLI, no integration shim: found purely through the plugin folders."""
+    done = run_in_copy(brainscore_copy, ["-m", "brainscore_vision", "score", f"--model_identifier={TEST_MODEL}",
+                                         f"--benchmark_identifier={SIM_BENCHMARK}"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "<xarray.Score ()>" in done.stdout and SIM_BENCHMARK in done.stdout and TEST_MODEL in done.stdout
+    value = float(done.stdout.split("array(", 1)[1].split(")", 1)[0])
+    assert -1 <= value <= 2
+    assert (brainscore_copy.parent / f"conda_score--{TEST_MODEL}_{SIM_BENCHMARK}.pkl").is_file()  # in the copy
+
+
+# ---------------------------------------------------------------------------------------------------- integration
+def test_integration_in_process(tiny_model):
+    """After enable_brainscore_integration(), brainscore_vision's loaders find our ids without any plugin folder."""
+    import brainscore_vision as bv
+    from benchmarks_it_maps import enable_brainscore_integration
+    from benchmarks_it_maps.integration import disable_brainscore_integration
+    from brainscore_core.plugin_management.import_plugin import import_plugin as original
+
+    with pytest.raises(AssertionError, match="No registrations found"):
+        bv.load_benchmark(SIM_BENCHMARK)
+    added = enable_brainscore_integration()
+    try:
+        assert SIM_BENCHMARK in added["benchmark_registry"] and "harmonized_vgg16" in added["model_registry"]
+        assert enable_brainscore_integration()["benchmark_registry"] == []  # idempotent
+        benchmark = bv.load_benchmark(SIM_BENCHMARK)
+        assert benchmark.identifier == SIM_BENCHMARK
+        assert set(bv.load_dataset("Arcaro2020sim.M1ML")["region"].values) == {"IT"}
+        assert len(bv.load_stimulus_set("Arcaro2020sim")) > 0
+        model = bv.load_model(tiny_model)
+        assert model.identifier == tiny_model
+        score = bv._run_score(tiny_model, SIM_BENCHMARK)  # brainscore.score minus its pickle into site-packages
+        assert score.attrs["benchmark_identifier"] == SIM_BENCHMARK and -1 <= float(score) <= 2
+        with pytest.raises(AssertionError, match="No registrations found"):  # unknown ids still reach brainscore
+            bv.load_benchmark("NoSuchBenchmark-xyz")
+    finally:
+        disable_brainscore_integration()
+    assert bv.import_plugin is original
