@@ -246,12 +246,49 @@ def test_distillation_head_maps_onto_levit_distilled(files, mapped):
     with_distill = dict(weights)
     with_distill["distill_head_bn"] = {k: v + 0.1 for k, v in weights["head_bn"].items()}
     with_distill["distill_head"] = {k: -v for k, v in weights["head"].items()}
-    mapped = kecam.map_weights("levit_conv_128", with_distill)
-    assert type(mapped.model).__name__ == "LevitDistilled"
-    assert mapped.sources["head_dist.linear.weight"] == "distill_head/kernel"
+    distilled = kecam.map_weights("levit_conv_128", with_distill)
+    assert type(distilled.model).__name__ == "LevitDistilled"
+    assert distilled.sources["head_dist.linear.weight"] == "distill_head/kernel"
     single = mapped("levit128", "levit_conv_128")[0].model
     with torch.inference_mode():
         feats = single.forward_head(single.forward_features(x), pre_logits=True)
-        dist = mapped.model.head_dist(feats)
-    np.testing.assert_allclose(_logits(mapped.model, x), (_logits(single, x) + dist.numpy()) / 2, rtol=1e-5,
+        dist = distilled.model.head_dist(feats)
+    np.testing.assert_allclose(_logits(distilled.model, x), (_logits(single, x) + dist.numpy()) / 2, rtol=1e-5,
                                atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- pipeline and specs
+def test_convert_keras_round_trip(fx, files, tmp_path):
+    """``convert_keras`` (D1's driver) dispatches to the kecam mapper; the safetensors reloads to the same logits."""
+    from harmonized_models.keras import convert_keras
+    from harmonized_models.keras.convert import load_converted
+
+    out = tmp_path / "levit.safetensors"
+    report = convert_keras(fx / "levit128.h5", "levit128", out)
+    assert report["config"] == {"timm_arch": "levit_conv_128", "distilled": False}
+    assert report["tensors_mapped"] == report["tensors_in_file"] == 330
+    model = load_converted(out)
+    _, _, x, ref = files["levit128"]
+    assert _rel_err(_logits(model, x), ref) <= RTOL
+    with pytest.raises(kecam.UnmappedTensorsError, match=r"levit128\.h5: the file holds Keras model 'levit128'"):
+        convert_keras(fx / "levit128.h5", "maxvit_tiny", tmp_path / "wrong.safetensors")
+    assert not (tmp_path / "wrong.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["harmonized_levit_128", "harmonized_convnext_tiny", "harmonized_maxvit_tiny"])
+def test_harmonized_specs_follow_the_layer_rule(name):
+    """Our three entries: /255 + ImageNet mean/std at 224 px, and the layer rule's commitment on the timm network."""
+    from harmonized_models.harmonized import HARMONIZED
+    from harmonized_models.layer_rules import commit_layers
+    from harmonized_models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+    spec = HARMONIZED[name]
+    assert (spec.preprocessing.image_size, spec.preprocessing.mean, spec.preprocessing.std) == \
+        (224, IMAGENET_MEAN, IMAGENET_STD)
+    network = spec.builder()
+    assert type(network).__name__ != "LevitDistilled"
+    rule = commit_layers(network, 224)
+    assert spec.region_layer_map == rule.region_layer_map and spec.it_layer == rule.region_layer_map["IT"]
+    assert list(spec.candidate_layers) == rule.candidate_layers
+    it = next(u for u in rule.units if u.name == spec.it_layer)
+    assert it.layout == "NCHW" and it.side == 14  # a spatial map for the IT-map benchmarks

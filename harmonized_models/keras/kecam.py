@@ -29,6 +29,11 @@ with the same pretrained weights), but keeps every intermediate feature map as N
 can read any layer as a map; ``levit_128`` outputs token sequences, which Brain-Score packages as non-spatial
 ``channel``/``embedding`` activations.
 
+Registration: importing this module adds the archs ``levit128`` (-> ``levit_conv_128``), ``levit_128`` (Linear
+LeViT), ``levit_conv_128``, ``convnext_tiny``, ``maxvit_tiny`` and ``maxvit_tiny_tf_224`` to
+:data:`harmonized_models.keras.convert.ARCHS`, so ``convert_keras(h5, "maxvit_tiny", out)`` works; the structure
+config stored with a conversion is ``{"timm_arch": ..., "distilled": ...}``.
+
 Input to every mapper: ``weights`` = {keras layer name: {weight name without the layer prefix or ``:0`` suffix
 (``kernel``, ``bias``, ``gamma``, ...): ndarray}} and the file's ``model_config`` (dict), used to check the
 normalisation epsilons and the architecture name. Output: a timm state dict; every tensor in the file must be used
@@ -43,14 +48,14 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 import numpy as np
 import torch
 
+from .h5 import UnmappedTensorsError  # shared with convert.py (a KerasFormatError subclass)
+
 LayerWeights = Mapping[str, Mapping[str, np.ndarray]]
 
 __all__ = ["KECAM_ARCHS", "KecamArch", "KecamMapping", "UnmappedTensorsError", "build_timm", "map_weights",
            "map_levit", "map_convnext", "map_maxvit", "detect_arch", "timm_arch", "layer_weights"]
 
 
-class UnmappedTensorsError(ValueError):
-    """The file's tensors and the timm architecture do not correspond one to one."""
 
 
 class KecamMapping(NamedTuple):
@@ -441,6 +446,17 @@ def map_weights(arch: str, source: Any, model_config: Mapping[str, Any] | None =
     or a plain {layer: {weight: ndarray}} dict. Raises :class:`UnmappedTensorsError` unless the file's tensors and
     the timm model's correspond one to one (shapes included) and the epsilons agree.
     """
+    try:
+        return _map_weights(arch, source, model_config, model)
+    except UnmappedTensorsError as exc:
+        path = getattr(source, "path", None)
+        if path is None or str(exc).startswith(str(path)):
+            raise
+        raise UnmappedTensorsError(f"{path}: {exc}") from None
+
+
+def _map_weights(arch: str, source: Any, model_config: Mapping[str, Any] | None,
+                 model: torch.nn.Module | None) -> KecamMapping:
     weights, file_config = layer_weights(source)
     model_config = model_config if model_config is not None else file_config
     name = timm_arch(arch)
@@ -458,3 +474,33 @@ def map_weights(arch: str, source: Any, model_config: Mapping[str, Any] | None =
             for wname, value in ws.items():
                 source.take(layer, wname, shape=value.shape)
     return KecamMapping(model.eval(), state, sources)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# registration in harmonized_models.keras.convert (convert_keras / load_converted / brainscore convert-keras)
+
+def _register() -> None:
+    from .convert import ArchSpec, register_arch
+
+    def make(arch: str) -> ArchSpec:
+        timm_name = timm_arch(arch)
+
+        def configure(h5: Any) -> dict:
+            if TIMM_ARCHS[timm_name] == "levit128":
+                return {"timm_arch": timm_name, "distilled": h5.has_layer("distill_head")}
+            return {"timm_arch": timm_name}
+
+        def build(config: dict) -> torch.nn.Module:
+            return build_timm(config["timm_arch"], distilled=bool(config.get("distilled", False)))
+
+        def map_(h5: Any, module: torch.nn.Module, config: dict) -> dict[str, torch.Tensor]:
+            return map_weights(config["timm_arch"], h5, model=module).state_dict
+
+        keras_name = KECAM_ARCHS[TIMM_ARCHS[timm_name]].keras_name
+        return ArchSpec(arch, configure, build, map_, f"kecam 1.4.3 {keras_name} -> timm {timm_name}")
+
+    for arch in (*KECAM_ARCHS, *TIMM_ARCHS):
+        register_arch(make(arch))
+
+
+_register()
