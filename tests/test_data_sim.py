@@ -126,3 +126,37 @@ def test_poisson_counts_match_the_poisson_law():
     expected = np.exp(-0.2) * np.array([1, 0.2, 0.2 ** 2 / 2, 0.2 ** 3 / 6])
     np.testing.assert_allclose(freq, expected, atol=3e-3)
     assert abs(counts.var() - 0.2) < 0.01
+
+
+def test_latency_and_time_course(sim_small):
+    """Before the response latency the rate is the spontaneous rate and carries no image information."""
+    sidecar = sim_small["sidecar"]
+    assembly = data.load_assembly("Arcaro2020sim.M1PL")
+    early = data.response_maps(assembly, window=(0, 50)).values
+    late = data.response_maps(assembly).values
+    spont = np.asarray(sidecar["sites"]["M1PL"]["spont_hz"])
+    assert min(sidecar["sites"]["M1PL"]["latency_ms"]) >= 50
+    np.testing.assert_allclose(early.mean(axis=(0, 1, 2)).mean(), spont.mean(), rtol=0.1)
+    assert late.mean() > 5 * early.mean()
+    paths = [assembly.attrs["stimulus_set"].get_stimulus(s) for s in data.response_maps(assembly)["stimulus_id"].values]
+    expected = simulate.generator_maps(sidecar, paths, "M1PL")
+    r_early = np.median([np.corrcoef(early[..., k].ravel(), expected[..., k].ravel())[0, 1] for k in range(32)])
+    assert abs(r_early) < 0.2
+
+
+def test_full_twin(sim_full):
+    """The full-size twin: 14 images per monkey, 17x17 and 9x9 grids, 63 + 32 channels, maps = generator + noise."""
+    home = sim_full["home"]
+    stimulus_set = data.load_stimulus_set("Arcaro2020sim", home=home)
+    assert len(stimulus_set) == 28 and stimulus_set["stimulus_id"].is_unique
+    sidecar = sim_full["sidecar"]
+    network = simulate.build_generator_network(sidecar)
+    for identifier, grid, channels in [("Arcaro2020sim.M1ML", 17, 31), ("Arcaro2020sim.M2ML", 9, 32)]:
+        assembly = data.load_assembly(identifier, home=home)
+        maps = data.response_maps(assembly)
+        assert maps.shape == (14, grid, grid, channels)
+        assert data.response_maps(assembly, average_repetitions=False).sizes["repetition"] == 4
+        paths = [assembly.attrs["stimulus_set"].get_stimulus(s) for s in maps["stimulus_id"].values]
+        expected = simulate.generator_maps(sidecar, paths, identifier.split(".")[1], network=network)
+        r = [np.corrcoef(maps.values[..., k].ravel(), expected[..., k].ravel())[0, 1] for k in range(channels)]
+        assert np.median(r) > 0.85
