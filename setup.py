@@ -31,13 +31,14 @@ install_requires = [
 ]
 
 extras_require = {
-    "test": ["pytest>=7", "pytest-timeout>=2"],
+    "test": ["pytest>=7", "pytest-timeout>=2", "pytest-check>=2"],  # pytest-check: brainscore's plugin-test helpers
     # Only for the Keras -> PyTorch equivalence tests (random-weight .h5 fixtures).
     "keras": [
         "tensorflow-cpu==2.15.1",
         "tensorflow-addons==0.23.0",
         "vit-keras==0.1.2",
         "keras-applications==1.0.8",
+        "efficientnet==1.1.1",  # qubvel's EfficientNet, the one the released harmonized EfficientNetB0 used
         "opencv-python-headless<4.12",
         "setuptools<81",
         "ftfy",

@@ -511,8 +511,8 @@ def _effnet_build(cfg: dict) -> nn.Module:
 
 def _effnet_map(h5: H5Model, module: nn.Module, cfg: dict) -> State:
     mp = _Mapper(h5, module)
-    mp.put("input_affine.scale", module.input_affine.scale.numpy())
-    mp.put("input_affine.offset", module.input_affine.offset.numpy())
+    mp.put("input_affine.scale", np.asarray(cfg["input_scale"], np.float32).reshape(1, -1, 1, 1))
+    mp.put("input_affine.offset", np.asarray(cfg["input_offset"], np.float32).reshape(1, -1, 1, 1))
     mp.conv("conv_stem", "stem_conv")
     mp.bn("bn1", "stem_bn")
     for s, stage in enumerate(module.blocks):
@@ -541,10 +541,11 @@ register_arch(ArchSpec("efficientnet_b0", _effnet_configure, _effnet_build, _eff
 # ============================================================================================ ViT-B/16
 def _vit_configure(h5: H5Model) -> dict:
     blocks = [layer for layer in h5.layers if layer.base_class == "TransformerBlock"]
-    embed = h5.layer("embedding")
     pos = [layer for layer in h5.layers if layer.base_class == "AddPositionEmbs"]
-    if not blocks or len(pos) != 1:
-        raise KerasFormatError(f"{h5.path}: not a vit-keras ViT (no TransformerBlock / AddPositionEmbs layers)")
+    if not blocks or len(pos) != 1 or not h5.has_layer("embedding"):
+        raise KerasFormatError(f"{h5.path}: not a vit-keras ViT (no embedding / TransformerBlock / "
+                               "AddPositionEmbs layers)")
+    embed = h5.layer("embedding")
     if h5.has_layer("pre_logits"):
         raise UnmappedTensorsError(f"{h5.path}: has a 'pre_logits' representation layer (ImageNet-21k head); "
                                    "not supported by the vit_base_patch16_224 mapping")
@@ -607,6 +608,24 @@ def build_network(arch: str, config: dict) -> nn.Module:
     return get_arch(arch).build(config)
 
 
+def _build_skeleton(spec: ArchSpec, config: dict) -> nn.Module:
+    """The module on the meta device (no random initialisation: VGG16's 138 M parameters take seconds)."""
+    try:
+        with torch.device("meta"):
+            return spec.build(config)
+    except Exception:  # noqa: BLE001 - a builder that cannot run on meta: build it for real
+        return spec.build(config)
+
+
+def _with_weights(spec: ArchSpec, config: dict, skeleton: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Put ``tensors`` into the skeleton; modules whose non-persistent buffers stay on meta are rebuilt on CPU."""
+    skeleton.load_state_dict(tensors, strict=True, assign=True)
+    if any(t.is_meta for t in (*skeleton.parameters(), *skeleton.buffers())):
+        skeleton = spec.build(config)
+        skeleton.load_state_dict(tensors, strict=True)
+    return skeleton.eval()
+
+
 def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str, torch.Tensor]]:
     """Map every tensor of ``h5`` onto the torch module of ``arch``; returns (module, config, state dict).
 
@@ -615,8 +634,16 @@ def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str,
     """
     spec = get_arch(arch)
     config = spec.configure(h5)
-    module = spec.build(config)
-    state = spec.map(h5, module, config)
+    module = _build_skeleton(spec, config)
+    try:
+        state = spec.map(h5, module, config)
+    except (ValueError, KeyError):  # the file does not map: refuse
+        raise
+    except Exception:  # noqa: BLE001 - a mapper that reads values from the module cannot run on meta tensors
+        if not any(t.is_meta for t in module.state_dict().values()):
+            raise
+        module = spec.build(config)
+        state = spec.map(h5, module, config)
     unused = h5.unused()
     if unused:
         shown = ", ".join(unused[:12]) + (f", ... ({len(unused)} in all)" if len(unused) > 12 else "")
@@ -627,13 +654,12 @@ def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str,
     if missing:
         raise UnmappedTensorsError(f"{h5.path}: torch parameters of arch {arch!r} with no tensor in the file: "
                                    f"{', '.join(missing[:12])}" + (" ..." if len(missing) > 12 else ""))
-    tensors = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=target[k].dtype).clone()
-               for k, v in state.items()}
-    for k in target:
+    tensors = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=target[k].dtype) for k, v in state.items()}
+    for k in target:  # BatchNorm's num_batches_tracked
         if k not in tensors:
-            tensors[k] = target[k].clone()
-    module.load_state_dict(tensors, strict=True)
-    module.eval()
+            tensors[k] = (torch.zeros(target[k].shape, dtype=target[k].dtype) if target[k].is_meta
+                          else target[k].clone())
+    module = _with_weights(spec, config, module, tensors)
     return module, config, tensors
 
 
@@ -673,6 +699,5 @@ def load_converted(path: str | os.PathLike) -> nn.Module:
         meta = f.metadata() or {}
     if "arch" not in meta or "config" not in meta:
         raise KerasFormatError(f"{path}: no 'arch'/'config' metadata; not written by convert_keras")
-    module = build_network(meta["arch"], json.loads(meta["config"]))
-    module.load_state_dict(load_file(str(path)), strict=True)
-    return module.eval()
+    spec, config = get_arch(meta["arch"]), json.loads(meta["config"])
+    return _with_weights(spec, config, _build_skeleton(spec, config), load_file(str(path)))

@@ -217,7 +217,7 @@ def _layer_weights(group, layer_name: str) -> dict[str, np.ndarray]:
     if isinstance(names, str):
         names = [names]
     out: dict[str, np.ndarray] = {}
-    if names:
+    if len(names):
         for full in names:
             arr = np.asarray(group[full][()])
             out[_short_name(full, layer_name)] = arr

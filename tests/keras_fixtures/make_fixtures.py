@@ -1,5 +1,7 @@
 """Build random-weight Keras ``.h5`` fixtures and their reference logits (TensorFlow 2.15 / tf.keras 2.15).
 
+Nine fixtures: the eight of KERAS_NOTES.md plus qubvel's EfficientNetB0 (``efficientnet`` 1.1.1).
+
 Each fixture is the Keras architecture of one released harmonized model (PAPER_NOTES section 5), built with random
 weights, with EVERY constant tensor (BN statistics, biases, betas, gammas, layer scales, position tables, class
 tokens, Normalization mean/variance) replaced by random values so that a converter bug cannot hide behind an
@@ -14,7 +16,7 @@ same logits.
 
 Usage::
 
-    python tests/keras_fixtures/make_fixtures.py --out /tmp/fx                  # all eight
+    python tests/keras_fixtures/make_fixtures.py --out /tmp/fx                  # all nine
     python tests/keras_fixtures/make_fixtures.py --out /tmp/fx --arch vgg16 --arch vit_b16
 
 Needs the ``[keras]`` extra plus ``pip install --no-deps keras-cv-attention-models==1.4.3`` (KERAS_NOTES.md).
@@ -46,6 +48,7 @@ INPUT_RANGES = {
     "resnet50_caffe": (0.0, 255.0),
     "resnet50_keras": (0.0, 255.0),
     "efficientnet_b0": (0.0, 255.0),
+    "efficientnet_b0_qubvel": (-2.5, 2.5),
     "vit_b16": (-1.0, 1.0),
     "levit128": (-1.0, 1.0),
     "convnext_tiny": (-1.0, 1.0),
@@ -99,6 +102,14 @@ def _build_efficientnet_b0(tf, workdir: Path):
     return model
 
 
+def _build_efficientnet_b0_qubvel(tf, workdir: Path):
+    """qubvel's ``efficientnet`` 1.1.1 EfficientNetB0 (what the Harmonization repo imports to load the released
+    file): same block names, 'same' padding instead of ZeroPadding2D, no input rescaling layers, head ``probs``."""
+    import efficientnet.tfkeras as efn
+
+    return efn.EfficientNetB0(weights=None)
+
+
 def _build_vit_b16(tf, workdir: Path):
     from vit_keras import vit
 
@@ -128,6 +139,7 @@ BUILDERS: dict[str, Callable] = {
     "resnet50_caffe": _build_resnet50_caffe,
     "resnet50_keras": _build_resnet50_keras,
     "efficientnet_b0": _build_efficientnet_b0,
+    "efficientnet_b0_qubvel": _build_efficientnet_b0_qubvel,
     "vit_b16": _build_vit_b16,
     "levit128": _build_levit128,
     "convnext_tiny": _build_convnext_tiny,
@@ -174,6 +186,8 @@ def _reload(tf, arch: str, path: Path, workdir: Path):
     """Reload the saved file; if Keras cannot deserialise it (kecam LeViT on Keras 2.13+), rebuild the
     architecture and load the file's weights into it."""
     try:
+        if arch == "efficientnet_b0_qubvel":
+            import efficientnet.tfkeras  # noqa: F401  (registers swish / FixedDropout for deserialisation)
         model = tf.keras.models.load_model(str(path), compile=False)
         how = "load_model"
     except Exception as exc:  # noqa: BLE001 - documented Keras deserialisation failures, see KERAS_NOTES 7
@@ -191,6 +205,20 @@ def _linear_head(tf, model) -> None:
     last = model.layers[-1]
     if hasattr(last, "activation"):
         last.activation = tf.keras.activations.linear
+
+
+def reference_images(rng: np.random.Generator, lo: float, hi: float, size: tuple[int, int]) -> np.ndarray:
+    """N_IMAGES images in [lo, hi] with different statistics, so that the logits depend visibly on the input
+    (random-weight networks map i.i.d. noise images to almost the same logits): pixel noise, then blocky
+    8x8-cell images with a random brightness and contrast."""
+    h, w = size
+    images = [rng.uniform(lo, hi, size=(h, w, 3))]
+    for _ in range(N_IMAGES - 1):
+        cells = rng.uniform(0.0, 1.0, size=(8, 8, 3))
+        blocky = np.kron(cells, np.ones((-(-h // 8), -(-w // 8), 1)))[:h, :w]
+        low, high = sorted(rng.uniform(0.0, 1.0, size=2))
+        images.append(lo + (hi - lo) * (low + (high - low) * blocky))
+    return np.stack(images).astype(np.float32)
 
 
 def build_one(tf, arch: str, out: Path) -> dict:
@@ -214,7 +242,7 @@ def build_one(tf, arch: str, out: Path) -> dict:
     _linear_head(tf, model)
     size = tuple(int(s) for s in model.input_shape[1:3])
     lo, hi = INPUT_RANGES[arch]
-    images = np.random.default_rng(seed + 1).uniform(lo, hi, size=(N_IMAGES, *size, 3)).astype(np.float32)
+    images = reference_images(np.random.default_rng(seed + 1), lo, hi, size)
     logits = model(images, training=False)
     logits = np.asarray(logits.numpy(), dtype=np.float32)
     np.savez(out / f"{arch}.npz", inputs=images, logits=logits, input_range=np.array([lo, hi], np.float32))
@@ -232,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--arch", action="append", choices=ARCHS,
-                        help="fixture to build (repeatable); default: all eight")
+                        help="fixture to build (repeatable); default: all")
     args = parser.parse_args(argv)
     import tensorflow as tf
 
