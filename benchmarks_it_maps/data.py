@@ -328,9 +328,13 @@ def family_of(identifier: str) -> str:
     return family
 
 
-def stimulus_id(family: str, monkey: cv.Monkey, basename: str) -> str:
-    """Stable stimulus id: readable prefix plus a hash of (family, monkey, file name)."""
-    digest = hashlib.sha1(f"{family}/{monkey.name}/{basename}".encode()).hexdigest()[:10]
+def stimulus_id(family: str, monkey: cv.Monkey, basename: str, image_sha256: str) -> str:
+    """Stable stimulus id: readable prefix plus a hash of (family, monkey, file name, image content).
+
+    The same image file always gets the same id; a different image under the same name (another simulated twin)
+    never does, so cached model activations cannot be confused.
+    """
+    digest = hashlib.sha1(f"{family}/{monkey.name}/{basename}/{image_sha256}".encode()).hexdigest()[:10]
     return f"{monkey.key.lower()}_{Path(basename).stem}_{digest}"
 
 
@@ -341,7 +345,7 @@ def _stimulus_rows(family: str, recordings: Sequence[MonkeyRecording]) -> pd.Dat
         for index, (name, path, digest) in enumerate(zip(rec.names, rec.image_files, rec.image_sha256)):
             with Image.open(path) as image:
                 width, height = image.size
-            rows.append(dict(stimulus_id=stimulus_id(family, rec.monkey, path.name), image_file_name=path.name,
+            rows.append(dict(stimulus_id=stimulus_id(family, rec.monkey, path.name, digest), image_file_name=path.name,
                              monkey=rec.monkey.key, monkey_name=rec.monkey.name, image_index=index,
                              image_size_deg=cv.IMAGE_SIZE_DEG, image_width_px=width, image_height_px=height,
                              unique_name=name, image_sha256=digest,
@@ -593,7 +597,7 @@ def load_assembly(identifier: str, *, home: str | Path | None = None):
     stimulus_set = load_stimulus_set(family, home=home_path)
     monkey = cv.SITES[site].monkey
     subset = stimulus_set[stimulus_set["monkey"] == monkey].reset_index(drop=True)
-    subset.identifier = family
+    subset.identifier = f"{family}.{monkey}"  # never the parent's identifier: Brain-Score caches by identifier
     subset.stimulus_paths = {sid: stimulus_set.stimulus_paths[sid] for sid in subset["stimulus_id"]}
     with xr.open_dataarray(folder / _assembly_file(family, site)) as raw:
         raw = raw.load()

@@ -63,6 +63,7 @@ def test_import_gives_brainscore_objects(sim_small):
         assert assembly.attrs["conventions_version"] == cv.CONVENTIONS_VERSION
         assert assembly.attrs["default_window"] == cv.MONKEYS[site.monkey].default_window
         assert set(assembly.attrs["stimulus_set"]["stimulus_id"]) == set(assembly["stimulus_id"].values)
+        assert assembly.attrs["stimulus_set"].identifier == f"Arcaro2020sim.{site.monkey}"
         np.testing.assert_array_equal(assembly["time_bin_start"].values, np.arange(0, 300, 10))
         np.testing.assert_array_equal(assembly["time_bin_end"].values, np.arange(10, 310, 10))
     with pytest.raises(KeyError, match="did you mean 'Arcaro2020sim.M1ML'"):
@@ -77,6 +78,9 @@ def test_stimulus_ids_are_stable(sim_small, tmp_path):
     a = data.load_stimulus_set("Arcaro2020sim")
     b = data.load_stimulus_set("Arcaro2020sim", home=tmp_path)
     assert list(a["stimulus_id"]) == list(b["stimulus_id"])
+    # ids depend on the image content: a twin with other images (another seed) never reuses them
+    other = data.stimulus_id("Arcaro2020sim", cv.M1, a["image_file_name"][0], "0" * 64)
+    assert other != a["stimulus_id"][0]
     assert data.import_arcaro2020(sim_small["archive"], home=tmp_path)["status"] == "unchanged"
 
 
