@@ -11,8 +11,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = group.add_subparsers(dest="harmonize_command", metavar="COMMAND")
     group.set_defaults(func=lambda args: group.print_help() or 2)
 
-    t = commands.add_parser("train", help="harmonize a timm model on ImageNet + ClickMe",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = commands.add_parser(
+        "train", help="harmonize a timm model on ImageNet + ClickMe",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Multi-GPU: torchrun --nproc_per_node N -m benchmarks_it_maps harmonize train ... "
+               "(--batch-size is per process). The final checkpoint OUT/final loads with "
+               "harmonized_models.load_model('harmonized:OUT/final').")
     t.add_argument("--model", required=True, help="timm model name")
     t.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights")
     t.add_argument("--imagenet", help="ImageNet training ImageFolder directory (token-0 samples)")

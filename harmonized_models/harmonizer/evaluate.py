@@ -90,9 +90,11 @@ def iou_per_map(maps_a: np.ndarray, maps_b: np.ndarray, percent: float = TOP_PER
 
 def alignment_scores(saliency_maps: np.ndarray, human_maps: np.ndarray) -> dict[str, Any]:
     """Summary of per-image Spearman, Dice and IoU; ``alignment`` = mean rho / :data:`HUMAN_SPEARMAN_CEILING`."""
-    rho = spearman_per_map(saliency_maps, human_maps)
-    dice = dice_per_map(saliency_maps, human_maps)
-    iou = iou_per_map(saliency_maps, human_maps)
+    return _summary(spearman_per_map(saliency_maps, human_maps), dice_per_map(saliency_maps, human_maps),
+                    iou_per_map(saliency_maps, human_maps))
+
+
+def _summary(rho: np.ndarray, dice: np.ndarray, iou: np.ndarray) -> dict[str, Any]:
     defined = ~np.isnan(rho)
     spearman = float(rho[defined].mean()) if defined.any() else float("nan")
     return {"alignment": spearman / HUMAN_SPEARMAN_CEILING, "spearman": spearman, "dice": float(dice.mean()),
@@ -114,14 +116,16 @@ def clickme_alignment(network: nn.Module, dataset: ClickMeDataset, *, batch_size
     device = _device(device)
     network = network.to(device).eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-    saliencies, humans, examples = [], [], []
+    rho, dice, iou, examples = [], [], [], []
     for images, maps, labels in tqdm(loader, desc="ClickMe alignment", disable=not progress):
         sal = evaluation_saliency(network, images.to(device), labels.to(device)).float().cpu().numpy()
-        saliencies.append(sal)
-        humans.append(maps.numpy())
+        human = maps.numpy()  # per batch: the validation maps never sit in memory all at once
+        rho.append(spearman_per_map(sal, human))
+        dice.append(dice_per_map(sal, human))
+        iou.append(iou_per_map(sal, human))
         if len(examples) < return_maps:
-            examples += list(zip(images.numpy(), maps.numpy(), sal))[:return_maps - len(examples)]
-    result = alignment_scores(np.concatenate(saliencies), np.concatenate(humans))
+            examples += list(zip(images.numpy(), human, sal))[:return_maps - len(examples)]
+    result = _summary(np.concatenate(rho), np.concatenate(dice), np.concatenate(iou))
     if return_maps:
         result["examples"] = examples
     return result

@@ -7,6 +7,10 @@ a JSON-lines log of each loss term, tqdm bars, DistributedDataParallel under ``t
 WORLD_SIZE > 1), and a final checkpoint folder ``OUT/final`` (CONTRACTS.md F) that
 ``harmonized_models.load_model('harmonized:OUT/final')`` loads.
 
+Multi-GPU: ``torchrun --nproc_per_node 8 -m benchmarks_it_maps harmonize train ...`` (``--batch-size`` is per
+process; every process draws its own share of each global batch, so N processes x B samples see exactly the samples
+of 1 process x N*B; logged loss terms are averaged over processes).
+
 The optimiser gets no weight decay of its own: the L2 term is part of the harmonizer loss, as in the reference.
 Hyper-parameters of the reference (optimiser, schedule, epochs, data mix) were not published [NF]; ours are
 documented defaults.
