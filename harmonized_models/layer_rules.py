@@ -161,11 +161,12 @@ def _thin(names: list[str], keep: str, limit: int = MAX_CANDIDATES) -> list[str]
 def commit_layers(model: nn.Module, image_size: int) -> LayerCommitment:
     """Apply the family rule (module docstring) to ``model`` at ``image_size``."""
     family, names = find_units(model)
-    units = [u for u in probe_units(model, names, image_size) if u.layout in ("NCHW", "tokens")]
+    probed = probe_units(model, names, image_size)
+    units = [u for u in probed if u.layout in ("NCHW", "tokens")]
     if not units:
         raise ValueError(f"{type(model).__name__}: no block with a channels-first or token output among {names[:4]}...")
     sides = [u.side for u in units]
-    if family == "isotropic" or len(set(sides)) == 1:
+    if family == "isotropic" or len({u.side for u in probed}) == 1:
         depth = len(units)
         rlm = {r: units[max(0, math.ceil(f * depth) - 1)].name for r, f in ISOTROPIC_FRACTIONS.items()}
         kind, start = "isotropic", max(0, math.ceil(depth / 3) - 1)
@@ -177,6 +178,9 @@ def commit_layers(model: nn.Module, image_size: int) -> LayerCommitment:
             eligible = [i for i, s in enumerate(strides) if s <= limit]
             return eligible[-1] if eligible else 0
         i_v1, i_v2, i_it = last_at(4), last_at(8), last_at(16)
+        if strides[i_it] < 16 and any(image_size / (u.side or 1) >= 12 for u in probed if u not in units):
+            raise ValueError(f"{type(model).__name__}: its stride-16 blocks output channels-last maps (N, H, W, C), "
+                             f"which Brain-Score would label wrongly; no default IT layer")
         i_v4 = (i_v2 + i_it + 1) // 2 if i_it > i_v2 else i_it
         rlm = {"V1": units[i_v1].name, "V2": units[i_v2].name, "V4": units[i_v4].name, "IT": units[i_it].name}
         kind, start = "hierarchical", i_v2
