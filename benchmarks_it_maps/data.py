@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from benchmarks_it_maps import conventions as cv
-from benchmarks_it_maps.home import atomic_dir, data_home, sha256_file
+from benchmarks_it_maps.home import atomic_dir, atomic_file, data_home, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def read_monkey(root: Path, monkey: cv.Monkey, grid_size: int, label_prefix: str
         if trials.shape[:5] != responses.shape:
             raise ArcaroDataError(label, cv.KEY_TRIALS, f"the shape of {cv.KEY_RESPONSES} {responses.shape} plus a "
                                   "repetition axis", f"shape {trials.shape}")
+        _check_trial_units(responses, trials, label)
     image_dir = root / monkey.image_path
     if not image_dir.is_dir():
         raise ArcaroDataError(f"{label_prefix}{monkey.image_path}", "folder",
@@ -249,6 +250,16 @@ def _check_array(value, label: str, key: str, ndim: int, monkey: cv.Monkey, grid
             raise ArcaroDataError(label, key, "finite values", f"{int(bad.sum())} non-finite values (first at "
                                   f"index {first} of [{', '.join(axes)}])")
     return array
+
+
+def _check_trial_units(responses: np.ndarray, trials: np.ndarray, label: str) -> None:
+    """Warn if ``imageRF`` is not the trial mean of ``imageRF_trials`` in spikes/s (conventions item 5)."""
+    mean_rate = float(trials[..., :1, :].mean(dtype=np.float64)) * cv.TRIAL_COUNTS_TO_RATE
+    mean_rf = float(responses[..., :1].mean(dtype=np.float64))
+    if mean_rf > 0 and not 0.9 < mean_rate / mean_rf < 1.1:
+        logger.warning("%s: %s (taken as spike counts per 1-ms sample) averages %.3g spikes/s but %s averages %.3g; "
+                       "the trial-resolved assembly uses %s", label, cv.KEY_TRIALS, mean_rate, cv.KEY_RESPONSES,
+                       mean_rf, cv.KEY_TRIALS)
 
 
 def _check_images(files: Sequence[Path], label_prefix: str, monkey: cv.Monkey) -> None:
@@ -695,6 +706,37 @@ def response_maps(assembly, window: tuple[float, float] | None = None,
     attrs = {"window": window, "identifier": assembly.attrs.get("identifier"), "grid_size": g,
              "units": assembly.attrs.get("units", "")}
     return xr.DataArray(result, dims=dims, coords=coords, attrs=attrs)
+
+
+def plot_site(identifier: str, path: str | Path, *, window: tuple[float, float] | None = None,
+              home: str | Path | None = None, max_images: int = 14) -> Path:
+    """Figure of each image above its channel-averaged response map (image coordinates) for one site; PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    assembly = load_assembly(identifier, home=home)
+    maps = response_maps(assembly, window=window)
+    mean_map = maps.mean("channel")
+    stimulus_set = assembly.attrs["stimulus_set"]
+    n = min(max_images, maps.sizes["stimulus_id"])
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    for i, sid in enumerate(maps["stimulus_id"].values[:n]):
+        with Image.open(stimulus_set.get_stimulus(sid)) as image:
+            axes[0, i].imshow(np.asarray(image.convert("RGB")))
+        axes[1, i].imshow(mean_map.sel(stimulus_id=sid).values, cmap="magma")
+        axes[0, i].set_title(str(maps["image_file_name"].values[i])[:14], fontsize=6)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[1, 0].set_ylabel("mean rate\n(channels)", fontsize=7)
+    fig.suptitle(f"{identifier}: response maps {maps.attrs['window'][0]}-{maps.attrs['window'][1]} ms "
+                 "(row 0 = image top)", fontsize=9)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------------

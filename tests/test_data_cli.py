@@ -65,3 +65,13 @@ def test_help_smoke():
     result = subprocess.run([sys.executable, "-m", "benchmarks_it_maps", "data", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "simulate" in result.stdout and "fetch" in result.stdout
+
+
+def test_plot_site(sim_small, tmp_path, capsys):
+    from PIL import Image
+    out = tmp_path / "maps.png"
+    assert main(["data", "plot", "Arcaro2020sim.M2ML", "--out", str(out), "--window", "150", "300"]) == 0
+    with Image.open(out) as image:
+        assert image.size[0] > 200 and image.size[1] > 100
+    assert main(["data", "plot", "Arcaro2020sim.M2ML", "--out", str(out), "--window", "400", "500"]) == 2
+    assert "no complete 10-ms bin" in capsys.readouterr().err

@@ -348,3 +348,24 @@ def test_unknown_identifiers(tiny):
     with pytest.raises(FileNotFoundError, match="brainscore data simulate"):
         data.load_assembly("Arcaro2020sim.M1ML", home=home)
     assert os.environ["BRAINSCORE_ITMAPS_HOME"] != str(home)
+
+
+def test_trials_become_repetitions_and_units_are_checked(tmp_path, caplog):
+    def add_trials(monkey, variables, image_dir):
+        rf = variables[cv.KEY_RESPONSES]
+        trials = np.zeros(rf.shape + (2,), dtype=np.uint8)
+        trials[..., 0, :, :, 1] = 1  # one spike at t = 0 ms in repetition 1 only
+        variables[cv.KEY_TRIALS] = trials
+
+    archive = write_tiny(tmp_path / "archive", mutate=add_trials)
+    with caplog.at_level("WARNING"):
+        data.import_arcaro2020(archive, home=tmp_path / "home")
+    assert "imageRF_trials" in caplog.text and "spikes/s" in caplog.text  # trial mean differs from imageRF
+    assembly = data.load_assembly("Arcaro2020.M2ML", home=tmp_path / "home")
+    assert assembly.sizes["presentation"] == N_IMAGES * 9 * 9 * 2
+    maps = data.response_maps(assembly, window=(0, 10), average_repetitions=False)
+    assert maps.dims[-1] == "repetition"
+    np.testing.assert_allclose(maps.values[..., 0], 0)
+    np.testing.assert_allclose(maps.values[..., 1], 100)  # 1 spike in a 10-ms bin = 100 spikes/s
+    np.testing.assert_allclose(data.response_maps(assembly, window=(0, 10)).values, 50)
+    np.testing.assert_allclose(data.response_maps(assembly, window=(0, 20)).values, 25)

@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--import", dest="do_import", action="store_true", help="import it afterwards")
     sim.set_defaults(func=_simulate)
 
+    plot = commands.add_parser("plot", help="plot each image above its mean response map for one site")
+    plot.add_argument("identifier", help="e.g. Arcaro2020.M1ML or Arcaro2020sim.M2ML")
+    plot.add_argument("--out", type=Path, required=True, help="output PNG")
+    plot.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "END"),
+                      help="response window in ms (default: the site's)")
+    plot.set_defaults(func=_plot)
+
     summary = commands.add_parser("summary", help="show what is imported (images, channels, grid, time per site)")
     summary.add_argument("identifier", nargs="?", default=None, help="Arcaro2020 or Arcaro2020sim (default: both)")
     summary.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -106,6 +113,17 @@ def _simulate(args) -> int:
     if args.do_import:
         return _import(argparse.Namespace(path=out, force=False))
     print(f"import it with: brainscore data import arcaro2020 {out}")
+    return 0
+
+
+def _plot(args) -> int:
+    from benchmarks_it_maps.data import plot_site
+    UserError, errors = _user_errors()
+    try:
+        out = plot_site(args.identifier, args.out, window=tuple(args.window) if args.window else None)
+    except errors + (ValueError,) as error:
+        raise UserError(_one_line(error)) from None
+    print(f"wrote {out}")
     return 0
 
 
