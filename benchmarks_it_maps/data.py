@@ -34,6 +34,7 @@ import xarray as xr
 
 from benchmarks_it_maps import conventions as cv
 from benchmarks_it_maps.home import atomic_dir, atomic_file, data_home, sha256_file
+from benchmarks_it_maps.matfile import MatFileError, read_mat
 
 logger = logging.getLogger(__name__)
 
@@ -43,116 +44,13 @@ IMAGE_DIR = "images"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-class ArcaroDataError(ValueError):
+class ArcaroDataError(MatFileError):
     """Bad input: names the file, the field and what was expected, in one line."""
 
-    def __init__(self, file: str | Path, field: str, expected: str, got: str | None = None):
-        self.file, self.field, self.expected, self.got = str(file), field, expected, got
-        message = f"{file}: field '{field}': expected {expected}"
-        if got is not None:
-            message += f", got {got}"
-        super().__init__(message)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# MATLAB files
-# ---------------------------------------------------------------------------------------------------------------------
 
 def windows_basename(path: str) -> str:
     """File name of a Windows-style (or POSIX) path: ``'C:\\a\\b\\img.jpg'`` -> ``'img.jpg'``."""
     return PureWindowsPath(str(path).strip()).name
-
-
-def is_mat73(path: str | Path) -> bool:
-    """True if ``path`` is a MATLAB v7.3 (HDF5) file."""
-    import h5py
-    return bool(h5py.is_hdf5(str(path)))
-
-
-def read_mat(path: str | Path, keys: Sequence[str], label: str | None = None) -> dict:
-    """Read ``keys`` (those present) from a MATLAB v5 or v7.3 file, with MATLAB axis order and cells as lists.
-
-    v7.3 files are HDF5 with reversed axes (they are transposed back here); cell arrays of strings are returned as
-    ``list[str]`` in MATLAB's column-major order for both versions. ``out['__keys__']()`` lists the file's
-    variables (computed on demand, for error messages).
-    """
-    label = label or str(path)
-    if is_mat73(path):
-        return _read_mat73(path, keys, label)
-    return _read_mat5(path, keys, label)
-
-
-def _read_mat5(path, keys, label) -> dict:
-    import scipy.io
-    try:
-        raw = scipy.io.loadmat(str(path), variable_names=list(keys), chars_as_strings=True)
-    except Exception as error:  # scipy raises several types for non-MAT content
-        raise ArcaroDataError(label, "file", "a MATLAB v5 or v7.3 .mat file",
-                              f"unreadable ({type(error).__name__}: {error})") from None
-
-    def variables() -> list[str]:
-        return [name for name, _, _ in scipy.io.whosmat(str(path))]
-
-    out: dict = {"__keys__": variables}
-    for key in keys:
-        if key in raw:
-            value = raw[key]
-            out[key] = _cell_strings(value) if value.dtype == object or value.dtype.kind == "U" else value
-    return out
-
-
-def _cell_strings(value) -> list[str] | np.ndarray:
-    """Flatten a loadmat cell/char array into strings (column-major, as MATLAB indexes a 1xN or Nx1 cell)."""
-    if isinstance(value, str):
-        return [value]
-    value = np.asarray(value)
-    if value.dtype.kind == "U":
-        return [str(v) for v in value.ravel(order="F")]
-    strings = []
-    for item in value.ravel(order="F"):
-        flat = _cell_strings(item)
-        if not isinstance(flat, list):
-            return value
-        strings.append("".join(flat) if len(flat) != 1 else flat[0])
-    return strings
-
-
-def _read_mat73(path, keys, label) -> dict:
-    import h5py
-    out: dict = {}
-    try:
-        with h5py.File(str(path), "r") as f:
-            names = [k for k in f.keys() if not k.startswith("#")]
-            out["__keys__"] = lambda: names
-            for key in keys:
-                if key not in f:
-                    continue
-                node = f[key]
-                if not isinstance(node, h5py.Dataset):
-                    raise ArcaroDataError(label, key, "a MATLAB array", "a struct/group")
-                cls = node.attrs.get("MATLAB_class", b"")
-                cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-                if cls == "cell" or node.dtype == h5py.ref_dtype:
-                    refs = node[()].T  # back to MATLAB shape
-                    out[key] = [_h5_char(f[ref]) for ref in refs.ravel(order="F")]
-                elif cls == "char":
-                    chars = node[()].T  # MATLAB char matrix: one string per row
-                    out[key] = ["".join(map(chr, row)).rstrip("\x00 ") for row in np.atleast_2d(chars)]
-                else:
-                    out[key] = node[()].T
-    except ArcaroDataError:
-        raise
-    except Exception as error:
-        raise ArcaroDataError(label, "file", "a readable MATLAB v7.3 (HDF5) .mat file",
-                              f"unreadable ({type(error).__name__}: {error})") from None
-    return out
-
-
-def _h5_char(dataset) -> str:
-    data = np.asarray(dataset[()])
-    if dataset.attrs.get("MATLAB_empty", 0) or data.size == 0:
-        return ""
-    return "".join(map(chr, data.T.ravel(order="C")))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,7 +82,10 @@ def read_monkey(root: Path, monkey: cv.Monkey, grid_size: int, label_prefix: str
     label = f"{label_prefix}{monkey.mat_path}"
     if not mat_path.is_file():
         raise ArcaroDataError(label, "file", f"the file {monkey.mat_path} in the archive", "missing")
-    data = read_mat(mat_path, [cv.KEY_RESPONSES, cv.KEY_NAMES, cv.KEY_TRIALS], label)
+    try:
+        data = read_mat(mat_path, [cv.KEY_RESPONSES, cv.KEY_NAMES, cv.KEY_TRIALS], label)
+    except MatFileError as error:
+        raise ArcaroDataError(error.file, error.field, error.expected, error.got) from None
     for key in (cv.KEY_RESPONSES, cv.KEY_NAMES):
         if key not in data:
             raise ArcaroDataError(label, key, f"a variable named '{key}'", _describe_keys(data["__keys__"](), key))

@@ -18,7 +18,6 @@ drive`` (clipped at 0). The time course is ``spont + (m - spont) * h(t - latency
 """
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import shutil
@@ -30,6 +29,7 @@ import numpy as np
 
 from benchmarks_it_maps import conventions as cv
 from benchmarks_it_maps.home import atomic_dir, atomic_file, data_home
+from benchmarks_it_maps.matfile import write_mat
 
 logger = logging.getLogger(__name__)
 
@@ -226,92 +226,6 @@ def generator_maps(sidecar: dict, images: Sequence, site: str, window: tuple[int
     peak = _site_rates(sidecar, site, generator_features(sidecar, images, grid, network))
     h = _time_course(params, int(window[1]))[int(window[0]):int(window[1])].mean(axis=0)  # [K]
     return params["spont"] + (peak - params["spont"]) * h
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# MATLAB writers
-# ---------------------------------------------------------------------------------------------------------------------
-
-def write_mat(path: str | Path, variables: dict, version: str = "5") -> None:
-    """Write a MATLAB file: ``version`` '5' (scipy, compressed) or '7.3' (HDF5 in MATLAB's layout, via h5py).
-
-    Values: numeric arrays (MATLAB shape = numpy shape) or lists of strings (written as 1xN cell arrays).
-    """
-    if version == "5":
-        write_mat5(path, variables)
-    elif version == "7.3":
-        write_mat73(path, variables)
-    else:
-        raise ValueError(f"MATLAB version must be '5' or '7.3', got {version!r}")
-
-
-_MI_COMPRESSED = 15
-_MAT5_HEADER_BYTES = 128
-
-
-def write_mat5(path: str | Path, variables: dict, level: int = 1) -> None:
-    """MATLAB v5 file with every variable zlib-compressed (``miCOMPRESSED``) at ``level``.
-
-    scipy's writer compresses at zlib's default level, which is slow for the twin's ~0.6 GB of arrays; here scipy
-    serialises each variable uncompressed and the element is compressed as MATLAB does (tag type 15 + zlib stream).
-    """
-    import io
-    import struct
-    import zlib
-
-    import scipy.io
-    with open(path, "wb") as f:
-        for i, (key, value) in enumerate(variables.items()):
-            if isinstance(value, (list, tuple)):
-                cell = np.empty((1, len(value)), dtype=object)
-                for j, text in enumerate(value):
-                    cell[0, j] = text
-                value = cell
-            buffer = io.BytesIO()
-            scipy.io.savemat(buffer, {key: value}, do_compression=False, oned_as="row")
-            raw = buffer.getbuffer()
-            if i == 0:
-                f.write(raw[:_MAT5_HEADER_BYTES])
-            packed = zlib.compress(raw[_MAT5_HEADER_BYTES:], level)
-            del raw
-            buffer.close()
-            f.write(struct.pack("<II", _MI_COMPRESSED, len(packed)))
-            f.write(packed)
-
-
-_MATLAB_CLASS = {"f8": "double", "f4": "single", "u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64",
-                 "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int64", "b1": "logical"}
-
-
-def write_mat73(path: str | Path, variables: dict) -> None:
-    """MATLAB v7.3 file as MATLAB writes it: HDF5 with a 512-byte user block holding the MAT header, arrays stored
-    with reversed axes (column-major), cell arrays of strings as object references to uint16 char arrays in
-    ``#refs#``."""
-    import h5py
-    path = Path(path)
-    with h5py.File(path, "w", userblock_size=512) as f:
-        refs = f.create_group("#refs#")
-        for key, value in variables.items():
-            if isinstance(value, (list, tuple)):
-                references = []
-                for i, s in enumerate(value):
-                    chars = np.array([ord(c) for c in s], dtype=np.uint16).reshape(len(s), 1)  # MATLAB 1xL
-                    ds = refs.create_dataset(f"s{key}_{i}", data=chars)
-                    ds.attrs["MATLAB_class"] = np.bytes_("char")
-                    ds.attrs["MATLAB_int_decode"] = np.int32(2)
-                    references.append(ds.ref)
-                cell = f.create_dataset(key, data=np.array(references, dtype=h5py.ref_dtype).reshape(len(value), 1),
-                                        dtype=h5py.ref_dtype)
-                cell.attrs["MATLAB_class"] = np.bytes_("cell")
-            else:
-                array = np.asarray(value)
-                ds = f.create_dataset(key, data=array.T, compression="gzip", compression_opts=1)
-                ds.attrs["MATLAB_class"] = np.bytes_(_MATLAB_CLASS[array.dtype.str[1:]])
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S %Y")
-    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {now} HDF5 schema 1.00 .".ljust(116).encode()
-    header = text + b"\x00" * 8 + b"\x00\x02" + b"IM"
-    with open(path, "r+b") as f:
-        f.write(header)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

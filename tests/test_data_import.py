@@ -13,7 +13,8 @@ from PIL import Image
 
 from benchmarks_it_maps import conventions as cv
 from benchmarks_it_maps import data
-from benchmarks_it_maps.simulate import write_mat
+from benchmarks_it_maps import matfile
+from benchmarks_it_maps.matfile import write_mat
 
 T = 40  # ms recorded in the tiny archives
 N_IMAGES = 3
@@ -162,13 +163,13 @@ def test_mat73_layout_loads_like_v5(tmp_path):
     with h5py.File(path, "r") as f:  # the HDF5 view has reversed axes and references to uint16 strings
         assert f["A"].shape == (4, 3, 2) and f["names"].dtype == h5py.ref_dtype and f["names"].shape == (3, 1)
         assert f[f["names"][0, 0]].dtype == np.uint16
-    loaded = data.read_mat(path, ["A", "names"])
+    loaded = matfile.read_mat(path, ["A", "names"])
     np.testing.assert_array_equal(loaded["A"], array)
     assert loaded["names"] == names
 
     v5 = write_tiny(tmp_path / "v5")
     v73 = write_tiny(tmp_path / "v73", version="7.3")
-    assert data.is_mat73(v73 / cv.M1.mat_path) and not data.is_mat73(v5 / cv.M1.mat_path)
+    assert matfile.is_mat73(v73 / cv.M1.mat_path) and not matfile.is_mat73(v5 / cv.M1.mat_path)
     data.import_arcaro2020(v5, home=tmp_path / "h5")
     data.import_arcaro2020(v73, home=tmp_path / "h73")
     for site in cv.SITES:
