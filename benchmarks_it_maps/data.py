@@ -39,9 +39,6 @@ from benchmarks_it_maps.matfile import MatFileError, read_mat
 logger = logging.getLogger(__name__)
 
 IMPORT_MANIFEST = "import.json"
-IMAGE_DIR = "images"
-#: Image file types accepted in the image folders.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 class ArcaroDataError(MatFileError):
@@ -113,17 +110,24 @@ def read_monkey(root: Path, monkey: cv.Monkey, grid_size: int, label_prefix: str
     if not image_dir.is_dir():
         raise ArcaroDataError(f"{label_prefix}{monkey.image_path}", "folder",
                               f"the image folder {monkey.image_path}/ in the archive", "missing")
-    present = {p.name: p for p in image_dir.iterdir() if p.is_file()}
-    image_files = []
-    for basename, name in zip(basenames, names):
-        if basename not in present:
-            raise ArcaroDataError(label, cv.KEY_NAMES, f"the image '{basename}' (from '{name}') in "
-                                  f"{monkey.image_path}/", "missing")
-        image_files.append(present[basename])
+    image_files = [_match_image(image_dir, basename, name, label, monkey) for basename, name in zip(basenames, names)]
     _check_images(image_files, label_prefix, monkey)
     return MonkeyRecording(monkey=monkey, grid_size=grid_size, responses=responses, trials=trials, names=names,
                            image_files=image_files, mat_sha256=sha256_file(mat_path),
                            image_sha256=[sha256_file(p) for p in image_files])
+
+
+def _match_image(image_dir: Path, basename: str, name: str, label: str, monkey: cv.Monkey) -> Path:
+    """The file in ``image_dir`` named ``basename``; Windows names are case-insensitive, so a unique
+    case-insensitive match is accepted too."""
+    exact = image_dir / basename
+    if exact.is_file():
+        return exact
+    folded = [p for p in image_dir.iterdir() if p.is_file() and p.name.casefold() == basename.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ArcaroDataError(label, cv.KEY_NAMES, f"the image '{basename}' (from '{name}') in {monkey.image_path}/",
+                          "missing")
 
 
 def _check_array(value, label: str, key: str, ndim: int, monkey: cv.Monkey, grid_size: int) -> np.ndarray:

@@ -154,6 +154,18 @@ def test_basename_matching_follows_uniquenames_order(tiny):
         np.testing.assert_array_equal(stored, original)
 
 
+def test_basename_matching_is_case_insensitive_like_windows(tmp_path):
+    def upper_case_names(monkey, variables, image_dir):
+        variables[cv.KEY_NAMES] = [n.replace("img_", "IMG_").replace(".png", ".PNG") for n in variables[cv.KEY_NAMES]]
+
+    archive = write_tiny(tmp_path / "archive", mutate=upper_case_names)
+    data.import_arcaro2020(archive, home=tmp_path / "home")
+    stimulus_set = data.load_stimulus_set("Arcaro2020", home=tmp_path / "home")
+    m2 = stimulus_set[stimulus_set["monkey"] == "M2"].sort_values("image_index")
+    assert list(m2["image_file_name"]) == ["img_c.png", "img_a.png", "img_b.png"]
+    assert list(m2["unique_name"])[0].endswith("\\IMG_c.PNG")
+
+
 def test_mat73_layout_loads_like_v5(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4)
     names = ["C:\\a\\b\\first.png", "second.png", ""]
