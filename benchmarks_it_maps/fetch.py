@@ -106,7 +106,8 @@ def check_members(path: str | Path) -> list[str]:
     """
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise FetchError(f"{path}: not a zip archive (expected {cv.ARCHIVE_NAME} with {', '.join(cv.EXPECTED_MEMBERS)})")
+        raise FetchError(f"{path}: not a zip archive (expected {cv.ARCHIVE_NAME} with "
+                         f"{', '.join(cv.EXPECTED_MEMBERS)})")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         bad = archive.testzip()
