@@ -51,7 +51,9 @@ DEFAULT_GENERATOR = {
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
     "interpolation": "bilinear",
+    "crop_pct": 1.0,  # the whole image fills the model input (no centre crop)
     "protocol": "maps",
+    "readout": "benchmarks_it_maps.readout.sample_feature_maps (PAPER_NOTES 8.6: bilinear at k/(G-1), border)",
     "n_latents": 8,
 }
 DEFAULT_RATES = {"spont_hz": [2.0, 8.0], "baseline_hz": [50.0, 80.0], "gain_hz": [15.0, 25.0]}
