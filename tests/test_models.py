@@ -1,0 +1,255 @@
+"""Model registry: integrity of every entry, load_model, checkpoints, EfficientNet-Lite with real weights."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
+from brainscore_vision.model_helpers.brain_transformation import ModelCommitment
+from brainscore_vision.model_interface import BrainModel
+
+import harmonized_models
+from harmonized_models import baselines, registry
+from harmonized_models.commitment import region_layer_map_path, store_region_layer_map
+from harmonized_models.layer_rules import commit_layers
+
+BASELINE_CATEGORIES = ("CNN", "Transformer", "Robust", "Self-supervised", "Extra data")
+SMALL = 112
+
+
+@pytest.fixture(scope="module")
+def entries() -> list:
+    return harmonized_models.list_models()
+
+
+@pytest.fixture(scope="module")
+def natural_images(tmp_path_factory) -> StimulusSet:
+    """Two photographs shipped with scikit-image: a tabby cat and a cup of espresso."""
+    import skimage.data
+    folder = tmp_path_factory.mktemp("natural")
+    paths = {}
+    for name in ("chelsea", "coffee"):
+        paths[name] = str(folder / f"{name}.png")
+        Image.fromarray(getattr(skimage.data, name)()).save(paths[name])
+    stimuli = StimulusSet([{"stimulus_id": name, "photo": name} for name in paths])
+    stimuli.stimulus_paths = paths
+    stimuli.identifier = "test-models-natural"
+    return stimuli
+
+
+# --- registry integrity --------------------------------------------------------------------------------------------
+def test_baselines_cover_categories_and_accuracy_range(entries):
+    timm_entries = [e for e in entries if e.weights_source.startswith("timm:")]
+    assert len(timm_entries) >= 100
+    assert {e.category for e in timm_entries} == set(BASELINE_CATEGORIES)
+    top1 = [e.top1 for e in timm_entries]
+    assert min(top1) < 0.60 and max(top1) > 0.88
+    pretrained = set(timm.list_pretrained())
+    for entry in timm_entries:
+        assert re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+", entry.identifier), entry.identifier
+        assert entry.identifier in pretrained, entry.identifier
+        assert entry.top1_source.startswith(f"timm results-imagenet.csv: {entry.identifier} @")
+
+
+def test_every_entry_has_complete_metadata(entries):
+    identifiers = [e.identifier for e in entries]
+    assert len(set(identifiers)) == len(identifiers)
+    for entry in entries:
+        assert entry.category in registry.CATEGORIES
+        assert set(entry.region_layer_map) == {"V1", "V2", "V4", "IT"}
+        assert entry.region_layer_map["IT"] in entry.candidate_layers, entry.identifier
+        assert entry.top1 is None or 0.3 < entry.top1 < 0.95, entry.identifier
+        assert entry.top1 is None or entry.top1_source
+        assert entry.weights_source and entry.visual_degrees == 8
+        assert entry.preprocessing.image_size >= 64 and len(entry.preprocessing.mean) == 3
+        assert entry.harmonized == (entry.category == "Harmonized")
+        json.dumps(entry.metadata())  # JSON-serialisable for `brainscore list models`
+
+
+def test_every_entry_constructs_with_its_layers(entries):
+    """Every entry's real constructor runs (on the meta device: no weight memory or initialisation, which would take
+    minutes for 160 networks on a CPU) at a small input size, and has every committed and candidate layer."""
+    for entry in entries:
+        with torch.device("meta"):
+            network = entry.build(pretrained=False, image_size=SMALL)
+        modules = dict(network.named_modules())
+        missing = [l for l in {*entry.region_layer_map.values(), *entry.candidate_layers} if l not in modules]
+        assert not missing, f"{entry.identifier}: missing layers {missing}"
+
+
+def _representatives(entries) -> list:
+    """Smallest timm baseline of each (layer-rule family, rule kind), plus EfficientNet-Lite0."""
+    rows = {r["identifier"]: r for r in _table_rows()}
+    chosen: dict[tuple, dict] = {}
+    for row in rows.values():
+        key = (row["family"], row["rule"])
+        if key not in chosen or float(row["param_count_m"]) < float(chosen[key]["param_count_m"]):
+            chosen[key] = row
+    by_id = {e.identifier: e for e in entries}
+    return [by_id[r["identifier"]] for r in chosen.values()] + [by_id["efficientnet_lite0"]]
+
+
+def _table_rows() -> list[dict]:
+    import csv
+    with open(baselines.table_path(), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_representative_entries_run_with_random_weights(entries):
+    """One network per layer-rule family is built with random weights at a small input size and run; its committed
+    layers fire and its IT layer gives a spatial map (channels-first feature map or a square grid of tokens)."""
+    representatives = _representatives(entries)
+    assert len(representatives) >= 8
+    for entry in representatives:
+        torch.manual_seed(0)
+        network = entry.build(pretrained=False, image_size=SMALL)
+        modules = dict(network.named_modules())
+        shapes = {}
+        handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, o.shape))
+                   for name in set(entry.region_layer_map.values())]
+        with torch.inference_mode():
+            output = network(torch.randn(2, 3, SMALL, SMALL))
+        for handle in handles:
+            handle.remove()
+        assert output.shape == (2, 1000), entry.identifier
+        assert set(shapes) == set(entry.region_layer_map.values()), entry.identifier
+        it = shapes[entry.region_layer_map["IT"]]
+        if len(it) == 4:
+            assert it[2] == it[3] and it[2] >= 2, (entry.identifier, it)
+        else:
+            side = int(np.sqrt(it[1]))
+            assert len(it) == 3 and side >= 2 and it[1] - side * side <= 8, (entry.identifier, it)
+
+
+def test_table_layers_follow_the_documented_rule(entries):
+    """The layers stored in baselines.csv are what layer_rules.commit_layers gives today (small networks)."""
+    by_id = {e.identifier: e for e in entries}
+    for identifier in ("resnet18.tv_in1k", "mobilenetv3_small_050.lamb_in1k", "deit_tiny_patch16_224.fb_in1k",
+                       "convnext_atto.d2_in1k", "efficientnet_lite0"):
+        entry = by_id[identifier]
+        rule = commit_layers(entry.build(pretrained=False), entry.preprocessing.image_size)
+        assert rule.region_layer_map == dict(entry.region_layer_map), identifier
+        assert tuple(rule.candidate_layers) == entry.candidate_layers, identifier
+
+
+def test_layer_rules_known_answers():
+    resnet = commit_layers(timm.create_model("resnet18", pretrained=False), 224)
+    assert resnet.kind == "hierarchical"
+    assert resnet.region_layer_map == {"V1": "layer1.1", "V2": "layer2.1", "V4": "layer3.0", "IT": "layer3.1"}
+    vit = commit_layers(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64), 64)
+    assert vit.kind == "isotropic"
+    assert vit.region_layer_map == {"V1": "blocks.1", "V2": "blocks.3", "V4": "blocks.5", "IT": "blocks.8"}
+    with pytest.raises(ValueError, match="channels-last"):  # TinyViT's stride-16 blocks are (N, H, W, C)
+        commit_layers(timm.create_model("tiny_vit_5m_224", pretrained=False), 224)
+
+
+def test_unknown_identifier_suggests_close_names():
+    with pytest.raises(registry.UnknownModelError, match="did you mean.*resnet50.a1_in1k"):
+        harmonized_models.get_entry("resnet50.a1_in1")
+    with pytest.raises(KeyError):
+        harmonized_models.load_model("no_such_model_at_all_xyz")
+
+
+def test_weights_hash_is_deterministic_identity():
+    assert harmonized_models.weights_hash("resnet50.a1_in1k") == "timm:resnet50.a1_in1k"
+    assert harmonized_models.weights_hash("efficientnet_lite0") == f"sha256:{baselines.LITE[0]['sha256']}"
+    assert harmonized_models.weights_hash("resnet50.a1_in1k") != harmonized_models.weights_hash("resnet50.tv_in1k")
+
+
+def test_list_models_by_category(entries):
+    robust = harmonized_models.list_models("Robust")
+    assert robust and all(e.category == "Robust" for e in robust)
+    assert {e.identifier for e in robust} >= {"inception_v3.tf_adv_in1k", "inception_resnet_v2.tf_ens_adv_in1k"}
+    with pytest.raises(ValueError, match="unknown category"):
+        harmonized_models.list_models("Robustness")
+
+
+# --- load_model -----------------------------------------------------------------------------------------------------
+def test_load_model_commits_explicit_layers_and_stored_maps(natural_images):
+    model = harmonized_models.load_model("resnet18.tv_in1k", pretrained=False, device="cpu")
+    assert isinstance(model, ModelCommitment) and model.identifier == "resnet18.tv_in1k"
+    assert model.layer_model.region_layer_map["IT"] == "layer3.1"
+    model.start_recording("IT", [(70, 170)])
+    responses = model.look_at(natural_images)
+    assert set(responses["layer"].values) == {"layer3.1"} and set(responses["region"].values) == {"IT"}
+    assert responses.sizes["neuroid"] == 256 * 14 * 14
+    # a map stored by `brainscore commit-layers` wins over the rule
+    path = store_region_layer_map("resnet18.tv_in1k", {"V1": "layer1", "V2": "layer2", "V4": "layer2",
+                                                       "IT": "layer4.0"}, benchmark="test")
+    try:
+        assert path == region_layer_map_path("resnet18.tv_in1k")
+        stored = harmonized_models.load_model("resnet18.tv_in1k", pretrained=False, device="cpu")
+        assert stored.layer_model.region_layer_map["IT"] == "layer4.0"
+    finally:
+        path.unlink()
+
+
+def test_local_checkpoint_folder(tmp_path, natural_images):
+    from harmonized_models.harmonizer.checkpoint import save_final
+    torch.manual_seed(1)
+    network = timm.create_model("resnet10t", pretrained=False, num_classes=1000).eval()
+    folder = save_final(network, tmp_path / "final", architecture="resnet10t", num_classes=1000, image_size=96,
+                        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), top1=0.41, it_layer="layer3")
+    identifier = f"harmonized:{folder}"
+    entry = harmonized_models.get_entry(identifier)
+    assert entry.category == "Harmonized" and entry.harmonized and entry.top1 == 0.41
+    assert entry.region_layer_map["IT"] == "layer3" and entry.twin == "resnet10t"
+    from benchmarks_it_maps.home import sha256_file
+    assert harmonized_models.weights_hash(identifier) == f"sha256:{sha256_file(folder / 'model.safetensors')}"
+    model = harmonized_models.load_model(identifier, device="cpu")
+    model.start_task(BrainModel.Task.label, "imagenet")
+    labels = model.look_at(natural_images)
+    # the loaded weights are the saved ones: same predictions as the original network
+    from harmonized_models.preprocessing import Preprocessing
+    x = torch.stack([Preprocessing(image_size=96).load(natural_images.get_stimulus(s))
+                     for s in natural_images["stimulus_id"].values])
+    with torch.inference_mode():
+        expected = network(x).argmax(1).tolist()
+    assert list(labels["logit"].values) == expected
+    # bad input: one clear error naming the file
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "it_layer": "layer9"}))
+    with pytest.raises(ValueError, match=r"model\.json: it_layer 'layer9'"):
+        harmonized_models.get_entry(identifier)
+    shutil.rmtree(folder)
+    with pytest.raises(ValueError, match="not a harmonizer checkpoint folder"):
+        harmonized_models.get_entry(identifier)
+
+
+# --- EfficientNet-Lite (offline real weights) -----------------------------------------------------------------------
+def test_efficientnet_lite0_label_task_with_real_weights(natural_images):
+    model = harmonized_models.load_model("efficientnet_lite0", device="cpu")
+    model.start_task(BrainModel.Task.label, "imagenet")
+    labels = model.look_at(natural_images)
+    predicted = dict(zip(labels["photo"].values, labels["logit"].values))
+    assert predicted["chelsea"] in (281, 282, 285)  # tabby / tiger cat / Egyptian cat
+    assert predicted["coffee"] in (967, 968)  # espresso / cup
+    logits = model.activations_model(natural_images, layers=["logits"])
+    assert logits.sizes["neuroid"] == 1000
+
+
+def test_efficientnet_lite_refuses_a_corrupted_weights_file(tmp_path, monkeypatch):
+    bad = tmp_path / "efficientnet-lite0.pth"
+    shutil.copy(baselines.lite_weights_path(0), bad)
+    with open(bad, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00" * 16)
+    monkeypatch.setattr(baselines, "lite_weights_path", lambda version: str(bad))
+    with pytest.raises(ValueError, match=r"sha256 .* does not match"):
+        baselines.build_efficientnet_lite(0, pretrained=True)
+
+
+def test_efficientnet_lite0_scores_on_simulated_twin(sim_small):
+    from benchmarks_it_maps import load_benchmark
+    model = harmonized_models.load_model("efficientnet_lite0", device="cpu")
+    score = load_benchmark("Arcaro2020sim.M2ML-pls")(model)
+    assert np.isfinite(float(score)) and np.isfinite(float(score.raw))
+    assert -1 <= float(score.raw) <= 1
+    assert score.attrs["layer"] == "_blocks.10"
