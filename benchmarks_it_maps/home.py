@@ -18,6 +18,12 @@ HOME_ENV = "BRAINSCORE_ITMAPS_HOME"
 DEFAULT_HOME = Path("~/.brainscore_itmaps")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def data_home() -> Path:
     """The data home: ``$BRAINSCORE_ITMAPS_HOME`` or ``~/.brainscore_itmaps`` (created on first use)."""
     home = Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
@@ -36,6 +42,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -53,6 +60,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
         if path.exists():

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from benchmarks_it_maps.home import atomic_dir, atomic_file, data_home, sha256_file
+from benchmarks_it_maps.home import _umask, atomic_dir, atomic_file, data_home, sha256_file
 
 
 def test_data_home_follows_the_environment(tmp_path, monkeypatch):
@@ -17,6 +17,7 @@ def test_atomic_file_success_and_failure(tmp_path):
         tmp.write_text("new")
         assert not target.exists()
     assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
     with pytest.raises(RuntimeError):
         with atomic_file(target) as tmp:
             tmp.write_text("half")
@@ -34,6 +35,7 @@ def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path):
             (tmp / "two").write_text("2")
             raise KeyboardInterrupt
     assert sorted(os.listdir(target)) == ["one"]
+    assert target.stat().st_mode & 0o777 == 0o777 & ~_umask()
     with atomic_dir(target) as tmp:
         (tmp / "three").write_text("3")
     assert sorted(os.listdir(target)) == ["three"]
