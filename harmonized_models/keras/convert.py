@@ -644,6 +644,9 @@ def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str,
             raise
         module = spec.build(config)
         state = spec.map(h5, module, config)
+    if any(isinstance(v, torch.Tensor) and v.is_meta for v in state.values()):
+        module = spec.build(config)  # the mapper copied values from the (meta) module: map onto a real one
+        state = spec.map(h5, module, config)
     unused = h5.unused()
     if unused:
         shown = ", ".join(unused[:12]) + (f", ... ({len(unused)} in all)" if len(unused) > 12 else "")

@@ -24,8 +24,9 @@ Public API (used by ``convert.py`` and ``kecam.py``)::
 
 Weights are matched by **layer group + name suffix + shape**, never by the full HDF5 path: the names of weights
 inside custom layers differ across TF/Keras versions (``Transformer/encoderblock_0/Dense_0/kernel:0`` vs Keras 3's
-``Transformer_encoderblock_0/MlpBlock_3/Transformer_encoderblock_0_Dense_0/kernel``).  A suffix matches when the
-weight's name, with ``/`` read as ``_``, ends with it at a name boundary.  Attributes may be ``str`` (h5py 3) or
+``Transformer_encoderblock_0/MlpBlock_3/Transformer_encoderblock_0_Dense_0/kernel``).  A suffix matches whole
+trailing path components, or (Keras 3 scopes) the same last component with the scope before it ending in the
+suffix's scope at a ``_`` boundary; ``kernel`` never matches ``depthwise_kernel``.  Attributes may be ``str`` (h5py 3) or
 fixed-length ``bytes`` (old Keras / h5py 2); both are decoded.  ``optimizer_weights`` and ``training_config`` are
 ignored.
 """
@@ -125,10 +126,20 @@ class KerasLayer:
         hits = [k for k in self.weights if k.split("/")[-len(parts):] == parts and shape_ok(k)]
         if hits:
             return hits
-        # 2. Keras 3 style flattened scopes ('Transformer_encoderblock_0_Dense_0/kernel' for 'Dense_0/kernel')
-        return [k for k in self.weights
-                if (_norm(k) == want or (_norm(k).endswith(want) and _norm(k)[-len(want) - 1] == "_"))
-                and shape_ok(k)]
+        # 2. Keras 3 style flattened scopes ('Transformer_encoderblock_0_Dense_0/kernel' for 'Dense_0/kernel'):
+        #    the last component must be equal, the scopes before it may be joined with '_'
+        if len(parts) == 1:
+            return []
+        scope = _norm("/".join(parts[:-1]))
+        hits = []
+        for k in self.weights:
+            kparts = k.split("/")
+            if kparts[-1] != parts[-1] or len(kparts) < 2 or not shape_ok(k):
+                continue
+            kscope = _norm("/".join(kparts[:-1]))
+            if kscope == scope or (kscope.endswith(scope) and kscope[-len(scope) - 1] == "_"):
+                hits.append(k)
+        return hits
 
 
 class H5Model:
