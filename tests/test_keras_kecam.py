@@ -240,6 +240,16 @@ def test_refuses_epsilon_mismatch(files):
         kecam.map_weights("maxvit_tiny", weights, config)
 
 
+def test_refuses_padding_or_stride_mismatch(fx):
+    """kecam's ZeroPadding2D(1) + 'valid' stem conv is timm's padding=1; TF-style (0, 1) padding would not be."""
+    from harmonized_models.keras import KerasFormatError
+
+    h5 = read_h5(fx / "levit128.h5")
+    h5.layer("stem_1_pad").config["padding"] = [[0, 1], [0, 1]]
+    with pytest.raises(KerasFormatError, match="stem_1_conv.*zero padding"):
+        kecam.map_weights("levit128", h5)
+
+
 def test_distillation_head_maps_onto_levit_distilled(files, mapped):
     """A LeViT file with kecam's distill head (use_distillation=True) maps onto timm's LevitDistilled."""
     weights, config, x, _ = files["levit128"]

@@ -32,7 +32,10 @@ can read any layer as a map; ``levit_128`` outputs token sequences, which Brain-
 Registration: importing this module adds the archs ``levit128`` (-> ``levit_conv_128``), ``levit_128`` (Linear
 LeViT), ``levit_conv_128``, ``convnext_tiny``, ``maxvit_tiny`` and ``maxvit_tiny_tf_224`` to
 :data:`harmonized_models.keras.convert.ARCHS`, so ``convert_keras(h5, "maxvit_tiny", out)`` works; the structure
-config stored with a conversion is ``{"timm_arch": ..., "distilled": ...}``.
+config stored with a conversion is ``{"timm_arch": ...}`` (plus ``"distilled"`` for LeViT).
+
+Checked against kecam 1.3.0 and 1.3.10 (the versions current when the files were released; the Harmonization
+repository does not pin one): same layer and weight names, table shapes and index formulas for these three models.
 
 Input to every mapper: ``weights`` = {keras layer name: {weight name without the layer prefix or ``:0`` suffix
 (``kernel``, ``bias``, ``gamma``, ...): ndarray}} and the file's ``model_config`` (dict), used to check the
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -54,8 +57,6 @@ LayerWeights = Mapping[str, Mapping[str, np.ndarray]]
 
 __all__ = ["KECAM_ARCHS", "KecamArch", "KecamMapping", "UnmappedTensorsError", "build_timm", "map_weights",
            "map_levit", "map_convnext", "map_maxvit", "detect_arch", "timm_arch", "layer_weights"]
-
-
 
 
 class KecamMapping(NamedTuple):
@@ -74,7 +75,6 @@ class KecamArch:
     timm_name: str         # default timm architecture
     mapper: Callable[..., tuple[dict[str, torch.Tensor], dict[str, str]]]
     timm_alternatives: tuple[str, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class _Mapper:
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.out.items()}
         for key, value in model.state_dict().items():
             if key.endswith("num_batches_tracked"):
-                state[key] = torch.zeros_like(value)
+                state[key] = torch.zeros(value.shape, dtype=value.dtype)  # (value may be on the meta device)
                 self.sources[key] = ""
         return state, self.sources
 
@@ -443,7 +443,8 @@ def map_weights(arch: str, source: Any, model_config: Mapping[str, Any] | None =
 
     ``source`` is an ``H5Model`` from ``read_h5`` (its ``model_config`` is used to check the architecture name and
     the normalisation epsilons, and every mapped tensor is marked taken, so ``H5Model.unused()`` is empty afterwards)
-    or a plain {layer: {weight: ndarray}} dict. Raises :class:`UnmappedTensorsError` unless the file's tensors and
+    or a plain {layer: {weight: ndarray}} dict. A ``model`` passed in is filled in place, unless it is a
+    meta-device skeleton (then only the state dict is computed; ``convert.py`` loads it with ``assign=True``). Raises :class:`UnmappedTensorsError` unless the file's tensors and
     the timm model's correspond one to one (shapes included) and the epsilons agree.
     """
     try:
@@ -468,12 +469,28 @@ def _map_weights(arch: str, source: Any, model_config: Mapping[str, Any] | None,
     if model is None:
         model = build_timm(name, distilled="distill_head" in weights)
     state, sources = spec.mapper(weights, model, model_config)
-    model.load_state_dict(state, strict=True)
+    if not any(t.is_meta for t in model.state_dict().values()):  # a meta skeleton is materialised by the caller
+        model.load_state_dict(state, strict=True)
     if hasattr(source, "take"):  # the mapper used every tensor exactly once: record that in the H5Model
+        _check_convs(source, model, sources)
         for layer, ws in weights.items():
             for wname, value in ws.items():
                 source.take(layer, wname, shape=value.shape)
     return KecamMapping(model.eval(), state, sources)
+
+
+def _check_convs(h5: Any, model: torch.nn.Module, sources: Mapping[str, str]) -> None:
+    """Refuse a Keras conv whose stride, dilation or padding the timm conv does not reproduce (TF 'same' with
+    stride 2 needs timm's dynamic 'same' padding; kecam's ZeroPadding2D + 'valid' needs the same static padding)."""
+    from .convert import check_conv
+
+    modules = dict(model.named_modules())
+    for key, src in sources.items():
+        layer = src.rsplit("/", 1)[0]
+        module = modules.get(key.rsplit(".", 1)[0])
+        if key.endswith(".weight") and isinstance(module, torch.nn.Conv2d) and h5.has_layer(layer) \
+                and h5.layer(layer).base_class in ("Conv2D", "DepthwiseConv2D"):
+            check_conv(h5, h5.layer(layer), module)
 
 
 # --------------------------------------------------------------------------------------------------------------
