@@ -32,27 +32,62 @@ def registry_name(plugin_type: str, registry_prefix: str | None = None) -> str:
     return _REGISTRIES.get(plugin_type, f"{plugin_type.strip('s')}_registry")
 
 
+# --------------------------------------------------------------------------------------- loaders for the plugins
+def ensure_data(identifier: str) -> None:
+    """Fetch and import the released recordings on first use of an ``Arcaro2020.*`` identifier.
+
+    Brain-Score's scoring machines start with an empty data home, like for any S3-backed data plugin; the simulated
+    twin (``Arcaro2020sim``) is never fetched. ``BRAINSCORE_ITMAPS_ARCARO2020_URL`` overrides the archive URL.
+    """
+    import os
+    from benchmarks_it_maps import conventions, data
+    if not (identifier == conventions.IDENTIFIER or identifier.startswith(conventions.IDENTIFIER + ".")):
+        return
+    try:
+        data.load_stimulus_set(conventions.IDENTIFIER)
+        return
+    except FileNotFoundError:
+        pass
+    from benchmarks_it_maps.fetch import fetch_arcaro2020
+    url = os.environ.get("BRAINSCORE_ITMAPS_ARCARO2020_URL") or conventions.ARCHIVE_URL
+    logger.info("%s is not imported yet: fetching %s", conventions.IDENTIFIER, url)
+    fetch_arcaro2020(url)
+
+
+def plugin_benchmark(identifier: str):
+    """``benchmark_registry`` factory of the plugin folder: our benchmark, its data fetched on first use."""
+    from benchmarks_it_maps import load_benchmark
+    ensure_data(identifier)
+    return load_benchmark(identifier)
+
+
+def plugin_assembly(identifier: str):
+    """``data_registry`` factory of the plugin folder (data fetched on first use)."""
+    from benchmarks_it_maps.data import load_assembly
+    ensure_data(identifier)
+    return load_assembly(identifier)
+
+
+def plugin_stimulus_set(identifier: str):
+    """``stimulus_set_registry`` factory of the plugin folder (data fetched on first use)."""
+    from benchmarks_it_maps.data import load_stimulus_set
+    ensure_data(identifier)
+    return load_stimulus_set(identifier)
+
+
 def our_identifiers() -> dict[str, dict[str, Callable[..., Any]]]:
     """Registry name -> {identifier: factory} for everything this package provides (factories load lazily)."""
-    from benchmarks_it_maps import conventions, list_benchmarks, load_benchmark
-
-    def _assembly(identifier: str):
-        from benchmarks_it_maps.data import load_assembly
-        return load_assembly(identifier)
-
-    def _stimulus_set(identifier: str):
-        from benchmarks_it_maps.data import load_stimulus_set
-        return load_stimulus_set(identifier)
+    from benchmarks_it_maps import conventions, list_benchmarks
 
     from harmonized_models import list_models
     registries: dict[str, dict[str, Callable[..., Any]]] = {
-        "benchmark_registry": {identifier: functools.partial(load_benchmark, identifier)
+        "benchmark_registry": {identifier: functools.partial(plugin_benchmark, identifier)
                                for identifier in list_benchmarks()},
         "model_registry": {entry.identifier: functools.partial(_load_our_model, entry.identifier) for entry in list_models()},
-        "data_registry": {f"{dataset}.{site}": functools.partial(_assembly, f"{dataset}.{site}")
+        "data_registry": {f"{dataset}.{site}": functools.partial(plugin_assembly, f"{dataset}.{site}")
                           for dataset in (conventions.IDENTIFIER, conventions.SIM_IDENTIFIER)
                           for site in conventions.SITES},
-        "stimulus_set_registry": {dataset: functools.partial(_stimulus_set, dataset)
+        "stimulus_set_registry": {dataset: functools.partial(plugin_stimulus_set, dataset)
                                   for dataset in (conventions.IDENTIFIER, conventions.SIM_IDENTIFIER)},
         "metric_registry": {},
     }

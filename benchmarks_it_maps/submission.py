@@ -59,16 +59,18 @@ def render_data_plugin(dataset: str, sites: Iterable[str], requirement: str) -> 
     """``data/<folder>``: one stimulus set and one assembly per recording site."""
     lines = [_docstring(f"Brain-Score data plugin: {dataset}, spatial IT activity maps (Arcaro, Ponce & "
                         "Livingstone 2020, eLife 9:e53798).\n\nThin registration; loading and fetching live in the "
-                        "brainscore-itmaps package (benchmarks_it_maps.data)."),
+                        "brainscore-itmaps package (benchmarks_it_maps.data); the released archive is fetched "
+                        "on first use."),
              _header(),
              "from brainscore_vision import data_registry, stimulus_set_registry",
              "",
-             "from benchmarks_it_maps.data import load_assembly, load_stimulus_set",
+             "from benchmarks_it_maps.integration import plugin_assembly, plugin_stimulus_set",
              "",
-             f"stimulus_set_registry['{dataset}'] = lambda: load_stimulus_set('{dataset}')",
+             f"stimulus_set_registry['{dataset}'] = lambda: plugin_stimulus_set('{dataset}')",
              ""]
     identifiers = [f"{dataset}.{site}" for site in sites]
-    lines += [f"data_registry['{identifier}'] = lambda: load_assembly('{identifier}')" for identifier in identifiers]
+    lines += [f"data_registry['{identifier}'] = lambda: plugin_assembly('{identifier}')"
+              for identifier in identifiers]
     test = f'''{_docstring(f"Tests of the {dataset} data plugin.", chr(10))}import importlib
 
 import pytest
@@ -110,9 +112,9 @@ def render_benchmark_plugin(identifiers: Sequence[str], requirement: str, folder
              _header(),
              "from brainscore_vision import benchmark_registry",
              "",
-             "from benchmarks_it_maps import load_benchmark",
+             "from benchmarks_it_maps.integration import plugin_benchmark",
              ""]
-    lines += [f"benchmark_registry['{identifier}'] = lambda: load_benchmark('{identifier}')"
+    lines += [f"benchmark_registry['{identifier}'] = lambda: plugin_benchmark('{identifier}')"
               for identifier in identifiers]
     test = f'''{_docstring("Tests of the Arcaro2020 benchmark plugin.", chr(10))}import importlib
 

@@ -185,3 +185,19 @@ def test_integration_in_process(tiny_model):
     finally:
         disable_brainscore_integration()
     assert bv.import_plugin is original
+
+
+def test_plugin_loaders_fetch_the_released_data_on_first_use(tmp_path, monkeypatch):
+    """Brain-Score's machines start empty: the plugin loaders fetch Arcaro2020 (never the simulated twin)."""
+    from benchmarks_it_maps import integration
+    from benchmarks_it_maps.fetch import FetchError
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(tmp_path / "empty-home"))
+    missing = tmp_path / "mirror" / "Arcaro2020.zip"
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_ARCARO2020_URL", missing.as_uri())
+    with pytest.raises(FetchError, match="Arcaro2020.zip"):
+        integration.plugin_assembly("Arcaro2020.M1ML")  # tried the (local, missing) archive URL
+    with pytest.raises(FetchError):
+        integration.plugin_benchmark("Arcaro2020.M1ML-pls")
+    with pytest.raises(FileNotFoundError, match="brainscore data simulate"):
+        integration.plugin_assembly("Arcaro2020sim.M1ML")  # the twin is never fetched; the hint says how to make it
+    assert not (tmp_path / "empty-home" / "Arcaro2020").exists()  # nothing half-imported

@@ -133,6 +133,7 @@ def test_dry_run_lists_jobs_and_skips_scored_pairs(tmp_path, tiny_models, capsys
 
 
 # ---------------------------------------------------------------------------------------------- local executor
+@pytest.mark.timeout(300)
 def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small):
     """A job that raises is retried max_retries times, then reported failed with the worker's traceback."""
     results = tmp_path / "results.sqlite"
@@ -150,6 +151,24 @@ def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small):
     assert "failed" in summary.table() and bad in summary.table()
 
 
+@pytest.mark.timeout(300)
+def test_local_worker_past_its_timeout_is_killed_reported_and_retried(tmp_path, tiny_models):
+    """A worker that runs too long is killed (its whole process group), reported failed, and retried."""
+    results = tmp_path / "results.sqlite"
+    jobs = sweep.plan(tiny_models[:1], [BENCHMARK], results)
+    executor = sweep.LocalExecutor(gpus=0, timeout_min=0.5 / 60)  # half a second: far less than one scoring
+    summary = sweep.Coordinator(executor, results_path=results, workdir=tmp_path / "w", max_retries=1,
+                                poll_s=0.1, progress=False).run(jobs)
+    assert summary.counts()["failed"] == 1 and jobs[0].attempts == 2
+    rows = attempts(results)
+    assert [row["status"] for row in rows] == ["failed", "failed"]
+    assert all("timed out after" in row["error"] and "killed" in row["error"] for row in rows)
+    for row in rows:  # the killed workers are gone, not left running
+        assert not sweep._pid_runs(int(row["external_id"]), Path(row["attempt_dir"]))
+    assert ResultsDB(results).rows() == []
+
+
+@pytest.mark.timeout(400)
 def test_local_kill_coordinator_then_resume_scores_each_pair_once(tmp_path, tiny_models):
     """SIGKILL the coordinator after the first score landed; the rerun resumes and every pair is scored once."""
     results, workdir = tmp_path / "results.sqlite", tmp_path / "work"
@@ -179,6 +198,7 @@ def test_local_kill_coordinator_then_resume_scores_each_pair_once(tmp_path, tiny
 
 
 # ---------------------------------------------------------------------------------------------- Slurm executor
+@pytest.mark.timeout(300)
 def test_slurm_two_models_land_in_database(tmp_path, tiny_models, slurm):
     results = tmp_path / "results.sqlite"
     executor = sweep.SlurmExecutor(tmp_path / "slurm", time_min=10, cpus_per_task=1, mem_gb=4)
@@ -194,6 +214,7 @@ def test_slurm_two_models_land_in_database(tmp_path, tiny_models, slurm):
     assert list((tmp_path / "slurm").rglob("*_log.out")), "submitit writes one log per job"
 
 
+@pytest.mark.timeout(300)
 def test_slurm_kill_coordinator_then_resume(tmp_path, tiny_models, slurm):
     """Kill the coordinator right after it submitted; the rerun re-attaches to the Slurm jobs (no second scoring)."""
     results, workdir = tmp_path / "results.sqlite", tmp_path / "work"
