@@ -35,13 +35,17 @@ def random_twin(identifier: str = DEMO_MODEL, seed: int = DEMO_RANDOM_SEED, **ac
 
 
 def run_demo(out_dir: str | os.PathLike = "brainscore_demo", *, results=None, device: str = "auto",
-             batch_size: Optional[int] = None, figures: bool = True) -> list[dict]:
-    """Run the demo; returns one summary dict per (model, benchmark) (see :func:`scoring.score_summary`)."""
+             batch_size: Optional[int] = None, figures: bool = True, twin: Optional[dict] = None) -> list[dict]:
+    """Run the demo; returns one summary dict per (model, benchmark) (see :func:`scoring.score_summary`).
+
+    ``twin``: keyword arguments of :func:`simulate.ensure_simulated_twin` (default: the full-size twin, 14 images
+    per monkey, grids 17 and 9); a smaller twin (e.g. ``dict(images=4, grids=(5, 5))``) gives a quick look.
+    """
     from . import simulate
     from .benchmark import load
     from .scoring import resolve_model, score, score_summary, write_map_figures
     logger.info("ensuring the simulated twin is imported (simulated once, then reused)")
-    simulate.ensure_simulated_twin()
+    simulate.ensure_simulated_twin(**(twin or {}))
     models = [(resolve_model(DEMO_MODEL, device=device, batch_size=batch_size), None),
               (random_twin(device=device, batch_size=batch_size), f"random_init_seed{DEMO_RANDOM_SEED}")]
     rows = []

@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     demo.add_argument("--batch-size", type=int, default=None)
+    demo.add_argument("--images", type=int, default=14, help="images per monkey of the twin (default 14)")
+    demo.add_argument("--grid", type=int, nargs=2, default=[17, 9], metavar=("G1", "G2"),
+                      help="grid sizes of monkeys 1 and 2 (default 17 9); smaller values give a quick look")
     demo.set_defaults(func=_demo)
 
 
@@ -213,7 +216,8 @@ def _layers(args) -> int:
 def _demo(args) -> int:
     from benchmarks_it_maps.demo import run_demo
     start = time.perf_counter()
-    rows = run_demo(args.out, results=args.results, device=args.device, batch_size=args.batch_size)
+    rows = run_demo(args.out, results=args.results, device=args.device, batch_size=args.batch_size,
+                    twin=dict(images=args.images, grids=tuple(args.grid)))
     print(format_table(rows))
     print(f"map figures under {args.out / 'maps'}; total {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0

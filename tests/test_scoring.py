@@ -1,0 +1,124 @@
+"""scoring.score (results DB), the nested layer analysis, map figures, and the `brainscore` scoring commands, on the
+small simulated twin (``sim_small``: 4 images per monkey, 5x5 grids, 4 repetitions)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks_it_maps import load_benchmark, scoring, simulate
+from benchmarks_it_maps.cli import main
+from benchmarks_it_maps.results import ResultsDB
+
+
+@pytest.fixture(scope="module")
+def generator(sim_small):
+    """The twin's generating network committed at its generating layer (and, lazily, at layer1)."""
+    from harmonized_models import model_from_network
+    sidecar = sim_small["sidecar"]
+    gen = sidecar["generator"]
+    network = simulate.build_generator_network(sidecar)
+    preprocessing = dict(image_size=gen["image_size"], mean=gen["mean"], std=gen["std"],
+                         interpolation=gen["interpolation"])
+    return dict(network=network, preprocessing=preprocessing, layer=gen["layer"],
+                model=model_from_network(network, "sim-generator", preprocessing, gen["layer"],
+                                         layers=["layer1", "layer2", gen["layer"], "layer4"]))
+
+
+def test_score_records_in_results_db(generator, tmp_path):
+    db_path = tmp_path / "results.sqlite"
+    result = scoring.score(generator["model"], "Arcaro2020sim.M2ML-pls", results=db_path,
+                           weights_hash_value="sim-seed0")
+    summary = scoring.score_summary(result)
+    assert summary["model"] == "sim-generator" and summary["benchmark"] == "Arcaro2020sim.M2ML-pls"
+    assert summary["score"] == pytest.approx(summary["raw"] / summary["ceiling"])
+    assert summary["layer"] == generator["layer"] and summary["seconds"] > 0
+    row = ResultsDB(db_path).get("sim-generator", "Arcaro2020sim.M2ML-pls", weights_hash="sim-seed0")
+    assert row is not None and row["score"] == pytest.approx(summary["score"])
+    assert row["raw"] == pytest.approx(summary["raw"]) and row["layer"] == generator["layer"]
+    assert row["benchmark_version"] == load_benchmark("Arcaro2020sim.M2ML-pls").version
+    assert len(row["attrs"]["per_fold"]) == 4  # one value per held-out image
+
+
+def test_unknown_identifiers_give_clear_errors(generator, tmp_path):
+    with pytest.raises(scoring.ScoringError, match="did you mean Arcaro2020sim.M2ML-pls"):
+        scoring.score(generator["model"], "Arcaro2020sim.M2ML-plss", results=tmp_path / "r.sqlite")
+    with pytest.raises(scoring.ScoringError, match="unknown model 'no-such-model'"):
+        scoring.resolve_model("no-such-model")
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_nested_layer_choice_never_sees_held_out_image():
+    rng = np.random.default_rng(0)
+    n_img, grid, n_chan = 5, 4, 3
+    good = rng.standard_normal((n_img, grid * grid, 6))
+    bad = rng.standard_normal((n_img, grid * grid, 6))
+    targets = good @ rng.standard_normal((6, n_chan)) + 0.1 * rng.standard_normal((n_img, grid * grid, n_chan))
+    features = {"early": bad, "late": good}
+    base = scoring.nested_layer_selection(features, targets, grid, n_components=3, progress=False)
+    assert base["selected"] == ["late"] * n_img and base["layer_scores"][1] > 0.9 > base["layer_scores"][0] + 0.5
+    # make image 0 perfectly explained by the 'early' features: its own choice must not change (it is made on the
+    # other images), while the other images' choices may (image 0 is in their training set)
+    altered = targets.copy()
+    altered[0] = bad[0] @ rng.standard_normal((6, n_chan))
+    nested = scoring.nested_layer_selection(features, altered, grid, n_components=3, progress=False)
+    assert nested["selected"][0] == "late"
+    assert nested["per_fold"][0] == pytest.approx(
+        scoring._criterion("maps", good, altered, grid, 3)[1][0])
+
+
+def test_layer_analysis_and_map_figures(generator, tmp_path):
+    analyses = scoring.layer_analysis(generator["model"], "Arcaro2020sim.M2ML-pls",
+                                      layers=["layer1", generator["layer"]], out=tmp_path / "layers.png")
+    (analysis,) = analyses
+    assert analysis.layers == ["layer1", generator["layer"]] and len(analysis.selected) == 4
+    assert np.all(np.isfinite(analysis.layer_scores)) and Image.open(tmp_path / "layers.png").size[0] > 300
+    result, paths = scoring.maps(generator["model"], "Arcaro2020sim.M2ML-pls", tmp_path / "maps")
+    assert len(paths) == 4 and all(p.parent.name == "Arcaro2020sim.M2ML-pls" for p in paths)
+    width, height = Image.open(paths[0]).size
+    assert width > 2.5 * height  # image, neural map, predicted map side by side
+
+
+def test_cli_score_json_results_and_lists(sim_small, tmp_path, capsys):
+    db = tmp_path / "cli.sqlite"
+    code = main(["score", "--model", "efficientnet_lite0", "--benchmark", "Arcaro2020sim.M2ML-map_alignment",
+                 "--json", "--device", "cpu", "--batch-size", "4", "--results", str(db)])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out) == {"model", "benchmark", "score", "raw", "ceiling", "error", "layer"}
+    assert out["model"] == "efficientnet_lite0" and out["benchmark"] == "Arcaro2020sim.M2ML-map_alignment"
+    assert out["score"] == pytest.approx(out["raw"] / out["ceiling"]) and out["layer"]
+
+    assert main(["results", "list", "--results", str(db)]) == 0
+    assert "efficientnet_lite0" in capsys.readouterr().out
+    assert main(["results", "show", "--model", "efficientnet_lite0", "--results", str(db)]) == 0
+    assert "Arcaro2020sim.M2ML-map_alignment" in capsys.readouterr().out
+    assert main(["results", "export", "--csv", str(tmp_path / "all.csv"), "--results", str(db)]) == 0
+    with open(tmp_path / "all.csv") as f:
+        assert [row["model"] for row in csv.DictReader(f)] == ["efficientnet_lite0"]
+
+    assert main(["list", "benchmarks"]) == 0
+    assert "Arcaro2020.IT-shift_pls" in capsys.readouterr().out.split()
+    assert main(["list", "models"]) == 0
+    assert "efficientnet_lite0" in capsys.readouterr().out
+
+    assert main(["score", "--model", "efficientnet_lite0", "--benchmark", "Arcaro2020sim.M9-pls",
+                 "--results", str(db)]) == 2
+    assert "unknown benchmark identifier 'Arcaro2020sim.M9-pls'" in capsys.readouterr().err
+    assert main(["results", "show", "--model", "nobody", "--results", str(db)]) == 2
+
+
+def test_cli_demo_on_a_small_twin(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(tmp_path / "home"))  # never touch the session's twin
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--images", "3", "--grid", "5", "5", "--device", "cpu",
+                 "--results", str(tmp_path / "demo.sqlite")]) == 0
+    table = capsys.readouterr().out
+    for name in ("efficientnet_lite0", "efficientnet_lite0-random_init_seed0", "Arcaro2020sim.IT-pls",
+                 "Arcaro2020sim.IT-map_alignment"):
+        assert name in table
+    rows = ResultsDB(tmp_path / "demo.sqlite").rows()
+    assert len(rows) == 4 and len({r["weights_hash"] for r in rows}) == 2
+    figures = sorted(out.glob("maps/*/*/*.png"))
+    assert len(figures) == 2 * 3 * 3  # 2 models x 3 sites x 3 images
