@@ -143,10 +143,8 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
         region_layer_map={"V1": "stages.0.blocks.0", "V2": "stages.0.blocks.0", "V4": "stages.0.blocks.2",
                           "IT": "stages.0.blocks.3"},
         candidate_layers=tuple(f"stages.{i}.blocks.{j}" for i in range(3) for j in range(4)),
-        twin="levit_conv_128.fb_dist_in1k",
-        notes="file 'levit_small' is kecam LeViT128(use_distillation=False) (Harmonization levit.py) -> timm "
-              "levit_conv_128 without distillation head: same network and parameters as levit_128, but NCHW "
-              "maps at every layer (stages.0 = 14 x 14); kecam's own preprocessing is also 'torch' mean/std"),
+        twin="levit_128.fb_dist_in1k",
+        notes="file 'levit_small' built as kecam LeViT128 (PAPER_NOTES 5) -> timm levit_conv_128 (kecam.py, D2)"),
     HarmonizedSpec(
         "harmonized_convnext_tiny", "convnext_tiny_harmonized.h5", "convnext_tiny", _kecam_builder("convnext_tiny"),
         top1=0.773, top1_source=FIGURE_SOURCE, it_layer="stages.2.blocks.8",
@@ -154,8 +152,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
                           "IT": "stages.2.blocks.8"},
         candidate_layers=("stages.1.blocks.2", *(f"stages.2.blocks.{j}" for j in range(9)),
                           *(f"stages.3.blocks.{j}" for j in range(3))),
-        twin="convnext_tiny.fb_in1k",
-        notes="kecam ConvNeXtTiny -> timm convnext_tiny (layer scale, LN eps 1e-6, exact GELU)"),
+        twin="convnext_tiny.fb_in1k", notes="kecam ConvNeXtTiny -> timm convnext_tiny (kecam.py, D2)"),
     HarmonizedSpec(
         "harmonized_maxvit_tiny", "maxvit_tiny_harmonized.h5", "maxvit_tiny", _kecam_builder("maxvit_tiny"),
         top1=0.783, top1_source=FIGURE_SOURCE, it_layer="stages.2.blocks.4",
@@ -163,9 +160,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
                           "IT": "stages.2.blocks.4"},
         candidate_layers=("stages.1.blocks.1", *(f"stages.2.blocks.{j}" for j in range(5)), "stages.3.blocks.0",
                           "stages.3.blocks.1"),
-        twin="maxvit_tiny_tf_224.in1k",
-        notes="kecam MaxViT_Tiny (TF mode) -> timm maxvit_tiny_tf_224 (TF 'same' padding, BN eps 1e-3, tanh GELU, "
-              "flipped relative-position tables)"),
+        twin="maxvit_tiny_tf_224.in1k", notes="kecam MaxViT_Tiny -> timm maxvit_tiny_tf_224 (kecam.py, D2)"),
 )}
 
 

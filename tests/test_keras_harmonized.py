@@ -98,13 +98,19 @@ def test_specs_are_complete():
 
 
 @pytest.mark.parametrize("name", IDENTIFIERS[:4])
-def test_random_weight_builders_have_the_committed_layers(name):
+def test_commitments_follow_the_layer_rule(name):
+    """Same rule as the baselines (harmonized_models.layer_rules); the ResNet adds the notebook's layers."""
+    from harmonized_models.layer_rules import commit_layers
+
     spec = hz.HARMONIZED[name]
-    with torch.device("meta"):  # structure only
-        net = spec.builder()
+    net = spec.builder()
+    rule = commit_layers(net, 224)
+    assert spec.region_layer_map == rule.region_layer_map and spec.it_layer == rule.region_layer_map["IT"]
+    assert list(spec.candidate_layers[:len(rule.candidate_layers)]) == rule.candidate_layers
     modules = dict(net.named_modules())
-    missing = [layer for layer in {*spec.candidate_layers, *spec.region_layer_map.values()} if layer not in modules]
-    assert not missing
+    assert all(layer in modules for layer in spec.candidate_layers)
+    it = next(u for u in rule.units if u.name == spec.it_layer)
+    assert it.layout == "NCHW" or name == "harmonized_vit_b16"
 
 
 def test_download_once_convert_once_then_cache(home, server, keras_dir):
