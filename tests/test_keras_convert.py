@@ -252,3 +252,30 @@ def test_reader_names_suffixes_and_tracking(tmp_path, bytes_attrs):
     assert h5.unused() == ["dw/bias"]
     with pytest.raises(KerasFormatError, match="close: dw"):
         h5.layer("dww")
+
+
+@pytest.mark.parametrize("function", ["math.multiply", "math.truediv"])
+def test_input_scaling_written_as_tf_op_lambda(keras_dir, tmp_path, function):
+    """tf_keras 2.16+ writes EfficientNet's ``rescaling_1`` as ``tf.math.multiply`` (TF 2.9: ``truediv``) with the
+    constant in the inbound node's kwargs; the converter reads it from there and gives the same network."""
+    path = _copy(keras_dir, tmp_path, "efficientnet_b0")
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        layers = cfg["config"]["layers"]
+        i = next(k for k, layer in enumerate(layers) if layer["name"] == "rescaling_1")
+        scale = np.asarray(layers[i]["config"]["scale"])
+        y = scale if function == "math.multiply" else 1.0 / scale
+        name = f"tf.{function}"
+        layers[i] = {"class_name": "TFOpLambda", "name": name,
+                     "config": {"name": name, "trainable": True, "dtype": "float32", "function": function},
+                     "inbound_nodes": [["normalization", 0, 0, {"y": y.reshape(1, 1, 1, 3).tolist(), "name": None}]]}
+        for layer in layers:
+            for node in layer["inbound_nodes"]:
+                for entry in node:
+                    if isinstance(entry, list) and entry[0] == "rescaling_1":
+                        entry[0] = name
+        f.attrs["model_config"] = json.dumps(cfg)
+    module, cfg_out, _ = convert_h5_model(read_h5(path), "efficientnet_b0")
+    assert cfg_out["input_layers"] == ["rescaling", "normalization", name]
+    ref = np.load(keras_dir / "efficientnet_b0.npz")
+    assert rel_error(logits(module, ref), ref["logits"]) <= TOL
