@@ -26,8 +26,8 @@ Weights are matched by **layer group + name suffix + shape**, never by the full 
 inside custom layers differ across TF/Keras versions (``Transformer/encoderblock_0/Dense_0/kernel:0`` vs Keras 3's
 ``Transformer_encoderblock_0/MlpBlock_3/Transformer_encoderblock_0_Dense_0/kernel``).  A suffix matches whole
 trailing path components, or (Keras 3 scopes) the same last component with the scope before it ending in the
-suffix's scope at a ``_`` boundary; ``kernel`` never matches ``depthwise_kernel``.  Attributes may be ``str`` (h5py 3) or
-fixed-length ``bytes`` (old Keras / h5py 2); both are decoded.  ``optimizer_weights`` and ``training_config`` are
+suffix's scope at a ``_`` boundary; ``kernel`` never matches ``depthwise_kernel``.  Attributes may be ``str``
+(h5py 3) or fixed-length ``bytes`` (old Keras / h5py 2); both are decoded.  ``optimizer_weights`` and ``training_config`` are
 ignored.
 """
 from __future__ import annotations
