@@ -4,8 +4,6 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from benchmarks_it_maps import submission
 from benchmarks_it_maps.cli import main
 
