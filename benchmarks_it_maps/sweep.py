@@ -421,7 +421,12 @@ class SlurmExecutor:
     def __init__(self, folder: str | os.PathLike, *, partition: str | None = None, time_min: int = 60,
                  mem_gb: float | None = None, gpus: int = 0, cpus_per_task: int | None = None,
                  array_parallelism: int = 256, lost_after_s: float = 300.0, grace_s: float = 120.0):
+        import shutil
         import submitit
+        missing = [tool for tool in ("sbatch", "squeue", "scancel") if shutil.which(tool) is None]
+        if missing:
+            raise SweepError(f"the Slurm executor needs {', '.join(missing)} on PATH: run the sweep on a Slurm "
+                             "login node (or --executor local)")
         self.folder = Path(folder)
         self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
         params: dict[str, Any] = {"timeout_min": int(time_min), "slurm_array_parallelism": int(array_parallelism),
@@ -577,9 +582,7 @@ class Coordinator:
                     if outcome.state == "running":
                         continue
                     handle = inflight.pop(attempt_id)
-                    if self._finish(handle, outcome):
-                        bar.update(1)
-                    else:
+                    if not self._finish(handle, outcome):
                         queue.append(handle.job)
                     self._update_bar(bar, jobs)
                 if inflight or queue:
@@ -694,6 +697,7 @@ class Coordinator:
     @staticmethod
     def _update_bar(bar: Any, jobs: list[Job]) -> None:
         counts = SweepSummary(jobs).counts()
+        bar.n = counts["done"] + counts["failed"]  # final jobs (skipped ones are not in the bar's total)
         bar.set_postfix(done=counts["done"], running=counts["running"], failed=counts["failed"],
                         skipped=counts["skipped"], refresh=False)
         bar.refresh()

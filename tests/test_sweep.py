@@ -146,6 +146,13 @@ def test_dry_run_lists_jobs_and_skips_scored_pairs(tmp_path, tiny_models, capsys
                  "--dry-run"]) == 2
 
 
+def test_slurm_executor_without_slurm_is_one_clear_error(tmp_path, tiny_models, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert main(["sweep", "--models", tiny_models[0], "--benchmarks", BENCHMARK, "--executor", "slurm",
+                 "--results", str(tmp_path / "r.sqlite")]) == 2
+    assert "needs sbatch, squeue, scancel on PATH" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- local executor
 @pytest.mark.timeout(300)
 def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small):

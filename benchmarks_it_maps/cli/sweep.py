@@ -62,9 +62,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         from benchmarks_it_maps.home import data_home
         folder = sweep.Path(args.workdir) if args.workdir else (
             sweep.Path(args.results).parent if args.results else data_home()) / "sweeps"
-        executor = sweep.SlurmExecutor(folder / "slurm", partition=args.slurm_partition, time_min=args.slurm_time,
-                                       mem_gb=args.slurm_mem, gpus=args.gpus or 0, cpus_per_task=args.slurm_cpus,
-                                       array_parallelism=args.slurm_parallelism)
+        try:
+            executor = sweep.SlurmExecutor(folder / "slurm", partition=args.slurm_partition,
+                                           time_min=args.slurm_time, mem_gb=args.slurm_mem, gpus=args.gpus or 0,
+                                           cpus_per_task=args.slurm_cpus, array_parallelism=args.slurm_parallelism)
+        except sweep.SweepError as error:
+            raise UserError(str(error)) from None
     else:
         executor = sweep.LocalExecutor(gpus=args.gpus, timeout_min=args.timeout)
     coordinator = sweep.Coordinator(executor, results_path=args.results, workdir=args.workdir,
