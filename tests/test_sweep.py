@@ -280,3 +280,17 @@ def test_slurm_killed_worker_is_reported_failed_and_retried(tmp_path, tiny_model
     assert failed["status"] == "failed" and done["status"] == "done"
     assert "ended in state FAILED" in failed["error"] or "CANCELLED" in failed["error"]
     assert len(ResultsDB(results).rows()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_slurm_gpu_request_reaches_slurm(tmp_path, tiny_models, slurm):
+    """--gpus 1 becomes a real Slurm GPU request: this GPU-less cluster refuses it, and that is a clear failure."""
+    results = tmp_path / "results.sqlite"
+    executor = sweep.SlurmExecutor(tmp_path / "slurm", partition="debug", time_min=5, gpus=1, cpus_per_task=1)
+    jobs = sweep.plan(tiny_models[:1], [BENCHMARK], results)
+    summary = sweep.Coordinator(executor, results_path=results, workdir=tmp_path / "w", max_retries=0, poll_s=0.2,
+                                progress=False).run(jobs)
+    assert summary.counts()["failed"] == 1
+    (row,) = attempts(results)
+    assert row["status"] == "failed" and row["error"].startswith("submission failed")
+    assert "gres" in row["error"]  # sbatch: "Invalid generic resource (gres) specification": no GPUs here
