@@ -19,7 +19,7 @@ import collections
 import contextlib
 import logging
 import os
-import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Mapping, Sequence
@@ -83,7 +83,6 @@ class _ImageLoader:
         self._futures: dict[int, Future] = {}
         self._submitted = 0
         self._lookahead = lookahead
-        self._lock = threading.Lock()
 
     def _load(self, index: int) -> torch.Tensor:
         from .preprocessing import load_rgb
@@ -214,6 +213,7 @@ class TorchActivationsModel:
         self.early_exit = early_exit
         self.simulated_memory_limit = simulated_memory_limit
         self.last_batch_size: int | None = None  # the batch size the last run ended with (after any back-off)
+        self.run_log: list[dict[str, Any]] = []   # per run: images, seconds, final batch size (throughput reports)
         self._single_call_layers: dict[tuple[str, ...], bool] = {}
         model = model.eval().to(self.device)
         if channels_last:
@@ -294,6 +294,7 @@ class TorchActivationsModel:
         for layer in layers:
             self.get_layer(layer)  # fail before decoding anything
         n = len(paths)
+        started = time.perf_counter()
         batch_size = self._initial_batch_size(n)
         loader = _ImageLoader(paths, self.preprocessing, self.num_workers, lookahead=batch_size)
         results: OrderedDict[str, np.ndarray] | None = None
@@ -330,6 +331,10 @@ class TorchActivationsModel:
             progress.close()
             loader.close()
         self.last_batch_size = batch_size
+        self.run_log.append({"images": n, "seconds": time.perf_counter() - started, "batch_size": batch_size,
+                             "layers": layers})
+        logger.debug("%s: %d images in %.2f s (batch size %d)", self.identifier, n, self.run_log[-1]["seconds"],
+                     batch_size)
         return results if results is not None else OrderedDict()
 
     def _autocast(self):

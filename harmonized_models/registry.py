@@ -230,9 +230,16 @@ def checkpoint_entry(path: str | Path) -> ModelEntry:
 def weights_hash(identifier: str) -> str:
     """A cheap, deterministic identity of a model's weights (sha256 when known, else the weights source)."""
     entry = get_entry(identifier)
-    if entry.sha256:
-        return f"sha256:{entry.sha256}"
+    sha256 = entry.sha256 or (_downloaded_harmonized_sha256(identifier) if entry.family == "harmonized" else None)
+    if sha256:
+        return f"sha256:{sha256}"
     return entry.weights_source or f"unknown:{identifier}"
+
+
+def _downloaded_harmonized_sha256(identifier: str) -> str | None:
+    """The sha256 recorded when a harmonized ``.h5`` was downloaded (its upstream hash is not published)."""
+    from .harmonized import get_spec, read_manifest
+    return read_manifest()["files"].get(get_spec(identifier).filename, {}).get("sha256")
 
 
 def load_model(identifier: str, *, device: str = "auto", batch_size: int | None = None, autocast: Any = None,
