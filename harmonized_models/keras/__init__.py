@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from .h5 import H5Model, KerasFormatError, KerasLayer, UnmappedTensorsError, read_h5
 
-__all__ = ["H5Model", "KerasFormatError", "KerasLayer", "UnmappedTensorsError", "read_h5", "convert_keras", "ARCHS", "build_network"]
+__all__ = ["H5Model", "KerasFormatError", "KerasLayer", "UnmappedTensorsError", "read_h5", "convert_keras", "ARCHS",
+           "build_network", "load_converted", "register_arch", "ArchSpec", "get_arch"]
 
 
 def __getattr__(name):
-    if name in ("convert_keras", "ARCHS", "build_network", "convert_h5_model", "load_converted", "register_arch", "ArchSpec"):
+    if name in ("convert_keras", "ARCHS", "build_network", "convert_h5_model", "load_converted", "register_arch",
+                "ArchSpec", "get_arch"):
         from . import convert
 
         return getattr(convert, name)

@@ -432,12 +432,11 @@ def fold_input_layers(h5: H5Model, channels: int = 3) -> tuple[list[float], list
             std = np.maximum(np.sqrt(var), 1e-7)
             a, b = a / std, (b - mean) / std
         elif nxt.base_class == "TFOpLambda" and cfg.get("function") in ("math.multiply", "math.truediv"):
-            node = nxt.config  # the constant operand is in the inbound node's kwargs
-            raw = _lambda_constant(h5, nxt)
+            raw = _lambda_constant(h5, nxt)  # the constant operand is in the inbound node's kwargs
             if raw is None:
                 raise KerasFormatError(f"{h5.path}: {nxt.name!r} ({cfg.get('function')}) has no constant operand")
             c = _constant(raw, channels)
-            if node.get("function") == "math.truediv":
+            if cfg.get("function") == "math.truediv":
                 c = 1.0 / c
             a, b = a * c, b * c
         else:
@@ -451,8 +450,7 @@ def _lambda_constant(h5: H5Model, layer: KerasLayer) -> Any:
     """The constant ``y`` of a TFOpLambda call, from the raw model_config inbound node kwargs."""
     for lc in (h5.model_config or {}).get("config", {}).get("layers", []):
         if lc.get("name") == layer.name:
-            text = json.dumps(lc.get("inbound_nodes"))
-            nodes = json.loads(text)
+            nodes = lc.get("inbound_nodes")
 
             def find_y(obj: Any) -> Any:
                 if isinstance(obj, dict):
