@@ -29,7 +29,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -85,7 +85,6 @@ class HarmonizedSpec:
     preprocessing: Preprocessing = PREPROCESSING
     sha256: str | None = None               # None: unknown upstream; the first download's is recorded
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:

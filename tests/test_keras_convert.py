@@ -279,3 +279,19 @@ def test_input_scaling_written_as_tf_op_lambda(keras_dir, tmp_path, function):
     assert cfg_out["input_layers"] == ["rescaling", "normalization", name]
     ref = np.load(keras_dir / "efficientnet_b0.npz")
     assert rel_error(logits(module, ref), ref["logits"]) <= TOL
+
+
+def test_structure_mismatch_is_refused_not_silently_converted(keras_dir, tmp_path, monkeypatch):
+    """A torch module whose stride placement disagrees with the file's layer configs is refused by the per-layer
+    stride/padding check, even though every tensor shape fits."""
+    import dataclasses
+
+    from harmonized_models.keras import convert
+
+    spec = convert.ARCHS["resnet50"]
+    v15 = dataclasses.replace(spec, configure=lambda h5: {**spec.configure(h5), "stride_in_1x1": False})
+    monkeypatch.setitem(convert.ARCHS, "resnet50", v15)
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(KerasFormatError, match=r"res3a_branch2a.*strides \[?\(?2, 2"):
+        convert_keras(keras_dir / "resnet50_caffe.h5", "resnet50", out)
+    assert not out.exists()
