@@ -164,7 +164,7 @@ def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> 
             trials = np.asarray(raw.values, dtype=np.float64)
     window = tuple(window) if window is not None else tuple(assembly.attrs.get("default_window", (None, None)))
     source_sha256 = str(assembly.attrs.get("source_sha256", ""))
-    stimulus_set = _restricted_stimulus_set(assembly.attrs["stimulus_set"], stimulus_ids, assembly_identifier,
+    stimulus_set = subset_stimulus_set(assembly.attrs["stimulus_set"], stimulus_ids, assembly_identifier,
                                             source_sha256)
     return SiteData(assembly_identifier=assembly_identifier, stimulus_ids=stimulus_ids,
                     targets=np.asarray(maps.values, dtype=np.float64), trials=trials,
@@ -182,7 +182,7 @@ def _has_level(assembly, name: str) -> bool:
         return False
 
 
-def _restricted_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_identifier: str, content_key: str = ""):
+def subset_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_identifier: str, content_key: str = ""):
     """The stimulus rows of ``stimulus_ids``, in that order, with an identifier unique to this image subset and
     data content (Brain-Score caches activations by stimulus-set identifier; a subset must never reuse its
     parent's, and re-imported data must never meet stale activations)."""
@@ -204,14 +204,14 @@ def _restricted_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_iden
 # ----------------------------------------------------------------------------------------------------------------
 # model responses
 # ----------------------------------------------------------------------------------------------------------------
-def _coord(assembly, name: str) -> Optional[np.ndarray]:
+def neuroid_coord(assembly, name: str) -> Optional[np.ndarray]:
     try:
         return np.asarray(assembly[name].values)
     except KeyError:
         return None
 
 
-def _record(candidate, window: tuple, stimulus_set):
+def record_responses(candidate, window: tuple, stimulus_set):
     """The committed IT response to ``stimulus_set``, as ``[presentations, neuroids]`` in stimulus-set order."""
     candidate.start_recording(REGION, time_bins=[tuple(int(t) for t in window)])
     responses = candidate.look_at(stimulus_set, number_of_trials=1)
@@ -231,7 +231,7 @@ def _reorder(have: Sequence, want: Sequence) -> np.ndarray:
 
 
 def _layer_names(responses) -> list[str]:
-    layers = _coord(responses, "layer")
+    layers = neuroid_coord(responses, "layer")
     if layers is None:
         return ["?"]
     return list(dict.fromkeys(str(l) for l in layers))
@@ -314,7 +314,7 @@ def grid_features_from_responses(responses, grid_size: int, *, model_identifier:
     Each layer (a committed region may map to several) is reshaped to feature maps and sampled at the grid
     separately; the layers' features are concatenated.
     """
-    layers = _coord(responses, "layer")
+    layers = neuroid_coord(responses, "layer")
     groups = [slice(None)] if layers is None else [np.flatnonzero(layers == l) for l in dict.fromkeys(layers)]
     names = ["?"] if layers is None else [str(l) for l in dict.fromkeys(layers)]
     values = np.asarray(responses.values, dtype=np.float32)
@@ -322,7 +322,7 @@ def grid_features_from_responses(responses, grid_size: int, *, model_identifier:
     for name, group in zip(names, groups):
         coords = {key: (c[group] if c is not None else None) for key in ("channel", "channel_x", "channel_y",
                                                                        "embedding")
-                  for c in [_coord(responses, key)]}
+                  for c in [neuroid_coord(responses, key)]}
         maps = neuroids_to_maps(values[:, group], coords, model_identifier=model_identifier, layer=name,
                                 shift_identifier=shift_identifier)
         sampled.append(sample_feature_maps(maps, grid_size))
@@ -514,14 +514,14 @@ class ArcaroSiteBenchmark(BenchmarkBase):
             return cache[key]
         n_img, grid = len(data.stimulus_ids), data.grid_size
         if protocol == "maps":
-            responses = _record(candidate, data.window, data.stimulus_set)
+            responses = record_responses(candidate, data.window, data.stimulus_set)
             features = grid_features_from_responses(responses, grid, model_identifier=candidate.identifier,
                                                     shift_identifier=self.shift_identifier())
             features = features.reshape(n_img, grid * grid, -1)
         else:
             shifted = shift_stimulus_set(data.stimulus_set, grid, degrees, data.image_size_deg,
                                          canvas_px=self.shift_canvas_px)
-            responses = _record(candidate, data.window, shifted)
+            responses = record_responses(candidate, data.window, shifted)
             features = np.asarray(responses.values, dtype=np.float32).reshape(n_img, grid * grid, -1)
         result = (features, ",".join(_layer_names(responses)))
         if cache is not None:
