@@ -74,19 +74,21 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 class _ImageLoader:
-    """Decodes and preprocesses images with a thread pool, ``lookahead`` images ahead of the consumer, each once."""
+    """Decodes and resizes images (uint8) with a thread pool, ``lookahead`` images ahead of the consumer, each once.
+
+    Normalisation happens on the device, on the stacked batch (4x less data to transfer than float32).
+    """
 
     def __init__(self, paths: Sequence[str], preprocessing: Preprocessing, workers: int, lookahead: int):
         self._paths = list(paths)
-        self._transform = preprocessing.transform()
+        self._preprocessing = preprocessing
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="image-loader")
         self._futures: dict[int, Future] = {}
         self._submitted = 0
         self._lookahead = lookahead
 
     def _load(self, index: int) -> torch.Tensor:
-        from .preprocessing import load_rgb
-        return self._transform(load_rgb(self._paths[index]))
+        return self._preprocessing.load_uint8(self._paths[index])
 
     def _submit_until(self, end: int) -> None:
         end = min(end, len(self._paths))
@@ -95,7 +97,7 @@ class _ImageLoader:
             self._submitted += 1
 
     def batch(self, start: int, end: int, lookahead: int | None = None) -> torch.Tensor:
-        """Images ``start:end`` stacked into one tensor; schedules the next images in the background."""
+        """Images ``start:end`` stacked into one uint8 tensor [N, S, S, 3]; schedules the next ones."""
         self._submit_until(end + (self._lookahead if lookahead is None else lookahead))
         return torch.stack([self._futures[i].result() for i in range(start, end)])
 
@@ -306,7 +308,9 @@ class TorchActivationsModel:
                 end = min(start + batch_size, n)
                 batch = loader.batch(start, end, lookahead=batch_size)
                 try:
-                    outputs = self._forward(batch, layers, allow_early_exit=True)
+                    pixels = batch.pin_memory() if self.device.type == "cuda" else batch
+                    inputs = self.preprocessing.normalize(pixels.to(self.device, non_blocking=True))
+                    outputs = self._forward(inputs, layers, allow_early_exit=True)
                 except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
                     if not is_out_of_memory(error) or batch_size == 1:
                         raise
@@ -369,8 +373,8 @@ class TorchActivationsModel:
 
         handles = [module.register_forward_hook(make_hook(name)) for name, module in targets.items()]
         x = batch.to(self.device, non_blocking=True)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         try:
             with torch.inference_mode(), self._autocast():
                 self._model(x)

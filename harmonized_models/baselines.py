@@ -33,9 +33,23 @@ def table_path() -> Path:
     return Path(str(resources.files(__package__).joinpath("tables", TABLE)))
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights that cannot be obtained (message names the source and the cache)."""
+
+
 def _timm_builder(identifier: str, pretrained: bool, **overrides: Any) -> nn.Module:
     import timm
-    return timm.create_model(identifier, pretrained=pretrained, **overrides)
+    if not pretrained:
+        return timm.create_model(identifier, pretrained=False, **overrides)
+    try:
+        return timm.create_model(identifier, pretrained=True, **overrides)
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError, connection errors
+        from huggingface_hub import constants
+        raise WeightsUnavailableError(
+            f"{identifier}: timm's pretrained weights could not be obtained from the Hugging Face hub "
+            f"(https://huggingface.co/timm/{identifier}) nor from the cache {constants.HF_HUB_CACHE} "
+            f"({type(error).__name__}). Download them once with network access (the cache is reused offline; "
+            f"set HF_HUB_OFFLINE=1 to skip network retries).") from error
 
 
 def _row_to_entry(row: dict[str, str], path: Path, line: int) -> ModelEntry:

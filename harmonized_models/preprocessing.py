@@ -75,6 +75,28 @@ class Preprocessing:
             transforms.Normalize(mean=self.mean, std=self.std),
         ])
 
+    def resize(self):
+        """The resize step alone (PIL image -> PIL image), exactly as in :meth:`transform`."""
+        from torchvision import transforms
+        from torchvision.transforms import InterpolationMode
+        return transforms.Resize((self.image_size, self.image_size), interpolation=InterpolationMode(self.interpolation))
+
+    def load_uint8(self, path: str):
+        """Decode and resize one image; returns a uint8 tensor [S, S, 3] (normalisation is left to the device)."""
+        import torch
+        return torch.from_numpy(np.asarray(self.resize()(load_rgb(path)), dtype=np.uint8).copy())
+
+    def normalize(self, batch):
+        """uint8 [N, S, S, 3] -> normalised float32 [N, 3, S, S] (channels-last memory), on ``batch``'s device.
+
+        The same arithmetic as ``ToTensor`` + ``Normalize`` (x / 255, then (x - mean) / std, in float32).
+        """
+        import torch
+        x = batch.permute(0, 3, 1, 2).to(torch.float32).div(255)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std)
+
     def load(self, path: str):
         """Decode one image file and preprocess it; returns a float32 tensor [3, S, S]."""
         return self.transform()(load_rgb(path))

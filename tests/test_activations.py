@@ -110,6 +110,8 @@ def test_batch_size_and_duplicates_do_not_change_results(images):
     np.testing.assert_allclose(doubled.values[-2:], one.values[:2], rtol=1e-5, atol=1e-6)
     # early exit (stopping after the last hooked layer) changed nothing: the second call used it
     assert auto._single_call_layers[("layer2",)] is True
+    plain = TorchActivationsModel(network, "r18", SIZE, device="cpu", channels_last=False, early_exit=False)
+    np.testing.assert_allclose(plain(images, layers=["layer2"]).values, one.values, rtol=1e-5, atol=1e-6)
 
 
 def test_out_of_memory_back_off(images, caplog):

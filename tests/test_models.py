@@ -253,3 +253,37 @@ def test_efficientnet_lite0_scores_on_simulated_twin(sim_small):
     assert np.isfinite(float(score)) and np.isfinite(float(score.raw))
     assert -1 <= float(score.raw) <= 1
     assert score.attrs["layer"] == "_blocks.10"
+
+
+# --- harmonized networks (helper D's specs) plug into the registry --------------------------------------------------
+def test_harmonized_entries_and_their_twins_are_registered(entries):
+    from harmonized_models.harmonized import HARMONIZED
+    by_id = {e.identifier: e for e in entries}
+    harmonized = harmonized_models.list_models("Harmonized")
+    assert {e.identifier for e in harmonized} == set(HARMONIZED)
+    for entry in harmonized:
+        assert entry.harmonized and entry.weights_source == HARMONIZED[entry.identifier].url
+        assert entry.twin in by_id and not by_id[entry.twin].harmonized, entry.identifier
+        assert entry.region_layer_map["IT"] == HARMONIZED[entry.identifier].it_layer
+
+
+def test_harmonized_weights_hash_uses_the_recorded_download_sha256():
+    from harmonized_models import harmonized
+    assert harmonized_models.weights_hash("harmonized_resnet50") == harmonized.HARMONIZED["harmonized_resnet50"].url
+    path = harmonized.manifest_path()
+    assert not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"files": {"resnet50v2_harmonized.h5": {"sha256": "ab" * 32}}, "converted": {}}))
+    try:
+        assert harmonized_models.weights_hash("harmonized_resnet50") == "sha256:" + "ab" * 32
+        assert harmonized_models.weights_hash("harmonized_vgg16").startswith("https://")
+    finally:
+        path.unlink()
+
+
+def test_missing_timm_weights_offline_give_one_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never touch the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(baselines.WeightsUnavailableError, match=r"resnet18\.a1_in1k: .*huggingface\.co/timm"):
+        harmonized_models.get_entry("resnet18.a1_in1k").build(pretrained=True)

@@ -126,8 +126,10 @@ def categorize(identifier: str, model: torch.nn.Module) -> str:
 
 
 def pretraining_label(identifier: str, metadata: dict[str, str]) -> str:
+    """timm's pretraining label of the architecture (e.g. ``in21k``, ``in1k-dist``) and the weights tag."""
     architecture, _, tag = identifier.partition(".")
-    return f"{metadata.get(architecture, '?')} ({tag})"
+    label = metadata.get(architecture) or metadata.get(architecture.replace("_conv_", "_")) or "n/a"
+    return f"{label} ({tag})"
 
 
 def read_results(path: Path) -> dict[str, list[dict[str, str]]]:
