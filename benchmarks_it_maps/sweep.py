@@ -687,7 +687,9 @@ class Coordinator:
         job.error = error
         if job.attempts > self.max_retries:
             job.status = "failed"
-            logger.error("failed %s x %s after %d attempt(s): %s", job.model, job.benchmark, job.attempts, error)
+            logger.error("failed %s x %s after %d attempt(s): %s\n%s\n(worker files: %s; all attempts: table "
+                         "sweep_attempts in %s)", job.model, job.benchmark, job.attempts, error,
+                         "\n".join((trace or "").strip().splitlines()[-15:]), handle.attempt_dir, self.results_path)
             return True
         job.status = "pending"
         logger.warning("attempt %d of %s x %s failed (%s); retrying", job.attempts, job.model, job.benchmark,

@@ -155,7 +155,7 @@ def test_slurm_executor_without_slurm_is_one_clear_error(tmp_path, tiny_models, 
 
 # ---------------------------------------------------------------------------------------------- local executor
 @pytest.mark.timeout(300)
-def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small):
+def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small, caplog):
     """A job that raises is retried max_retries times, then reported failed with the worker's traceback."""
     results = tmp_path / "results.sqlite"
     bad = f"harmonized:{tmp_path / 'not-a-checkpoint'}"
@@ -170,6 +170,8 @@ def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small):
     assert "Traceback" in failures[0]["traceback"] and "not-a-checkpoint" in failures[0]["traceback"]
     assert ResultsDB(results).rows() == []
     assert "failed" in summary.table() and bad in summary.table()
+    final = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "benchmarks_it_maps.sweep"]
+    assert len(final) == 1 and "not-a-checkpoint" in final[0].getMessage()  # the traceback's tail is logged
 
 
 @pytest.mark.timeout(300)
