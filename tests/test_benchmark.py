@@ -6,7 +6,6 @@ from PIL import Image
 
 import benchmarks_it_maps
 from benchmarks_it_maps import benchmark as bm
-from benchmarks_it_maps.readout import sample_feature_maps
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -119,3 +119,27 @@ def test_shift_protocol_recovers_a_shift_generated_truth(use_sim_full):
     assert scores["generator"] >= 0.9, scores
     assert scores["other_seed"] < scores["generator"] - 0.05, scores
     assert scores["early_layer"] < scores["generator"] - 0.03, scores
+
+
+def test_ceiling_options(sim_small):
+    """Split-half (default with repetitions), cross-channel (default without) and the paper's pairwise ceiling."""
+    ceilings = {}
+    for method in ("auto", "split_half", "cross_channel", "pairwise"):
+        benchmark = load_benchmark("Arcaro2020sim.M2ML-pls", ceiling_method=method)
+        ceilings[method] = benchmark.ceiling
+        assert 0 < float(benchmark.ceiling) <= 1 and float(benchmark.ceiling.attrs["error"]) >= 0
+    assert float(ceilings["auto"]) == float(ceilings["split_half"])
+    assert ceilings["cross_channel"].attrs["method"] == "cross_channel_pls"
+    assert ceilings["pairwise"].attrs["method"] == "pairwise_channel_max"
+    no_trials = load_benchmark("Arcaro2020sim.M2ML-pls", ceiling_method="split_half")
+    no_trials.data.trials = None  # as in the released data (trial averages only)
+    with pytest.raises(ValueError, match="needs repeated trials.*cross_channel"):
+        no_trials.ceiling
+    assert load_benchmark("Arcaro2020sim.M2ML-pls", data=no_trials.data).ceiling.attrs["method"] == \
+        "cross_channel_pls"
+    alignment = load_benchmark("Arcaro2020sim.M2ML-map_alignment")
+    assert alignment.ceiling.attrs["method"] == "split_half_channel_mean"
+    # without repetitions: random halves of the channels (on the twin, whose channels are random mixtures of
+    # latents, the two halves' mean maps do not agree, so this ceiling is ~0 there and the benchmark says so)
+    no_trials_alignment = load_benchmark("Arcaro2020sim.M2ML-map_alignment", data=no_trials.data)
+    assert no_trials_alignment._alignment_ceiling("auto").method == "channel_split_half_channel_mean"
