@@ -308,7 +308,9 @@ class LocalExecutor:
         self.gpus = available if gpus is None else min(int(gpus), available) if available else 0
         self.slots = max(1, self.gpus)
         self.timeout_s = None if timeout_min is None else float(timeout_min) * 60
-        self._free_gpus = list(range(self.gpus))
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        ids = visible if len(visible) >= self.gpus else [str(i) for i in range(available)]
+        self._free_gpus: list[str] = ids[:self.gpus]  # one worker per GPU, pinned by CUDA_VISIBLE_DEVICES
 
     @property
     def capacity(self) -> int:
@@ -323,7 +325,7 @@ class LocalExecutor:
             spec_file.write_bytes(pickle.dumps(spec))
             env = dict(os.environ)
             if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+                env["CUDA_VISIBLE_DEVICES"] = gpu
             log = open(handle.attempt_dir / "worker.log", "ab")
             handle.process = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks_it_maps.sweep", "--worker", str(spec_file)],
