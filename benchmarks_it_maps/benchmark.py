@@ -536,9 +536,16 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         n_img, grid, _, n_chan = data.targets.shape
         targets = data.targets.reshape(n_img, grid * grid, n_chan)
         reduce = metric.pca_reducer(self.max_pca_components) if self.protocol == "shift" else None
-        logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
-                    candidate.identifier, n_img, grid * grid, features.shape[-1], n_chan)
-        fit = metric.loio_pls(features, targets, n_components=self.n_components, reduce=reduce, progress=True)
+        # -pls and -map_alignment fit the same regression: a shared cache fits it once
+        fit_key = ("fit", id(candidate), candidate.identifier, self.protocol == "shift", self.n_components,
+                   self.max_pca_components, hashlib.sha1(targets.tobytes()).hexdigest(), features.shape)
+        fit = cache.get(fit_key) if cache is not None else None
+        if fit is None:
+            logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
+                        candidate.identifier, n_img, grid * grid, features.shape[-1], n_chan)
+            fit = metric.loio_pls(features, targets, n_components=self.n_components, reduce=reduce, progress=True)
+            if cache is not None:
+                cache[fit_key] = fit
         predictions = fit.predictions.reshape(n_img, grid, grid, n_chan)
         alignment = metric.map_alignment(predictions, data.targets)
         result = SiteResult(data=data, fit=fit, predictions=predictions, alignment=alignment, layer=layer,

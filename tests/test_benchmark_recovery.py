@@ -143,3 +143,18 @@ def test_ceiling_options(sim_small):
     # latents, the two halves' mean maps do not agree, so this ceiling is ~0 there and the benchmark says so)
     no_trials_alignment = load_benchmark("Arcaro2020sim.M2ML-map_alignment", data=no_trials.data)
     assert no_trials_alignment._alignment_ceiling("auto").method == "channel_split_half_channel_mean"
+
+
+def test_shared_cache_reuses_features_and_fit(sim_small):
+    sidecar = sim_small["sidecar"]
+    model = _commit(sidecar, "gen-cache", sidecar["generator"]["layer"])
+    cache: dict = {}
+    pls = load_benchmark("Arcaro2020sim.M2ML-pls")
+    alignment = load_benchmark("Arcaro2020sim.M2ML-map_alignment")
+    pls.feature_cache = alignment.feature_cache = cache
+    first = pls(model)
+    entries = len(cache)
+    second = alignment(model)
+    assert len(cache) == entries == 2  # features and fit, each computed once
+    assert float(second.attrs["raw"]) == first.attrs["alignment"]
+    assert float(load_benchmark("Arcaro2020sim.M2ML-map_alignment")(model)) == float(second)  # same as uncached
