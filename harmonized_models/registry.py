@@ -170,13 +170,30 @@ def list_models(category: str | None = None) -> list[ModelEntry]:
 def get_entry(identifier: str) -> ModelEntry:
     """The registry entry of ``identifier`` (or of a local checkpoint ``'harmonized:PATH'``)."""
     if identifier.startswith(CHECKPOINT_PREFIX):
-        return checkpoint_entry(identifier[len(CHECKPOINT_PREFIX):])
+        folder = Path(identifier[len(CHECKPOINT_PREFIX):]).expanduser().resolve()
+        key = (str(folder), *_file_stamps(folder))
+        if key not in _CHECKPOINTS:
+            _CHECKPOINTS[key] = checkpoint_entry(folder)
+        return _CHECKPOINTS[key]
     entries = _entries()
     if identifier in entries:
         return entries[identifier]
     close = difflib.get_close_matches(identifier, list(entries), n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `brainscore list models` shows all models"
     raise UnknownModelError(f"unknown model {identifier!r}{hint}")
+
+
+_CHECKPOINTS: dict[tuple, ModelEntry] = {}
+
+
+def _file_stamps(folder: Path) -> tuple:
+    """(size, mtime) of a checkpoint's files: a changed file gives a new cache key (and a new weights hash)."""
+    stamps = []
+    for name in ("model.safetensors", "model.json"):
+        path = folder / name
+        stat = path.stat() if path.exists() else None
+        stamps.append((stat.st_size, stat.st_mtime_ns) if stat else None)
+    return tuple(stamps)
 
 
 def checkpoint_entry(path: str | Path) -> ModelEntry:
@@ -271,3 +288,4 @@ def _reset_for_tests() -> None:
     with _LOCK:
         _ENTRIES = None
     _EXTRA.clear()
+    _CHECKPOINTS.clear()
