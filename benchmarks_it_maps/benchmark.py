@@ -439,6 +439,8 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         self.n_components = n_components
         self.max_pca_components = max_pca_components
         self.shift_canvas_px = shift_canvas_px
+        #: PLS solver of the metric (``metric.PLS_SOLVERS``); ``'sklearn'`` reproduces Brain-Score's NIPALS PLS
+        self.pls_solver = "exact"
         self.last_result: Optional[SiteResult] = None
         #: optional dict shared between benchmarks to reuse model features of the same images (same model)
         self.feature_cache: Optional[dict] = None
@@ -545,12 +547,14 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         reduce = metric.pca_reducer(self.max_pca_components) if self.protocol == "shift" else None
         # -pls and -map_alignment fit the same regression: a shared cache fits it once
         fit_key = ("fit", id(candidate), candidate.identifier, self.protocol == "shift", self.n_components,
-                   self.max_pca_components, hashlib.sha1(targets.tobytes()).hexdigest(), features.shape)
+                   self.max_pca_components, self.pls_solver, hashlib.sha1(targets.tobytes()).hexdigest(),
+                   features.shape)
         fit = cache.get(fit_key) if cache is not None else None
         if fit is None:
             logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
                         candidate.identifier, n_img, grid * grid, features.shape[-1], n_chan)
-            fit = metric.loio_pls(features, targets, n_components=self.n_components, reduce=reduce, progress=True)
+            fit = metric.loio_pls(features, targets, n_components=self.n_components, reduce=reduce, progress=True,
+                                  solver=self.pls_solver)
             if cache is not None:
                 cache[fit_key] = fit
         predictions = fit.predictions.reshape(n_img, grid, grid, n_chan)

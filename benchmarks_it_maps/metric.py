@@ -21,10 +21,15 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.cross_decomposition import PLSRegression
 
+from benchmarks_it_maps.pls import ExactPLSRegression
+
 #: Brain-Score's standard PLS size (``regression_correlation.pls_regression``).
 N_COMPONENTS = 25
 #: The shift protocol's PCA size cap (issue 3).
 MAX_PCA_COMPONENTS = 1000
+#: PLS solvers: ``exact`` (default; :class:`benchmarks_it_maps.pls.ExactPLSRegression`, exact singular vectors) or
+#: ``sklearn`` (scikit-learn's NIPALS iteration, as Brain-Score's ``pls`` metric; slower and approximate).
+PLS_SOLVERS = ("exact", "sklearn")
 
 
 def _is_constant(x: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -149,8 +154,16 @@ def _check_maps(features: np.ndarray, targets: np.ndarray) -> None:
             raise ValueError(f"{name} contain non-finite values (NaN or inf); clean the inputs first")
 
 
+def _pls_estimator(n_components: int, solver: str):
+    if solver == "exact":
+        return ExactPLSRegression(n_components=n_components)
+    if solver == "sklearn":
+        return PLSRegression(n_components=n_components, scale=False)
+    raise ValueError(f"unknown PLS solver {solver!r}; choose one of {PLS_SOLVERS}")
+
+
 def fit_predict_pls(train_X: np.ndarray, train_Y: np.ndarray, test_X: np.ndarray,
-                    n_components: int = N_COMPONENTS) -> tuple[np.ndarray, int]:
+                    n_components: int = N_COMPONENTS, solver: str = "exact") -> tuple[np.ndarray, int]:
     """Fit PLS (``scale=False``) on training rows and predict test rows; returns (predictions, components used).
 
     The component count is capped by the data (rows - 1 and features). Constant training targets are predicted as
@@ -161,7 +174,7 @@ def fit_predict_pls(train_X: np.ndarray, train_Y: np.ndarray, test_X: np.ndarray
     varying = ~_is_constant(train_Y)
     pred = np.repeat(y_mean[None, :], test_X.shape[0], axis=0)
     if varying.any() and not _is_constant(train_X).all():
-        pls = PLSRegression(n_components=n_comp, scale=False)
+        pls = _pls_estimator(n_comp, solver)
         with warnings.catch_warnings():
             # sklearn warns when the residual of Y becomes constant before n_components: harmless, fit stops early
             warnings.filterwarnings("ignore", message=".*residual is constant.*")
@@ -171,12 +184,12 @@ def fit_predict_pls(train_X: np.ndarray, train_Y: np.ndarray, test_X: np.ndarray
 
 
 def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N_COMPONENTS,
-             reduce: Optional[KernelPCAReducer] = None, progress: bool = False) -> MapsFit:
+             reduce: Optional[KernelPCAReducer] = None, progress: bool = False, solver: str = "exact") -> MapsFit:
     """Leave-one-image-out PLS from per-position features to per-position channel responses.
 
     ``features`` ``[I, P, F]`` (the model's regressor at each of P grid positions of I images), ``targets``
     ``[I, P, K]`` (window-averaged responses of K channels). ``reduce`` (e.g. :func:`pca_reducer`) transforms the
-    features per fold, fitted on the training images only.
+    features per fold, fitted on the training images only. ``solver``: see :data:`PLS_SOLVERS`.
     """
     features = np.asarray(features, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -202,7 +215,7 @@ def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N
             train_X, test_X = reduce.fold(train_rows, test_rows)
         else:
             train_X, test_X = X_all[train_rows], X_all[test_rows]
-        pred, used = fit_predict_pls(train_X, Y_all[train_rows], test_X, n_components)
+        pred, used = fit_predict_pls(train_X, Y_all[train_rows], test_X, n_components, solver)
         predictions[held_out] = pred
         per_channel[held_out] = pearson_per_channel(pred, Y_all[test_rows])
     return MapsFit(per_channel=per_channel, per_fold=np.median(per_channel, axis=1), predictions=predictions,

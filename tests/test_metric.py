@@ -57,19 +57,38 @@ def test_shuffled_targets_score_about_zero():
     assert metric.loio_pls(features, targets).score > 0.99
 
 
+def _sklearn_exact_pls(n_components):
+    """scikit-learn's PLSRegression with exact (SVD) weight vectors instead of NIPALS iteration."""
+    pls = PLSRegression(n_components=n_components, scale=False)
+    pls.algorithm = "svd"
+    return pls
+
+
 def test_folds_match_an_explicit_refit():
     rng = np.random.RandomState(2)
     features, targets = rng.randn(4, 16, 6), rng.randn(4, 16, 3)
     fit = metric.loio_pls(features, targets, n_components=3)
     for held_out in range(4):
         train = [i for i in range(4) if i != held_out]
-        pls = PLSRegression(n_components=3, scale=False).fit(features[train].reshape(-1, 6),
-                                                            targets[train].reshape(-1, 3))
+        pls = _sklearn_exact_pls(3).fit(features[train].reshape(-1, 6), targets[train].reshape(-1, 3))
         pred = pls.predict(features[held_out])
         np.testing.assert_allclose(fit.predictions[held_out], pred, atol=1e-10)
         np.testing.assert_allclose(fit.per_channel[held_out], metric.pearson_per_channel(pred, targets[held_out]))
     assert fit.score == pytest.approx(np.mean(np.median(fit.per_channel, axis=1)))
     assert fit.error == pytest.approx(np.std(fit.per_fold, ddof=1) / 2)
+
+
+def test_exact_solver_agrees_with_converged_nipals_and_brainscore_default():
+    rng = np.random.RandomState(10)
+    features = rng.randn(5, 30, 12) + 1.0
+    targets = features[..., :4] @ rng.randn(4, 3) + 0.3 * rng.randn(5, 30, 3)
+    exact = metric.loio_pls(features, targets, n_components=5)
+    nipals = metric.loio_pls(features, targets, n_components=5, solver="sklearn")
+    # NIPALS stops at tol 1e-6 / 500 iterations: close to the exact solution, not equal to it
+    np.testing.assert_allclose(exact.predictions, nipals.predictions, atol=1e-3 * np.abs(targets).max())
+    assert exact.score == pytest.approx(nipals.score, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown PLS solver"):
+        metric.loio_pls(features, targets, solver="magic")
 
 
 def test_component_count_capped_by_features():
@@ -115,8 +134,8 @@ def test_kernel_pca_equals_sklearn_pca_per_fold():
     for held_out in range(5):
         train = [i for i in range(5) if i != held_out]
         pca = PCA(n_components=n_pcs, svd_solver="full").fit(features[train].reshape(-1, 40))
-        pls = PLSRegression(n_components=4, scale=False).fit(pca.transform(features[train].reshape(-1, 40)),
-                                                            targets[train].reshape(-1, 2))
+        pls = _sklearn_exact_pls(4).fit(pca.transform(features[train].reshape(-1, 40)),
+                                        targets[train].reshape(-1, 2))
         expected = pls.predict(pca.transform(features[held_out]))
         np.testing.assert_allclose(fit.predictions[held_out], expected, atol=1e-8)
 
