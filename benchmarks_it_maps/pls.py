@@ -35,30 +35,43 @@ class ExactPLSRegression:
         return u * sign, v * sign
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "ExactPLSRegression":
-        """Fit on ``X`` [n, p] and ``Y`` [n, q] (or [n])."""
+        """Fit on ``X`` [n, p] and ``Y`` [n, q] (or [n]).
+
+        Deflation is done implicitly: with ``t_k = X_k u_k``, ``p_k = X_k^T t_k / |t_k|^2`` and
+        ``q_k = Y_k^T t_k / |t_k|^2``, the deflated matrices satisfy ``X_k u = X u - T_{<k} P_{<k}^T u``,
+        ``X_k^T t = X^T t - P_{<k} T_{<k}^T t`` (likewise for Y), and the cross-covariance updates as
+        ``C_{k+1} = C_k - |t_k|^2 p_k q_k^T``. This avoids rewriting the n x p matrix for every component
+        (about 2 n p operations per component instead of n p q).
+        """
         X = np.asarray(X, dtype=np.float64)
         Y = np.asarray(Y, dtype=np.float64)
         if Y.ndim == 1:
             Y = Y[:, None]
         self.x_mean_, self.y_mean_ = X.mean(axis=0), Y.mean(axis=0)
-        Xk, Yk = X - self.x_mean_, Y - self.y_mean_
-        weights, x_loadings, y_loadings = [], [], []
-        for _ in range(self.n_components):
-            u, _ = self._first_singular_vectors(Xk.T @ Yk)
-            scores = Xk @ u
-            ss = scores @ scores
-            if ss <= np.finfo(np.float64).eps * max(1.0, np.abs(Xk).max()) ** 2:
+        Xc, Yc = X - self.x_mean_, Y - self.y_mean_
+        n_samples, n_features = Xc.shape
+        cross = Xc.T @ Yc
+        W = np.zeros((n_features, self.n_components))
+        P = np.zeros((n_features, self.n_components))
+        Q = np.zeros((Yc.shape[1], self.n_components))
+        T = np.zeros((n_samples, self.n_components))
+        tolerance = np.finfo(np.float64).eps * max(1.0, float(np.abs(Xc).max())) ** 2 * n_samples
+        k = 0
+        while k < self.n_components:
+            u, _ = self._first_singular_vectors(cross)
+            t = Xc @ u - T[:, :k] @ (P[:, :k].T @ u)
+            ss = t @ t
+            if ss <= tolerance:
                 break  # X is exhausted: no further component exists
-            p = Xk.T @ scores / ss
-            q = Yk.T @ scores / ss
-            Xk -= np.outer(scores, p)
-            Yk -= np.outer(scores, q)
-            weights.append(u), x_loadings.append(p), y_loadings.append(q)
-        W = np.array(weights).T.reshape(X.shape[1], -1)
-        P = np.array(x_loadings).T.reshape(X.shape[1], -1)
-        Q = np.array(y_loadings).T.reshape(Y.shape[1], -1)
-        self.n_components_ = W.shape[1]
-        rotations = W @ np.linalg.pinv(P.T @ W) if W.size else W
+            overlap = T[:, :k].T @ t
+            p = (Xc.T @ t - P[:, :k] @ overlap) / ss
+            q = (Yc.T @ t - Q[:, :k] @ overlap) / ss
+            cross -= ss * np.outer(p, q)
+            W[:, k], P[:, k], Q[:, k], T[:, k] = u, p, q, t
+            k += 1
+        W, P, Q = W[:, :k], P[:, :k], Q[:, :k]
+        self.n_components_ = k
+        rotations = W @ np.linalg.pinv(P.T @ W) if k else W
         self.coef_ = rotations @ Q.T  # [p, q]
         self.intercept_ = self.y_mean_ - self.x_mean_ @ self.coef_
         return self
