@@ -53,9 +53,10 @@ MIN_MODELS = 8
 #: Category names used by the model registry; leaderboard models may also be 'Unknown'.
 CATEGORIES = ("CNN", "Transformer", "Robust", "Self-supervised", "Extra data", "Harmonized", "Unknown")
 INTERVALS = ("prediction", "confidence")
-#: Keys of :meth:`TradeoffResult.to_json` (issue 5), in order.
+#: Keys of :meth:`TradeoffResult.to_json`, in order: the issue's keys, then how the per-model intervals were made
+#: (``interval``: 'prediction' or 'confidence', ``ci``, ``n_bootstrap``, ``seed``).
 JSON_KEYS = ("n_models", "benchmark", "peak_accuracy", "peak_ci", "slope_below", "slope_above", "slope_above_ci",
-             "spearman_below", "spearman_above", "models")
+             "spearman_below", "spearman_above", "models", "interval", "ci", "n_bootstrap", "seed")
 
 
 class TradeoffInputError(ValueError):
@@ -343,7 +344,10 @@ class TradeoffResult:
         return list(self.models.loc[self.models["breaks_tradeoff"], "model"])
 
     def to_json(self) -> dict:
-        """The issue's JSON object (keys :data:`JSON_KEYS`); numbers are plain floats, intervals [low, high]."""
+        """The issue's JSON object (keys :data:`JSON_KEYS`); numbers are plain floats, intervals [low, high].
+
+        ``interval`` says what each model's ``tradeoff_ci`` is: 'prediction' (frontier + population scatter, the
+        default) or 'confidence' (frontier + the model's own score error only)."""
         models = []
         for row in self.models.itertuples(index=False):
             models.append({
@@ -360,6 +364,8 @@ class TradeoffResult:
             "slope_above_ci": [float(v) for v in self.slope_above_ci],
             "spearman_below": self.spearman_below, "spearman_above": self.spearman_above,
             "models": models,
+            "interval": self.interval, "ci": float(self.ci), "n_bootstrap": int(self.n_bootstrap),
+            "seed": int(self.seed),
         }
 
     def summary(self) -> dict:

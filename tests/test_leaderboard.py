@@ -278,6 +278,27 @@ def test_cli_compare_ranks_a_local_model(tmp_path, capsys):
     assert point["tradeoff"] == pytest.approx(0.60 - point["frontier"])
     assert point["tradeoff"] > 0 and point["n_leaderboard_models"] == 429
     assert plot.stat().st_size > 0
+    assert point["interval"] == "prediction" and report["tradeoff_missing"] is None
+    # the literal reading: frontier (+ the model's own error) only, narrower
+    assert main(args[:-2] + ["--interval", "confidence"]) == 0
+    literal = json.loads(capsys.readouterr().out)["tradeoff"]
+    assert literal["interval"] == "confidence" and literal["tradeoff"] == pytest.approx(point["tradeoff"])
+    assert literal["tradeoff_ci"][1] - literal["tradeoff_ci"][0] < point["tradeoff_ci"][1] - point["tradeoff_ci"][0]
+    # text output names the interval; a benchmark that is not on the leaderboard says so and writes no plot
+    assert main(args[:-3]) == 0
+    assert "prediction interval" in capsys.readouterr().out
+    local_only = tmp_path / "local.png"
+    assert main(args[:-3] + ["--benchmark", "Arcaro2020.M1ML-pls", "--plot", str(local_only)]) == 0
+    out = capsys.readouterr().out
+    assert "no trade-off point: Arcaro2020.M1ML-pls is not on the leaderboard" in out and not local_only.exists()
+    # a registry model without a recorded ImageNet-top1 is placed at the registry's top-1
+    import harmonized_models
+    db.record("efficientnet_lite0", "MajajHong2015.IT-pls", 0.52, benchmark_version=4, weights_hash="w")
+    assert main(["leaderboard", "compare", "--model", "efficientnet_lite0", "--results", str(db.path),
+                 "--leaderboard", str(SNAPSHOT), "--bootstrap", "50", "--json"]) == 0
+    registry = json.loads(capsys.readouterr().out)["tradeoff"]
+    assert registry["accuracy"] == pytest.approx(harmonized_models.get_entry("efficientnet_lite0").top1)
+    assert registry["score"] == pytest.approx(0.52) and registry["n_leaderboard_models"] == 429
     assert main(["leaderboard", "compare", "--model", "my-nt", "--results", str(db.path), "--leaderboard",
                  str(SNAPSHOT)]) == 2
     assert "did you mean my-net" in capsys.readouterr().err

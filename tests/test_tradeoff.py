@@ -136,6 +136,15 @@ def test_confidence_intervals_flag_the_planted_model_too():
     p = tr.analyze_tradeoff(population(), n_bootstrap=200, seed=0).models.set_index("model")
     width = lambda m: (m["ci_high"] - m["ci_low"]).median()  # noqa: E731
     assert width(models) < width(p)
+    # the literal reading flags many ordinary models (about half lie above a mean curve); the default does not
+    assert models.loc[models["in_fit"], "breaks_tradeoff"].mean() > 0.2
+    assert p.loc[p["in_fit"], "breaks_tradeoff"].mean() < 0.06
+    assert r.to_json()["interval"] == "confidence" and r.summary()["interval"] == "confidence"
+    # with a known score error the model's own uncertainty enters: a very noisy planted model is not flagged
+    noisy = population()
+    noisy["error"] = np.where(noisy["model"] == "planted-above", 0.2, 0.0)
+    n = tr.analyze_tradeoff(noisy, n_bootstrap=200, seed=0, interval="confidence").models.set_index("model")
+    assert not n.loc["planted-above", "breaks_tradeoff"] and n.loc["planted-above", "ci_low"] < 0
 
 
 def test_monotone_population_puts_the_peak_interval_at_the_edge():
@@ -176,6 +185,7 @@ def test_json_keys_and_table(synthetic):
     data = synthetic.to_json()
     assert tuple(data) == tr.JSON_KEYS
     assert data["n_models"] == 102 and data["benchmark"] == "Synthetic.IT"
+    assert data["interval"] == "prediction" and data["ci"] == 0.95 and data["n_bootstrap"] == 400
     assert len(data["peak_ci"]) == 2 and len(data["slope_above_ci"]) == 2
     assert len(data["models"]) == 102
     entry = next(m for m in data["models"] if m["model"] == "planted-above")
@@ -368,6 +378,19 @@ def test_cli_tradeoff_on_the_results_database(tmp_path, capsys):
                  "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "peak accuracy" in out and "20 non-harmonized" in out
+    # --json reports which interval was used; --interval confidence (frontier only) flags more models
+    flagged = {}
+    for interval in ("prediction", "confidence"):
+        extra = [] if interval == "prediction" else ["--interval", interval]
+        assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Synthetic.IT", "--bootstrap", "50",
+                     "--json", *extra]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["interval"] == interval
+        flagged[interval] = sum(m["breaks_tradeoff"] for m in data["models"])
+    assert flagged["confidence"] > flagged["prediction"]
+    with pytest.raises(SystemExit):
+        main(["tradeoff", "--results", str(db.path), "--benchmark", "Synthetic.IT", "--interval", "credible"])
+    assert "invalid choice" in capsys.readouterr().err
     assert main(["tradeoff", "--results", str(db.path)]) == 2
     assert "--benchmark is required" in capsys.readouterr().err
     assert main(["tradeoff", "--results", str(tmp_path / "none.sqlite"), "--benchmark", "X"]) == 2

@@ -50,8 +50,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: str = "ImageNet-top1",
-                  n_bootstrap: int = 1000, seed: int = 0, plot: str | None = None) -> dict:
-    """Rank and percentile of a local model's scores among the public ones, and its point on the trade-off plot."""
+                  n_bootstrap: int = 1000, seed: int = 0, interval: str = "prediction",
+                  plot: str | None = None) -> dict:
+    """Rank and percentile of a local model's scores among the public ones, and its point on the trade-off plot.
+
+    The trade-off point is the model's score minus the leaderboard frontier at its top-1, with a ``interval``
+    ('prediction' or 'confidence', see :mod:`benchmarks_it_maps.tradeoff`) bootstrap interval. It is None (and no plot
+    is written) when the model has no local ``tradeoff_benchmark`` score or that benchmark is not on the leaderboard;
+    ``tradeoff_missing`` then says which."""
     import pandas as pd
 
     from benchmarks_it_maps import leaderboard as lb
@@ -102,7 +108,7 @@ def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: s
                                   "harmonized": bool(info.get("harmonized")), "in_fit": False, "source": "results"}])
             population = tr.combine_populations(mine, public)
             result = tr.analyze_tradeoff(population, benchmark=tradeoff_benchmark, accuracy_name=accuracy,
-                                         n_bootstrap=n_bootstrap, seed=seed)
+                                         n_bootstrap=n_bootstrap, seed=seed, interval=interval)
             if plot:
                 tr.plot_tradeoff(result, plot, highlight=[model])
         except tr.TradeoffInputError as error:
@@ -110,17 +116,27 @@ def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: s
         row = result.models[result.models["model"] == model].iloc[0]
         point = {"benchmark": tradeoff_benchmark, "accuracy": float(row.accuracy), "score": float(row.score),
                  "frontier": float(row.frontier), "tradeoff": float(row.tradeoff),
-                 "tradeoff_ci": [float(row.ci_low), float(row.ci_high)], "breaks_tradeoff": bool(row.breaks_tradeoff),
+                 "tradeoff_ci": [float(row.ci_low), float(row.ci_high)], "interval": result.interval,
+                 "breaks_tradeoff": bool(row.breaks_tradeoff),
                  "peak_accuracy": result.peak_accuracy, "peak_ci": list(result.peak_ci),
                  "n_leaderboard_models": int(result.n_fit)}
-    return {"model": model, "ranks": ranks, "tradeoff": point, "tradeoff_benchmark": tradeoff_benchmark}
+    missing = None
+    if point is None:
+        missing = (f"{tradeoff_benchmark} is not on the leaderboard (trade-off benchmarks: its IT benchmarks, e.g. "
+                   f"{DEFAULT_LEADERBOARD_BENCHMARK}; for a local population use brainscore tradeoff --results)"
+                   if tradeoff_benchmark not in on_board else
+                   f"the model has no local {tradeoff_benchmark} score (pick one with --benchmark)")
+        if plot:
+            _logger.warning("no trade-off plot written: %s", missing)
+    return {"model": model, "ranks": ranks, "tradeoff": point, "tradeoff_benchmark": tradeoff_benchmark,
+            "tradeoff_missing": missing}
 
 
 def run_compare(args: argparse.Namespace) -> int:
     db = results_arg(args.results)
     frame = load_leaderboard_arg(args.leaderboard)
     report = compare_model(args.model, db, frame, tradeoff_benchmark=args.benchmark, accuracy=args.accuracy,
-                           n_bootstrap=args.bootstrap, seed=args.seed, plot=args.plot)
+                           n_bootstrap=args.bootstrap, seed=args.seed, interval=args.interval, plot=args.plot)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -139,11 +155,11 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"{entry['benchmark']:<{width}} {entry['score']:7.3f} {rank:>11} {entry['percentile']:9.1f}%{note}")
     point = report["tradeoff"]
     if point is None:
-        print(f"no trade-off point: the model has no local {args.benchmark} score")
+        print(f"no trade-off point: {report['tradeoff_missing']}")
     else:
         print(f"trade-off ({point['benchmark']}): top-1 {point['accuracy']:.3f}, score {point['score']:.3f}, "
               f"frontier {point['frontier']:.3f}, trade-off {point['tradeoff']:+.3f} "
-              f"[{point['tradeoff_ci'][0]:+.3f}, {point['tradeoff_ci'][1]:+.3f}] -> "
+              f"{point['interval']} interval [{point['tradeoff_ci'][0]:+.3f}, {point['tradeoff_ci'][1]:+.3f}] -> "
               f"{'breaks the trade-off' if point['breaks_tradeoff'] else 'does not break the trade-off'}")
     return 0
 
@@ -172,6 +188,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--accuracy", default="ImageNet-top1", metavar="ID")
     compare.add_argument("--bootstrap", type=int, default=1000, metavar="N")
     compare.add_argument("--seed", type=int, default=0, metavar="S")
+    compare.add_argument("--interval", choices=("prediction", "confidence"), default="prediction",
+                         help="interval of the trade-off point: frontier + population scatter (default; 'breaks the "
+                              "trade-off' = above the scatter band) or frontier (+ own error) only (= above the mean "
+                              "curve)")
     compare.add_argument("--plot", default=None, metavar="FILE", help="write the trade-off figure (.png/.svg)")
     compare.add_argument("--json", action="store_true", help="print one JSON object")
     compare.set_defaults(func=run_compare)

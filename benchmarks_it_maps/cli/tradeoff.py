@@ -111,7 +111,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed (default 0)")
     parser.add_argument("--interval", choices=("prediction", "confidence"), default="prediction",
-                        help="per-model interval: frontier + population scatter (default) or frontier only")
+                        help="per-model trade-off interval. 'prediction' (default): bootstrap frontier + a resampled "
+                             "residual, so a model breaks the trade-off only above the population's scatter band; "
+                             "'confidence': bootstrap frontier (+ the model's own score error) only, the literal "
+                             "'interval above the frontier' reading. The JSON reports which under 'interval'")
     parser.add_argument("--min-accuracy", type=float, default=None, metavar="X",
                         help="leave out leaderboard models with top-1 below X (near-chance submissions)")
     parser.add_argument("--exclude-anonymous", action="store_true",
