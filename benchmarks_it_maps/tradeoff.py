@@ -373,7 +373,8 @@ class TradeoffResult:
         return {
             "benchmark": self.benchmark, "accuracy": self.accuracy_name, "n_models": self.n_models,
             "n_fit": self.n_fit, "peak_accuracy": self.peak_accuracy, "peak_ci": list(self.peak_ci),
-            "peak_range": list(self.peak_range), "peak_at_edge": self.peak_at_edge, "shape": self.shape, "peak_score": self.peak_score,
+            "peak_range": list(self.peak_range), "peak_at_edge": self.peak_at_edge, "shape": self.shape,
+            "peak_score": self.peak_score,
             "peak_score_ci": list(self.peak_score_ci), "slope_below": self.slope_below,
             "slope_below_ci": list(self.slope_below_ci), "slope_above": self.slope_above,
             "slope_above_ci": list(self.slope_above_ci), "spearman_below": self.spearman_below,

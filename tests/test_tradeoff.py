@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 from benchmarks_it_maps import leaderboard as lb
 from benchmarks_it_maps import tradeoff as tr
