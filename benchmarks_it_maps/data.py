@@ -228,6 +228,11 @@ def read_sidecar(root: Path, label_prefix: str = "") -> dict | None:
     if not isinstance(monkeys, dict) or set(monkeys) != set(cv.MONKEYS):
         raise ArcaroDataError(f"{label_prefix}{cv.SIDECAR_NAME}", "monkeys",
                               f"an object with entries {sorted(cv.MONKEYS)} (each with 'grid_size')", repr(monkeys))
+    for key, entry in monkeys.items():
+        grid = entry.get("grid_size") if isinstance(entry, dict) else None
+        if not isinstance(grid, int) or isinstance(grid, bool) or grid < 2:
+            raise ArcaroDataError(f"{label_prefix}{cv.SIDECAR_NAME}", f"monkeys.{key}.grid_size",
+                                  "an integer grid size >= 2", repr(grid if isinstance(entry, dict) else entry))
     return sidecar
 
 
@@ -284,8 +289,8 @@ def _presentation_coords(stimulus_ids: Sequence[str], file_names: Sequence[str],
         "grid_size": ("presentation", np.full(rows.shape, g)),
         "image_u": ("presentation", u), "image_v": ("presentation", v),
         # offset of the receptive-field centre from the image centre: x right, y up (visual-field convention)
-        "position_x_deg": ("presentation", (v - 0.5) * cv.IMAGE_SIZE_DEG),
-        "position_y_deg": ("presentation", (0.5 - u) * cv.IMAGE_SIZE_DEG),
+        "position_x_deg": ("presentation", cv.grid_offset_deg(cols, g)),
+        "position_y_deg": ("presentation", -cv.grid_offset_deg(rows, g)),
     }
     if repetitions:
         coords["repetition"] = ("presentation", idx[3])
@@ -298,7 +303,7 @@ def _binned(array: np.ndarray, channels: Sequence[int], scale: float) -> np.ndar
     Spatial axes are flipped (conventions item 4), samples are averaged within 10-ms bins and multiplied by ``scale``.
     """
     n_bins = array.shape[2] // cv.TIME_BIN_MS
-    part = array[::-1, ::-1, : n_bins * cv.TIME_BIN_MS][:, :, :, list(channels)]
+    part = np.flip(array[:, :, : n_bins * cv.TIME_BIN_MS], cv.FLIP_AXES)[:, :, :, list(channels)]
     has_reps = part.ndim == 6
     # -> [image, row, col, (rep,) channel, time]
     order = (4, 0, 1, 5, 3, 2) if has_reps else (4, 0, 1, 3, 2)

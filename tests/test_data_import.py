@@ -292,10 +292,14 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_gives_one_clear_error_and_touches_nothing(case, tmp_path):
+#: Bad inputs also checked in MATLAB v7.3 files (HDF5: its own key listing, cell and array readers).
+BAD_V73 = ("misnamed key", "non-finite", "numeric names", "wrong ndim")
+
+
+@pytest.mark.parametrize("case,version", [(case, "5") for case in sorted(BAD)] + [(case, "7.3") for case in BAD_V73])
+def test_bad_input_gives_one_clear_error_and_touches_nothing(case, version, tmp_path):
     mutate, file, field, expected = BAD[case]
-    archive = write_tiny(tmp_path / "archive", mutate=mutate)
+    archive = write_tiny(tmp_path / "archive", mutate=mutate, version=version)
     home = tmp_path / "home"
     home.mkdir()
     with pytest.raises(data.ArcaroDataError) as info:
@@ -344,6 +348,10 @@ def test_bad_files_and_layout(tmp_path):
     shutil.copytree(archive, broken)
     (broken / cv.SIDECAR_NAME).write_text(json.dumps({"monkeys": {"M1": {}}}))
     cases.append((broken, "generator.json", "'monkeys'", "entries ['M1', 'M2']"))
+    broken = tmp_path / "bad_sidecar_grid"
+    shutil.copytree(archive, broken)
+    (broken / cv.SIDECAR_NAME).write_text(json.dumps({"monkeys": {"M1": {"grid_size": 17}, "M2": 9}}))
+    cases.append((broken, "generator.json", "'monkeys.M2.grid_size'", "an integer grid size >= 2"))
     for path, file, field, expected in cases:
         with pytest.raises(data.ArcaroDataError) as info:
             data.import_arcaro2020(path, home=home)
