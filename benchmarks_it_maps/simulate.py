@@ -297,6 +297,7 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
         raise ValueError(f"time_ms must cover the default windows (>= 300), got {time_ms}")
     if repetitions < 1 or repetitions > 255:
         raise ValueError(f"repetitions must be in 1..255, got {repetitions}")
+    _check_out(out)
     sidecar = make_sidecar(seed, images, tuple(grids), repetitions, time_ms)
     pictures = make_images(seed, images)
     network = build_generator_network(sidecar)
@@ -349,6 +350,18 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
             _write_tree(tmp, mats, files, sidecar, mat_version)
     logger.info("simulated twin (seed %d, %d images/monkey, grids %s) written to %s", seed, images, grids, out)
     return out
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` whose replacement would destroy something other than an earlier twin: writing a folder
+    swaps out the whole existing folder, so it must be absent, empty, or a twin (holding ``generator.json``)."""
+    if out.suffix == ".zip":
+        if out.is_dir():
+            raise ValueError(f"{out} is a folder; give a new .zip file name (or a folder path without .zip)")
+        return
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / cv.SIDECAR_NAME).is_file())):
+        raise ValueError(f"{out} exists and is not a simulated twin (no {cv.SIDECAR_NAME}); it would be "
+                         "replaced: choose a new or empty folder, or a .zip file name")
 
 
 def _write_tree(root: Path, mats: dict, files: dict, sidecar: dict, mat_version: str) -> None:

@@ -48,6 +48,17 @@ def test_user_errors_are_one_line(home, tmp_path, capsys):
     assert main(["data", "summary", "Nope2020"]) == 2
     assert "unknown data identifier" in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists()
+    # a folder --out is replaced as a whole: an existing folder that is not a twin is refused, its files kept
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    (tmp_path / "dir.zip").mkdir()
+    for out, why in ((precious, "exists and is not a simulated twin"), (tmp_path / "dir.zip", "is a folder")):
+        assert main(["data", "simulate", "--out", str(out), "--images", "2", "--grid", "3"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out) in err[0] and why in err[0], err
+    assert (precious / "notes.txt").read_text() == "keep me" and sorted(p.name for p in precious.iterdir()) == [
+        "notes.txt"]
 
 
 def test_ensure_simulated_twin_is_idempotent(tmp_path):
