@@ -150,9 +150,9 @@ def fetch_arcaro2020(url: str = cv.ARCHIVE_URL, *, home: str | Path | None = Non
     home = Path(home) if home else data_home()
     dest = home / DOWNLOADS / cv.ARCHIVE_NAME
     known = read_manifest(home).get(dest.name)
-    if force:
-        dest.unlink(missing_ok=True)
-    if not dest.is_file():
+    if force:  # a fresh download that replaces the archive only once complete (a failed one keeps the old archive)
+        dest.with_name(dest.name + ".partial").unlink(missing_ok=True)
+    if force or not dest.is_file():
         download(url, dest, timeout=timeout)
     try:
         check_members(dest)
@@ -169,5 +169,5 @@ def fetch_arcaro2020(url: str = cv.ARCHIVE_URL, *, home: str | Path | None = Non
     record(home, dest, url, sha256)
     result = {"archive": str(dest), "sha256": sha256}
     if do_import:
-        result.update(data.import_arcaro2020(dest, home=home))
+        result.update(data.import_arcaro2020(dest, home=home, force=force))
     return result

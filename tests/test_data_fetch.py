@@ -114,6 +114,12 @@ def test_file_url_and_reuse(payload, tmp_path, sim_small):
     assert first["status"] == "imported"
     second = fetch.fetch_arcaro2020("http://127.0.0.1:9/never-contacted.zip", home=home)  # archive already there
     assert second["status"] == "unchanged" and second["sha256"] == first["sha256"]
+    # --force downloads and imports again; a forced download that fails keeps the archive already there
+    with pytest.raises(fetch.FetchError, match="brainscore data import arcaro2020"):
+        fetch.fetch_arcaro2020("http://127.0.0.1:9/unreachable.zip", home=home, force=True)
+    assert (home / "downloads" / "Arcaro2020.zip").read_bytes() == sim_small["archive"].read_bytes()
+    forced = fetch.fetch_arcaro2020(sim_small["archive"].as_uri(), home=home, force=True)
+    assert forced["status"] == "imported" and forced["sha256"] == first["sha256"]
     with pytest.raises(fetch.FetchError, match="differs from the expected"):
         fetch.fetch_arcaro2020(sim_small["archive"].as_uri(), home=home, expected_sha256="0" * 64)
     assert not (home / "downloads" / "Arcaro2020.zip").exists()
