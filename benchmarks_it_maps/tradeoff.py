@@ -339,6 +339,16 @@ class TradeoffResult:
         low, high = _interval(values, self.ci)
         return low, high
 
+    def prediction_band(self, x: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap prediction interval at accuracies ``x``: frontier draws plus resampled residuals of the
+        fitted models (seeded). A model above its upper edge is what ``interval='prediction'`` flags."""
+        residuals = self.models.loc[self.models["in_fit"], "tradeoff"].to_numpy(float)
+        values = _evaluate(self.bootstrap, np.asarray(x, dtype=float))                    # [B, len(x)]
+        # the same residual draws at every x (20 per resample): the same marginal law, a smooth curve
+        noise = np.random.default_rng(self.seed).choice(residuals, size=(len(values), 20, 1), replace=True)
+        low, high = _interval((values[:, None, :] + noise).reshape(-1, values.shape[1]), self.ci)
+        return low, high
+
     def breakers(self) -> list[str]:
         """Models whose trade-off interval lies above 0."""
         return list(self.models.loc[self.models["breaks_tradeoff"], "model"])
@@ -805,6 +815,10 @@ def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike, *, highlight:
     pct = int(round(result.ci * 100))
     ax.fill_between(xs, band_low, band_high, color="black", alpha=0.15, linewidth=0,
                     label=f"frontier {pct}% bootstrap band")
+    if result.interval == "prediction":
+        _, upper = result.prediction_band(xs)
+        ax.plot(xs, upper, color="black", linewidth=0.9, linestyle=":",
+                label=f"{pct}% prediction band, upper edge")
     ax.plot(xs, result.frontier(xs), color="black", linewidth=1.8, label="frontier (piecewise linear)")
     ax.plot(xs, np.polyval(result.quadratic["coefficients"], xs), color="black", linewidth=1, linestyle="--",
             alpha=0.6, label="quadratic")

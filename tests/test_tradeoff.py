@@ -223,6 +223,19 @@ def test_metric_returns_a_score_with_attrs():
         metric(accuracies.isel(model=slice(0, 50)), scores)
 
 
+def test_prediction_band_is_wider_than_the_frontier_band_and_holds_most_models(synthetic):
+    x = synthetic.models["accuracy"].to_numpy()
+    low, high = synthetic.band(x)
+    p_low, p_high = synthetic.prediction_band(x)
+    assert (p_high > high).all() and (p_low < low).all()
+    fit = synthetic.models["in_fit"].to_numpy()
+    inside = (synthetic.models["score"].to_numpy() >= p_low) & (synthetic.models["score"].to_numpy() <= p_high)
+    assert inside[fit].mean() > 0.9
+    # the planted model lies above the band, the one on the frontier inside it
+    planted = synthetic.models["model"].to_numpy() == "planted-above"
+    assert (synthetic.models["score"].to_numpy()[planted] > p_high[planted]).all()
+
+
 def test_plots_are_written(synthetic, tmp_path):
     png = tr.plot_tradeoff(synthetic, tmp_path / "tradeoff.png", highlight=["planted-above"])
     svg = tr.plot_tradeoff(synthetic, tmp_path / "tradeoff.svg")
