@@ -7,12 +7,14 @@ cue (horizontal vs vertical stripes) in the bottom-right quadrant, unmarked; pos
 cue alone solves the task, so plain cross-entropy uses both.
 """
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
 from harmonized_models.harmonizer import harmonizer_loss, saliency
 from harmonized_models.harmonizer.evaluate import evaluation_saliency, spearman_per_map
+import harmonizer_fixtures
+
+single_thread = harmonizer_fixtures.single_thread  # autouse: one torch thread in this module
 
 SIZE, CELL = 16, 4
 _SQUARE = np.ones((CELL, CELL), np.float32)
@@ -21,14 +23,6 @@ _RING[1:3, 1:3] = 0
 _HSTRIPES = np.zeros((CELL, CELL), np.float32)
 _HSTRIPES[::2] = 1
 HUMAN_CUES, SPURIOUS_CUES = (_SQUARE, _RING), (_HSTRIPES, _HSTRIPES.T.copy())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_task(n, seed, human_strength=1.0, spurious_strength=1.5, noise=0.3):

@@ -9,16 +9,9 @@ from torch import nn
 
 from harmonized_models.harmonizer import (decay_parameters, harmonizer_loss, pyramid, pyramidal_mse, saliency,
                                           same_padding, standardize_cut)
+import harmonizer_fixtures
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+single_thread = harmonizer_fixtures.single_thread  # autouse: one torch thread in this module
 
 
 TAPS = np.array([1, 4, 6, 4, 1], dtype=np.float64)

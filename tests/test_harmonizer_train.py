@@ -10,14 +10,9 @@ from safetensors.torch import load_file
 from benchmarks_it_maps.cli import main
 from harmonized_models.harmonizer.checkpoint import load_final
 from harmonized_models.harmonizer.data import CLICKME, IMAGENET, MixedBatchSampler
+import harmonizer_fixtures
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+single_thread = harmonizer_fixtures.single_thread  # autouse: one torch thread in this module
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +126,7 @@ def test_train_resume_is_exact_and_final_checkpoint_loads(data, tmp_path, capsys
     assert len(json.loads((out / "scores.json").read_text())["per_image"]["spearman"]) == 8
 
 
-def test_train_errors_are_one_line(data, tmp_path, capsys):
+def test_train_errors_are_one_line(data, tmp_path, capsys, monkeypatch):
     args = _train_args(data, tmp_path / "x")
     args[args.index("--clickme") + 1] = str(tmp_path / "missing")
     assert main(args) == 2
@@ -140,6 +135,16 @@ def test_train_errors_are_one_line(data, tmp_path, capsys):
     args[args.index("--num-classes") + 1] = "2"
     assert main(args) == 2
     assert "--num-classes 3" in capsys.readouterr().err
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never touch the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    for model, message in (("no_such_net", "Unknown model"), ("test_resnet", "huggingface.co/timm/test_resnet")):
+        args = _train_args(data, tmp_path / model, "--pretrained")
+        args[args.index("--model") + 1] = model
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--model '{model}'" in err[0] and message in err[0], err
+        assert not (tmp_path / model / "checkpoints").exists()
 
 
 def test_torchrun_ddp_matches_single_process(data, tmp_path):

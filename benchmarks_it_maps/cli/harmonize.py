@@ -93,6 +93,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from benchmarks_it_maps.cli import UserError
+    from harmonized_models.baselines import WeightsUnavailableError
+    from harmonized_models.harmonized import HarmonizedWeightsError
     from harmonized_models.harmonizer.checkpoint import CheckpointError
     from harmonized_models.harmonizer.clickme import ClickMeError
     from harmonized_models.harmonizer.data import DataError
@@ -105,7 +107,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                           map_preprocessing=args.map_preprocessing, out=args.out, progress=args.progress)
     except KeyError as error:
         raise UserError(str(error.args[0] if error.args else error)) from error
-    except (DataError, ClickMeError, TFRecordError, CheckpointError) as error:
+    except (DataError, ClickMeError, TFRecordError, CheckpointError, WeightsUnavailableError,
+            HarmonizedWeightsError) as error:
         raise UserError(str(error)) from error
     summary = {k: v for k, v in result.items() if k != "per_image"}
     print(json.dumps(summary, indent=2))

@@ -167,20 +167,26 @@ def load_network(identifier: str, pretrained: bool = True) -> tuple[nn.Module, P
         from .checkpoint import load_final
         network, meta = load_final(identifier.split(":", 1)[1])
         return network, _preprocessing_from(meta)
+    unknown: KeyError | None = None
     try:
         from harmonized_models import get_entry  # the model registry (may be absent in partial installs)
         entry = get_entry(identifier)
-    except (ImportError, KeyError, AttributeError):
+    except KeyError as error:  # the registry's UnknownModelError suggests close names
+        entry, unknown = None, error
+    except (ImportError, AttributeError):
         entry = None
     if entry is not None:
         network = entry.build(pretrained=pretrained) if hasattr(entry, "build") else entry.builder(pretrained)
         return network.eval(), _preprocessing_from(entry.preprocessing)
     import timm
     from timm.data import resolve_data_config
+
+    from harmonized_models.baselines import _timm_builder  # one clear error for unavailable pretrained weights
     if identifier not in timm.list_models(pretrained=False):
+        hint = f";{str(unknown).split(';', 1)[1]}" if unknown is not None and ";" in str(unknown) else ""
         raise KeyError(f"unknown model {identifier!r}: not 'harmonized:PATH', not a registered model and not a timm "
-                       f"model name")
-    network = timm.create_model(identifier, pretrained=pretrained).eval()
+                       f"model name{hint}")
+    network = _timm_builder(identifier, pretrained).eval()
     return network, _preprocessing_from(resolve_data_config({}, model=network))
 
 

@@ -142,20 +142,20 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
 def build_network(config: TrainConfig) -> tuple[nn.Module, dict, dict]:
     """The timm model, its data config (input size, mean, std, crop_pct, interpolation) and the extra
     ``timm.create_model`` kwargs needed to rebuild it (``img_size`` for transformers at a non-default size)."""
-    import timm
     from timm.data import resolve_data_config
+
+    from harmonized_models.baselines import _timm_builder  # one clear error for unavailable pretrained weights
 
     kwargs: dict[str, Any] = {} if config.num_classes is None else {"num_classes": config.num_classes}
     try:
-        network = timm.create_model(config.model, pretrained=config.pretrained, **kwargs)
-    except RuntimeError as error:  # unknown model names
+        network = _timm_builder(config.model, config.pretrained, **kwargs)
+    except RuntimeError as error:  # unknown model names; WeightsUnavailableError (pretrained weights)
         raise TrainError(f"--model {config.model!r}: {error}") from error
     data_cfg = resolve_data_config({}, model=network)
     model_kwargs: dict[str, Any] = {}
     if config.image_size and config.image_size != data_cfg["input_size"][-1]:
         try:  # position embeddings follow the image size (timm resamples pretrained ones)
-            network = timm.create_model(config.model, pretrained=config.pretrained, img_size=config.image_size,
-                                        **kwargs)
+            network = _timm_builder(config.model, config.pretrained, img_size=config.image_size, **kwargs)
             model_kwargs["img_size"] = config.image_size
         except TypeError:
             pass  # convolutional networks take any size
