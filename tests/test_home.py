@@ -46,3 +46,16 @@ def test_sha256_hand_value(tmp_path):
     path = tmp_path / "abc"
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_partials_of_dead_writers_are_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    target = tmp_path / "f"
+    (tmp_path / f".f.{dead_pid}.abc.partial").mkdir()          # left by a killed writer
+    (tmp_path / f".f.{os.getpid()}.live.partial").write_text("")  # a live writer (this process): kept
+    with atomic_file(target) as tmp:
+        tmp.write_text("x")
+    assert sorted(os.listdir(tmp_path)) == sorted(["f", f".f.{os.getpid()}.live.partial"])
