@@ -126,6 +126,24 @@ def test_train_resume_is_exact_and_final_checkpoint_loads(data, tmp_path, capsys
     assert len(json.loads((out / "scores.json").read_text())["per_image"]["spearman"]) == 8
 
 
+def test_train_under_bf16_autocast(data, tmp_path):
+    """--amp bf16 (CPU autocast here): the forward runs in bf16, every logged loss term stays finite float32."""
+    runs = {}
+    for amp in ("off", "bf16"):
+        args = _train_args(data, tmp_path / amp)
+        args[args.index("--amp") + 1] = amp
+        args[args.index("--epochs") + 1] = "1"
+        assert main(args) == 0
+        runs[amp] = _steps(tmp_path / amp / "log.jsonl")
+    assert len(runs["bf16"]) == 3
+    for record in runs["bf16"]:
+        assert all(np.isfinite(record[k]) for k in ("loss", "ce", "harmonization", "weights", "grad_norm"))
+    first_off, first_bf16 = runs["off"][0], runs["bf16"][0]  # the same weights and batch: close, not equal
+    assert first_bf16["ce"] == pytest.approx(first_off["ce"], rel=0.02)
+    assert first_bf16["ce"] != first_off["ce"]  # autocast was really on (bf16 logits)
+    assert first_bf16["weights"] == first_off["weights"]  # L2 term of the same float32 weights
+
+
 def test_train_errors_are_one_line(data, tmp_path, capsys, monkeypatch):
     args = _train_args(data, tmp_path / "x")
     args[args.index("--clickme") + 1] = str(tmp_path / "missing")
