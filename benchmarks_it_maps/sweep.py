@@ -80,19 +80,48 @@ def parse_models(spec: str) -> list[str]:
     spec = (spec or "").strip()
     if not spec:
         raise SweepError("--models is empty: give ID,ID or @FILE or category:NAME")
-    if spec.startswith("@"):
-        return _unique(_read_list_file(spec[1:]))
-    if spec.startswith("category:"):
-        name = spec[len("category:"):].strip()
-        from harmonized_models import CATEGORIES, list_models
-        try:
-            entries = list_models(category=name)
-        except ValueError:
-            entries = []
-        if not entries:
-            raise SweepError(f"--models category:{name} matches no model; categories: {', '.join(CATEGORIES)}")
-        return _unique(entry.identifier for entry in entries)
-    return _unique(part.strip() for part in spec.split(",") if part.strip())
+    models: list[str] = []
+    for part in (part.strip() for part in spec.split(",")):
+        if part.startswith("@"):
+            models.extend(_read_list_file(part[1:]))
+        elif part.startswith("category:"):
+            models.extend(_category(part[len("category:"):].strip()))
+        elif part:
+            models.append(part)
+    return _unique(models)
+
+
+def _category(name: str) -> list[str]:
+    from harmonized_models import CATEGORIES, list_models
+    try:
+        entries = list_models(category=name)
+    except ValueError:
+        entries = []
+    if not entries:
+        raise SweepError(f"--models category:{name} matches no model; categories: {', '.join(CATEGORIES)}")
+    return [entry.identifier for entry in entries]
+
+
+def check_model(model: str) -> None:
+    """One clear error, before anything runs, for a model neither this package nor brainscore-vision knows.
+
+    Ours (and ``harmonized:PATH`` checkpoints) are looked up in the registry; other identifiers must be registered
+    by an installed brainscore-vision model plugin (found by brainscore's own text scan, nothing is imported).
+    """
+    import harmonized_models
+    try:
+        harmonized_models.get_entry(model)
+        return
+    except KeyError as error:
+        ours = error.args[0] if error.args else str(error)
+    except ValueError as error:  # a harmonized:PATH that is not a checkpoint folder
+        raise SweepError(f"--models {model}: {error}") from None
+    from brainscore_core.plugin_management.import_plugin import ImportPlugin
+    try:
+        ImportPlugin("brainscore_vision", "models", model)
+    except AssertionError:
+        raise SweepError(f"--models: {ours} (and no installed brainscore-vision model plugin registers "
+                         f"'{model}')") from None
 
 
 def parse_benchmarks(spec: str) -> list[str]:
@@ -214,6 +243,8 @@ def plan(models: Sequence[str], benchmarks: Sequence[str], results_path: str | o
     from benchmarks_it_maps.results import ResultsDB
     results = ResultsDB(Path(results_path) if results_path else default_results_path())
     version = package_version()
+    for model in models:
+        check_model(model)
     hashes = {model: model_weights_hash(model) for model in models}
     versions = {benchmark: benchmark_version(benchmark) for benchmark in benchmarks}
     jobs = []
@@ -244,7 +275,9 @@ def run_attempt(spec: dict) -> dict:
         from benchmarks_it_maps.scoring import score
         value = score(spec["model"], spec["benchmark"], device=spec.get("device", "auto"),
                       batch_size=spec.get("batch_size"), record=False)
-        result = {"ok": True, "score": value, "seconds": time.time() - t0, "host": started["host"]}
+        # the hash of the weights just scored (a first download turns a weights URL into its sha256)
+        result = {"ok": True, "score": value, "seconds": time.time() - t0, "host": started["host"],
+                  "weights_hash": model_weights_hash(spec["model"])}
     except BaseException as error:  # noqa: BLE001 - every failure must reach the coordinator
         result = {"ok": False, "error": f"{type(error).__name__}: {error}", "traceback": _traceback.format_exc(),
                   "seconds": time.time() - t0, "host": started["host"]}
@@ -673,10 +706,15 @@ class Coordinator:
         result = read_result(handle.attempt_dir) if outcome.state == "finished" else None
         if result is not None and result.get("ok"):
             score = result["score"]
+            if result.get("weights_hash") and result["weights_hash"] != job.weights_hash:
+                logger.info("%s: weights hash %s at planning, %s when scored (recorded)", job.model,
+                            job.weights_hash, result["weights_hash"])
+                job.weights_hash = result["weights_hash"]
             self.results.record(job.model, job.benchmark, score, benchmark_version=job.benchmark_version,
                 weights_hash=job.weights_hash, package_version=job.package_version,
                 layer=_attr(score, "layer"), seconds=result.get("seconds"))
-            self.attempts.update(handle.attempt_id, status="done", finished_at=_now(), host=result.get("host"))
+            self.attempts.update(handle.attempt_id, status="done", finished_at=_now(), host=result.get("host"),
+                                 weights_hash=job.weights_hash)
             job.status, job.score, job.seconds, job.error = "done", float(score), result.get("seconds"), None
             logger.info("done %s x %s: %.4f", job.model, job.benchmark, job.score)
             return True

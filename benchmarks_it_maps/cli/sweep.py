@@ -54,7 +54,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         for job in jobs:
             state = "run " if job.status == "pending" else "skip"
             print(f"{state}  {job.model}  {job.benchmark}  (benchmark v{job.benchmark_version}, "
-                  f"weights {job.weights_hash[:16]})")
+                  f"weights {_short_hash(job.weights_hash)})")
         print(f"{len(pending)} job(s) to run, {len(jobs) - len(pending)} already scored "
               f"({len(models)} model(s) x {len(benchmarks)} benchmark(s), executor {args.executor})")
         return 0
@@ -76,3 +76,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     summary = coordinator.run(jobs)
     print(summary.table())
     return 1 if summary.counts()["failed"] else 0
+
+
+def _short_hash(weights_hash: str) -> str:
+    """``sha256:`` + 16 hex digits; other weights keys (a download URL, a brainscore-vision tag) in full."""
+    return weights_hash[:23] if weights_hash.startswith("sha256:") else weights_hash
