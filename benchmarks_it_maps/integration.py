@@ -117,6 +117,10 @@ def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[
     ``load_model('harmonized:PATH')`` for a harmonizer checkpoint),
     ``load_dataset('Arcaro2020.M1ML')`` and ``brainscore_vision.score(model, benchmark)`` work, also mixed with
     brainscore-vision's own identifiers. ``overwrite=True`` replaces registry entries that already exist.
+    ``brainscore_vision.score`` pickles its result to a file named after the model identifier, so it fails for
+    ``harmonized:PATH`` (a path has slashes): register such a checkpoint under a plain name first
+    (``harmonized_models.register_model(dataclasses.replace(checkpoint_entry(PATH), identifier=NAME))``), or score
+    it with ``benchmarks_it_maps.scoring.score``.
     """
     import brainscore_vision
 
