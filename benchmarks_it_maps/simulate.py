@@ -169,6 +169,62 @@ def generator_features(sidecar: dict, images: Sequence, grid_size: int, network=
     return sample_feature_maps(captured["x"], grid_size).astype(np.float64)
 
 
+#: Shift-protocol twins (``simulate_archive(protocol='shift')``): the generator's visual field spans the 16 deg image
+#: (the canvas is its input size), grey outside the image, like ``benchmark.shift_stimulus_set``.
+SHIFT_VISUAL_DEGREES = 16.0
+SHIFT_BACKGROUND = (128, 128, 128)
+
+
+def shifted_generator_features(sidecar: dict, images: Sequence, grid_size: int, network=None,
+                               batch_size: int = 256) -> np.ndarray:
+    """The shift protocol's model of the experiment (PAPER_NOTES 8.7): for each grid point (row k, column l) the image
+    is shifted so that image point (k/(G-1), l/(G-1)) sits at the centre of the generator's visual field, and the
+    neuron reads the generator layer at the field centre (bilinear, :func:`sample_feature_maps` at u = 0.5).
+    Returns [N, G, G, C] float64."""
+    import torch
+    from PIL import Image
+    from benchmarks_it_maps.readout import grid_coordinates, sample_feature_maps
+    gen = sidecar["generator"]
+    shift = gen["shift"]
+    canvas_px = int(shift["canvas_px"])
+    image_px = int(round(canvas_px * float(shift["image_size_deg"]) / float(shift["visual_degrees"])))
+    network = network if network is not None else build_generator_network(sidecar)
+    layer = network.get_submodule(gen["layer"])
+    captured = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.__setitem__("x", output))
+    positions = grid_coordinates(grid_size)
+    canvases, out = [], []
+
+    def flush():
+        with torch.inference_mode():
+            network(preprocess(canvases, sidecar))
+        out.append(sample_feature_maps(captured["x"], 3)[:, 1, 1, :].astype(np.float64))  # field centre
+        canvases.clear()
+    try:
+        for image in images:
+            picture = Image.fromarray(load_image(image)).convert("RGB").resize((image_px, image_px), Image.BICUBIC)
+            for u_row in positions:
+                for u_col in positions:
+                    canvas = Image.new("RGB", (canvas_px, canvas_px), tuple(shift["background"]))
+                    canvas.paste(picture, (int(round(canvas_px / 2 - u_col * image_px)),
+                                           int(round(canvas_px / 2 - u_row * image_px))))
+                    canvases.append(np.asarray(canvas, dtype=np.uint8))
+                    if len(canvases) == batch_size:
+                        flush()
+        if canvases:
+            flush()
+    finally:
+        handle.remove()
+    return np.concatenate(out).reshape(len(images), grid_size, grid_size, -1)
+
+
+def _features(sidecar: dict, images: Sequence, grid_size: int, network=None) -> np.ndarray:
+    """The generator's features under the twin's protocol ('maps': whole image; 'shift': field centre)."""
+    if sidecar["generator"].get("protocol", "maps") == "shift":
+        return shifted_generator_features(sidecar, images, grid_size, network)
+    return generator_features(sidecar, images, grid_size, network)
+
+
 def readout_weights(sidecar: dict, site: str, n_features: int) -> np.ndarray:
     """Low-rank readout [C, K] of ``site``: (C x L channel-to-latent) @ (L x K latent-to-neuron), from the seed."""
     gen = sidecar["generator"]
@@ -225,7 +281,7 @@ def generator_maps(sidecar: dict, images: Sequence, site: str, window: tuple[int
     grid = int(sidecar["monkeys"][monkey]["grid_size"])
     window = window or cv.MONKEYS[monkey].default_window
     params = _neuron_params(sidecar, site)
-    peak = _site_rates(sidecar, site, generator_features(sidecar, images, grid, network))
+    peak = _site_rates(sidecar, site, _features(sidecar, images, grid, network))
     h = _time_course(params, int(window[1]))[int(window[0]):int(window[1])].mean(axis=0)  # [K]
     return params["spont"] + (peak - params["spont"]) * h
 
@@ -282,10 +338,13 @@ def make_sidecar(seed: int, images: int, grids: tuple[int, int], repetitions: in
 
 
 def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tuple[int, int] = (17, 9),
-                     repetitions: int = 4, time_ms: int = 300, mat_version: str = "5") -> Path:
+                     repetitions: int = 4, time_ms: int = 300, mat_version: str = "5", *, protocol: str = "maps",
+                     image_size: int | None = None) -> Path:
     """Write the simulated twin to ``out`` (a ``.zip`` file, or a folder otherwise); returns ``out``.
 
     The zip holds everything under ``Arcaro2020/`` like the released archive. Deterministic in ``seed``.
+    ``protocol='shift'`` makes neurons follow the shift protocol instead (:func:`shifted_generator_features`: a
+    16 deg field, canvas = generator input); ``image_size`` overrides the generator's input size (default 224).
     """
     from tqdm.auto import tqdm
     out = Path(out).expanduser()
@@ -298,7 +357,18 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
     if repetitions < 1 or repetitions > 255:
         raise ValueError(f"repetitions must be in 1..255, got {repetitions}")
     _check_out(out)
+    if protocol not in ("maps", "shift"):
+        raise ValueError(f"protocol must be 'maps' or 'shift', got {protocol!r}")
     sidecar = make_sidecar(seed, images, tuple(grids), repetitions, time_ms)
+    if image_size is not None:
+        sidecar["generator"]["image_size"] = int(image_size)
+    if protocol == "shift":
+        size = int(sidecar["generator"]["image_size"])
+        sidecar["generator"].update(
+            protocol="shift", readout="benchmarks_it_maps.simulate.shifted_generator_features (PAPER_NOTES 8.7: "
+                                      "field centre of the shifted presentation)",
+            shift=dict(visual_degrees=SHIFT_VISUAL_DEGREES, image_size_deg=float(cv.IMAGE_SIZE_DEG), canvas_px=size,
+                       background=list(SHIFT_BACKGROUND)))
     pictures = make_images(seed, images)
     network = build_generator_network(sidecar)
     rng = np.random.default_rng([seed, 13])
@@ -308,7 +378,7 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
         names = [name for name, _ in pictures[monkey.key]]
         arrays = [array for _, array in pictures[monkey.key]]
         order = rng.permutation(images)  # image-axis order of the .mat differs from the sorted file names
-        features = generator_features(sidecar, [arrays[i] for i in order], grid, network)
+        features = _features(sidecar, [arrays[i] for i in order], grid, network)
         peak = np.zeros(features.shape[:3] + (monkey.n_channels,))
         h = np.zeros((time_ms, monkey.n_channels))
         spont = np.zeros(monkey.n_channels)
