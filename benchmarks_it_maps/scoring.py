@@ -207,7 +207,12 @@ def _layer_features(candidate, site, layers: Sequence[str]) -> dict:
     if activations_model is None:
         raise ScoringError(f"model {candidate.identifier!r} exposes no activations_model (not a ModelCommitment); "
                            "the layer analysis needs access to its layers")
-    responses = activations_model(data.stimulus_set, layers=list(layers))
+    try:
+        responses = activations_model(data.stimulus_set, layers=list(layers))
+    except KeyError as error:  # an unknown layer name
+        message = error.args[0] if error.args else str(error)
+        raise ScoringError(f"{message}; pass layers that exist in the model (default: its candidate layers)") \
+            from None
     responses = responses.isel(presentation=_reorder(responses["stimulus_id"].values, data.stimulus_ids))
     layer_coord = np.asarray(responses["layer"].values)
     n_img, grid = len(data.stimulus_ids), data.grid_size

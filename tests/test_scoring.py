@@ -122,3 +122,18 @@ def test_cli_demo_on_a_small_twin(tmp_path, monkeypatch, capsys):
     assert len(rows) == 4 and len({r["weights_hash"] for r in rows}) == 2
     figures = sorted(out.glob("maps/*/*/*.png"))
     assert len(figures) == 2 * 3 * 3  # 2 models x 3 sites x 3 images
+
+
+def test_cli_layers(sim_small, tmp_path, capsys):
+    """``brainscore layers``: nested layer analysis of a registry model, JSON output and the plot; clear errors."""
+    out = tmp_path / "layers.png"
+    args = ["layers", "--model", "efficientnet_lite0", "--benchmark", "Arcaro2020sim.M2ML-pls", "--device", "cpu"]
+    assert main([*args, "--layers", "_blocks.4", "_blocks.10", "--out", str(out), "--json"]) == 0
+    (analysis,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert analysis["benchmark"] == "Arcaro2020sim.M2ML-pls" and analysis["layers"] == ["_blocks.4", "_blocks.10"]
+    assert len(analysis["selected"]) == 4 and set(analysis["selected"]) <= set(analysis["layers"])
+    assert np.isfinite(analysis["nested_score"]) and Image.open(out).size[0] > 300
+    assert main([*args, "--layers", "no_such_layer", "--out", str(out)]) == 2
+    assert "no_such_layer" in capsys.readouterr().err
+    assert main([*args[:4], "Arcaro2020sim.M2ML-shift_pls", "--out", str(out)]) == 2
+    assert "maps protocol" in capsys.readouterr().err
