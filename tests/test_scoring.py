@@ -68,6 +68,28 @@ def test_nested_layer_choice_never_sees_held_out_image():
         scoring._criterion("maps", good, altered, grid, 3)[1][0])
 
 
+
+def test_nested_layer_choice_ignores_the_held_out_image_even_when_it_would_change_the_choice():
+    """Layer A is clean on images 1-4 but useless on image 0; B is moderately noisy everywhere. Image 0's layer must
+    be chosen on images 1-4 (A), although B predicts image 0 better and wins the all-image LOIO mean: a choice that
+    looked at image 0 (per image, or by the full mean) would pick B."""
+    rng = np.random.default_rng(1)
+    n_img, grid = 5, 4
+    good = rng.standard_normal((n_img, grid * grid, 6))
+    targets = good @ rng.standard_normal((6, 3))
+    a = good + 0.05 * rng.standard_normal(good.shape)
+    a[0] = rng.standard_normal(a[0].shape)
+    b = good + 0.6 * rng.standard_normal(good.shape)
+    result = scoring.nested_layer_selection({"A": a, "B": b}, targets, grid, n_components=3, progress=False)
+    per_image = dict(zip(result["layers"], result["layer_per_image"]))
+    assert per_image["B"][0] > per_image["A"][0] + 0.3 and result["layer_scores"][1] > result["layer_scores"][0]
+    assert result["selected"][0] == "A" and result["per_fold"][0] == per_image["A"][0]
+    for held_out, chosen in enumerate(result["selected"]):  # every choice = best layer on the other images only
+        keep = np.delete(np.arange(n_img), held_out)
+        inner = {name: scoring._criterion("maps", f[keep], targets[keep], grid, 3)[0] for name, f in
+                 (("A", a), ("B", b))}
+        assert chosen == max(inner, key=inner.get)
+
 def test_layer_analysis_and_map_figures(generator, tmp_path):
     analyses = scoring.layer_analysis(generator["model"], "Arcaro2020sim.M2ML-pls",
                                       layers=["layer1", generator["layer"]], out=tmp_path / "layers.png")
