@@ -159,3 +159,13 @@ def test_cli_layers(sim_small, tmp_path, capsys):
     assert "no_such_layer" in capsys.readouterr().err
     assert main([*args[:4], "Arcaro2020sim.M2ML-shift_pls", "--out", str(out)]) == 2
     assert "maps protocol" in capsys.readouterr().err
+
+
+def test_cli_score_falls_back_to_brainscore_vision_models(sim_small, tmp_path, capsys):
+    """A brainscore-vision model identifier (its offline ``pixels`` model) is scored through its own registry."""
+    db = tmp_path / "fallback.sqlite"
+    assert main(["score", "--model", "pixels", "--benchmark", "Arcaro2020sim.M2ML-pls", "--json",
+                 "--results", str(db)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["model"] == "pixels" and out["layer"] == "pixels" and np.isfinite(out["score"])
+    assert ResultsDB(db).get("pixels", "Arcaro2020sim.M2ML-pls")["weights_hash"] == "brainscore-vision:pixels"
