@@ -73,59 +73,60 @@ def test_every_entry_has_complete_metadata(entries):
         json.dumps(entry.metadata())  # JSON-serialisable for `brainscore list models`
 
 
-def test_every_entry_constructs_with_its_layers(entries):
-    """Every entry's real constructor runs (on the meta device: no weight memory or initialisation, which would take
-    minutes for 160 networks on a CPU) at a small input size, and has every committed and candidate layer."""
+def _run_once(network, layers, size: int) -> tuple[tuple, dict]:
+    """One random image through ``network``: its output shape and the output shape of each of ``layers``."""
+    modules = dict(network.named_modules())
+    shapes: dict = {}
+    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
+               for name in set(layers)]
+    try:
+        with torch.inference_mode():
+            output = network(torch.randn(1, 3, size, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return tuple(output.shape), shapes
+
+
+def test_every_entry_runs_with_random_weights(entries):
+    """EVERY registry entry is built with random weights (seed 0) and runs one image: committed and candidate layers
+    exist, every committed layer fires, the output has 1000 classes and the IT layer gives a spatial map
+    (channels-first feature map or a square grid of tokens after at most 8 class/register tokens).
+
+    Fast path: built under ``torch.no_grad`` and run at SMALL px; architectures whose window or relative-position
+    tables need their own input size (MaxViT, CoAtNet, EfficientFormer, LeViT, the Keras-sized harmonized ViT/LeViT/
+    MaxViT, ...) run at their preprocessing size instead. Measured on the 2-core machine (169 networks, 5.1 billion
+    parameters to initialise): 46-136 s wall (93-152 s CPU) depending on the other jobs running, 2.4 GB peak
+    memory; it replaces a meta-device construction test plus one real network per family (23 s together).
+    """
+    at_own_size = []
     for entry in entries:
-        with torch.device("meta"):
+        torch.manual_seed(0)
+        with torch.no_grad():
             network = entry.build(pretrained=False, image_size=SMALL)
         modules = dict(network.named_modules())
         missing = [l for l in {*entry.region_layer_map.values(), *entry.candidate_layers} if l not in modules]
         assert not missing, f"{entry.identifier}: missing layers {missing}"
-
-
-def _representatives(entries) -> list:
-    """Smallest timm baseline of each (layer-rule family, rule kind), plus EfficientNet-Lite0."""
-    rows = {r["identifier"]: r for r in _table_rows()}
-    chosen: dict[tuple, dict] = {}
-    for row in rows.values():
-        key = (row["family"], row["rule"])
-        if key not in chosen or float(row["param_count_m"]) < float(chosen[key]["param_count_m"]):
-            chosen[key] = row
-    by_id = {e.identifier: e for e in entries}
-    return [by_id[r["identifier"]] for r in chosen.values()] + [by_id["efficientnet_lite0"]]
-
-
-def _table_rows() -> list[dict]:
-    import csv
-    with open(baselines.table_path(), newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_representative_entries_run_with_random_weights(entries):
-    """One network per layer-rule family is built with random weights at a small input size and run; its committed
-    layers fire and its IT layer gives a spatial map (channels-first feature map or a square grid of tokens)."""
-    representatives = _representatives(entries)
-    assert len(representatives) >= 8
-    for entry in representatives:
-        torch.manual_seed(0)
-        network = entry.build(pretrained=False, image_size=SMALL)
-        modules = dict(network.named_modules())
-        shapes = {}
-        handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, o.shape))
-                   for name in set(entry.region_layer_map.values())]
-        with torch.inference_mode():
-            output = network(torch.randn(2, 3, SMALL, SMALL))
-        for handle in handles:
-            handle.remove()
-        assert output.shape == (2, 1000), entry.identifier
+        size, layers = SMALL, entry.region_layer_map.values()
+        try:
+            output, shapes = _run_once(network, layers, size)
+        except (RuntimeError, AssertionError):  # e.g. timm's "height (28) must be divisible by window (3)"
+            size = entry.preprocessing.image_size
+            at_own_size.append(entry.identifier)
+            if entry.fixed_input_size:
+                with torch.no_grad():
+                    network = entry.build(pretrained=False, image_size=size)
+            output, shapes = _run_once(network, layers, size)
+        assert output == (1, 1000), (entry.identifier, output)
         assert set(shapes) == set(entry.region_layer_map.values()), entry.identifier
         it = shapes[entry.region_layer_map["IT"]]
         if len(it) == 4:
-            assert it[2] == it[3] and it[2] >= 2, (entry.identifier, it)
+            assert it[2] == it[3] and it[2] >= 2, (entry.identifier, size, it)
         else:
             side = int(np.sqrt(it[1]))
-            assert len(it) == 3 and side >= 2 and it[1] - side * side <= 8, (entry.identifier, it)
+            assert len(it) == 3 and side >= 2 and it[1] - side * side <= 8, (entry.identifier, size, it)
+        del network, modules
+    assert len(at_own_size) <= len(entries) // 10, at_own_size  # the fast path stays the rule
 
 
 def test_table_layers_follow_the_documented_rule(entries):
@@ -287,3 +288,31 @@ def test_missing_timm_weights_offline_give_one_clear_error(monkeypatch, tmp_path
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(baselines.WeightsUnavailableError, match=r"resnet18\.a1_in1k: .*huggingface\.co/timm"):
         harmonized_models.get_entry("resnet18.a1_in1k").build(pretrained=True)
+
+
+def test_cli_list_models(capsys):
+    from benchmarks_it_maps.cli import main
+    assert main(["list", "models", "--category", "Harmonized"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:4] == ["model", "category", "top1", "it_layer"]
+    assert {line.split()[0] for line in lines[1:]} == {e.identifier for e in harmonized_models.list_models("Harmonized")}
+    assert main(["list", "models", "--category", "Robustz"]) == 2
+    assert "unknown category 'Robustz'" in capsys.readouterr().err
+
+
+def test_non_spatial_it_layer_is_refused_and_nothing_recorded(sim_small, tmp_path, capsys):
+    """Maps protocol + an IT layer without a spatial map (global pooling): one clear error, no score stored."""
+    from benchmarks_it_maps.cli import main
+    from benchmarks_it_maps.results import ResultsDB
+    path = store_region_layer_map("efficientnet_lite0", {"V1": "_blocks.2", "V2": "_blocks.4", "V4": "_blocks.7",
+                                                         "IT": "_avg_pooling"})
+    db = tmp_path / "results.sqlite"
+    try:
+        code = main(["score", "--model", "efficientnet_lite0", "--benchmark", "Arcaro2020sim.M2ML-pls",
+                     "--device", "cpu", "--results", str(db)])
+    finally:
+        path.unlink()
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "layer _avg_pooling) has no spatial structure" in err and "Arcaro2020sim.M2ML-shift_pls" in err
+    assert not db.exists() or ResultsDB(db).rows() == []
