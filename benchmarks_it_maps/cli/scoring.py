@@ -172,7 +172,11 @@ def _list(args) -> int:
             print(identifier)
         return 0
     import harmonized_models
-    entries = harmonized_models.list_models(args.category)
+    from benchmarks_it_maps.cli import UserError
+    try:
+        entries = harmonized_models.list_models(args.category)
+    except ValueError as error:  # unknown --category
+        raise UserError(str(error)) from None
     print(format_table([dict(model=e.identifier, category=e.category,
                              top1=None if e.top1 is None else float(e.top1), it_layer=e.region_layer_map.get("IT"),
                              weights=e.weights_source) for e in entries],
