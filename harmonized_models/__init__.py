@@ -16,7 +16,7 @@ from typing import Any
 
 _EXPORTS = {
     "load_model": "registry", "list_models": "registry", "get_entry": "registry", "weights_hash": "registry",
-    "register_model": "registry", "ModelEntry": "registry", "UnknownModelError": "registry",
+    "register_model": "registry", "load_errors": "registry", "ModelEntry": "registry", "UnknownModelError": "registry",
     "CATEGORIES": "registry", "model_from_network": "commitment", "TorchActivationsModel": "activations",
     "Preprocessing": "preprocessing",
 }

@@ -259,6 +259,17 @@ def _downloaded_harmonized_sha256(identifier: str) -> str | None:
     return read_manifest()["files"].get(get_spec(identifier).filename, {}).get("sha256")
 
 
+def load_errors() -> tuple[type[Exception], ...]:
+    """The exceptions of :func:`load_model` whose message tells the user what to fix (CLIs print them as one line).
+
+    Besides :class:`UnknownModelError` (a KeyError): bad checkpoint folders, stored maps or weights files
+    (``ValueError``, e.g. a sha256 mismatch) and weights that cannot be obtained offline.
+    """
+    from .baselines import WeightsUnavailableError
+    from .harmonized import HarmonizedWeightsError
+    return ValueError, WeightsUnavailableError, HarmonizedWeightsError
+
+
 def load_model(identifier: str, *, device: str = "auto", batch_size: int | None = None, autocast: Any = None,
                pretrained: bool = True, **activations_kwargs: Any):
     """Build ``identifier`` as a Brain-Score ``ModelCommitment`` with an explicit region -> layer map.

@@ -316,3 +316,17 @@ def test_non_spatial_it_layer_is_refused_and_nothing_recorded(sim_small, tmp_pat
     assert code == 2
     assert "layer _avg_pooling) has no spatial structure" in err and "Arcaro2020sim.M2ML-shift_pls" in err
     assert not db.exists() or ResultsDB(db).rows() == []
+
+
+def test_cli_model_load_errors_are_one_line(sim_small, tmp_path, monkeypatch, capsys):
+    """A bad checkpoint folder (score) and timm weights missing offline (commit-layers): exit 2, no traceback."""
+    import huggingface_hub.constants
+    from benchmarks_it_maps.cli import main
+    assert main(["score", "--model", f"harmonized:{tmp_path / 'nope'}", "--benchmark", "Arcaro2020sim.M2ML-pls",
+                 "--device", "cpu", "--results", str(tmp_path / "results.sqlite")]) == 2
+    assert "not a harmonizer checkpoint folder" in capsys.readouterr().err
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never touch the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert main(["commit-layers", "--model", "resnet18.a1_in1k", "--benchmark", "Arcaro2020sim.M2ML-pls"]) == 2
+    assert "huggingface.co/timm/resnet18.a1_in1k" in capsys.readouterr().err
+    assert not region_layer_map_path("resnet18.a1_in1k").exists()

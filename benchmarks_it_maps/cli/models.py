@@ -33,13 +33,14 @@ def _commit_layers(args) -> int:
     from benchmarks_it_maps.cli import UserError
     from benchmarks_it_maps.benchmark import NoSpatialStructureError
     from benchmarks_it_maps.scoring import ScoringError
+    from harmonized_models import load_errors
     from harmonized_models.layer_selection import select_layer, write_plugin_json
     try:
         choice = select_layer(args.model, args.benchmark, layers=args.layers, region=args.region,
                               method=args.method, device=args.device, batch_size=args.batch_size)
     except KeyError as error:
         raise UserError(str(error.args[0]) if error.args else str(error)) from None
-    except (ScoringError, NoSpatialStructureError, FileNotFoundError, ValueError) as error:
+    except (ScoringError, NoSpatialStructureError, FileNotFoundError, *load_errors()) as error:
         raise UserError(str(error)) from None
     if args.out is not None:
         write_plugin_json(args.out, choice.region_layer_map)
