@@ -48,6 +48,8 @@ def resolve_model(identifier: str, *, device: str = "auto", batch_size: Optional
         return harmonized_models.load_model(identifier, device=device, batch_size=batch_size)
     except KeyError as error:
         ours_error = error
+    except harmonized_models.load_errors() as error:  # bad checkpoint folder, weights unavailable or not verifying
+        raise ScoringError(str(error)) from None
     try:
         import brainscore_vision
         return brainscore_vision.load_model(identifier)
