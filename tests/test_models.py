@@ -295,7 +295,8 @@ def test_cli_list_models(capsys):
     assert main(["list", "models", "--category", "Harmonized"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:4] == ["model", "category", "top1", "it_layer"]
-    assert {line.split()[0] for line in lines[1:]} == {e.identifier for e in harmonized_models.list_models("Harmonized")}
+    harmonized = {e.identifier for e in harmonized_models.list_models("Harmonized")}
+    assert {line.split()[0] for line in lines[1:]} == harmonized
     assert main(["list", "models", "--category", "Robustz"]) == 2
     assert "unknown category 'Robustz'" in capsys.readouterr().err
 
