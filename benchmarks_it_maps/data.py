@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from benchmarks_it_maps import conventions as cv
-from benchmarks_it_maps.home import atomic_dir, atomic_file, data_home, sha256_file
+from benchmarks_it_maps.home import atomic_dir, data_home, save_figure, sha256_file
 from benchmarks_it_maps.matfile import MatFileError, read_mat
 
 logger = logging.getLogger(__name__)
@@ -642,11 +642,7 @@ def plot_site(identifier: str, path: str | Path, *, window: tuple[float, float] 
     axes[1, 0].set_ylabel("mean rate\n(channels)", fontsize=7)
     fig.suptitle(f"{identifier}: response maps {maps.attrs['window'][0]}-{maps.attrs['window'][1]} ms "
                  "(row 0 = image top)", fontsize=9)
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, format="png", dpi=120, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

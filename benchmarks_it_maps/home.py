@@ -106,3 +106,17 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure atomically (format from the file suffix unless given) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    savefig_kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    return path

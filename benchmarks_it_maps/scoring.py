@@ -282,7 +282,7 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .home import atomic_file
+    from .home import save_figure
     out = Path(out)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(analyses[0].layers) + 3), 4.2))
     depth = np.arange(len(analyses[0].layers))
@@ -303,10 +303,7 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
     ax.set_title(title + "\n(dashed: nested score; Nx: times chosen for a held-out image)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, format="png", dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -330,7 +327,7 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
-    from .home import atomic_file
+    from .home import save_figure
     from . import benchmark as bm
     children = benchmark.children if isinstance(benchmark, bm.ArcaroCompositeBenchmark) else [benchmark]
     out_dir = Path(out_dir)
@@ -360,10 +357,7 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
                          fontsize=9)
             fig.tight_layout()
             path = out_dir / f"{prefix}{child.identifier}" / f"{sid}.png"
-            with atomic_file(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=90)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(save_figure(fig, path, format="png", dpi=90))
     return paths
 
 

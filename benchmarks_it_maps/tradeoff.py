@@ -791,7 +791,7 @@ def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike, *, highlight:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .home import atomic_file
+    from .home import save_figure
 
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
@@ -842,7 +842,4 @@ def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike, *, highlight:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best", framealpha=0.85)
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format=suffix, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, format=suffix, dpi=dpi)

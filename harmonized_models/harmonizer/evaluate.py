@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmarks_it_maps.home import atomic_file
+from benchmarks_it_maps.home import atomic_file, save_figure
 
 from .clickme import ClickMeDataset, open_clickme
 from .data import eval_transform, imagenet_folder
@@ -206,10 +206,7 @@ def plot_examples(examples: list, out_png: str | os.PathLike, mean, std) -> Path
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    with atomic_file(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png, format="png", dpi=100)
 
 
 def evaluate(identifier: str, clickme: str | os.PathLike, *, imagenet_val: str | os.PathLike | None = None,

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmarks_it_maps.home import atomic_file
+from benchmarks_it_maps.home import atomic_file, save_figure
 
 from .checkpoint import save_final
 from .clickme import ClickMeDataset, open_clickme
@@ -272,10 +272,7 @@ def plot_log(log_file: str | os.PathLike, out_png: str | os.PathLike) -> Path:
         ax.set_title(key)
         ax.set_xlabel("step")
     fig.tight_layout()
-    with atomic_file(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png, format="png", dpi=100)
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------

@@ -116,7 +116,6 @@ class KerasLayer:
         """Short names of this layer's weights matching ``suffix`` (at a name boundary) and ``shape``."""
         suffix = _strip_tensor_suffix(suffix)
         parts = suffix.split("/")
-        want = _norm(suffix)
 
         def shape_ok(key: str) -> bool:
             return shape is None or tuple(self.weights[key].shape) == tuple(shape)
