@@ -52,7 +52,8 @@ def versions() -> dict:
 
 def simulate_twin(small: bool = False) -> dict:
     """Simulate and import the twin: full size (14 images, 17 x 17 and 9 x 9 grids), or tiny for a dry run."""
-    from benchmarks_it_maps import data, simulate
+    from benchmarks_it_maps.data import assemblies as data
+    from benchmarks_it_maps.data import simulate
     folder = Path(tempfile.mkdtemp(prefix="twin-"))
     size = dict(images=3, grids=(5, 5)) if small else dict(images=14, grids=(17, 9))
     archive = simulate.simulate_archive(folder / "Arcaro2020sim.zip", seed=0, repetitions=4, **size)
@@ -124,7 +125,7 @@ def measure(model, benchmark_identifier: str, device) -> dict:
 def shift_extraction(model, site: str, device) -> dict:
     """Throughput of extracting the IT layer for all shift presentations of one site (no scoring)."""
     import torch
-    from benchmarks_it_maps import benchmark as bm
+    from benchmarks_it_maps.benchmarks import arcaro2020 as bm
     target = bm.load(f"Arcaro2020sim.{site}-shift_pls")
     data = target.data
     shifted = bm.shift_stimulus_set(data.stimulus_set, data.grid_size, float(model.visual_degrees()),

@@ -4,7 +4,7 @@ One run on the full-size simulated twin (14 images per monkey, 17x17 and 9x9 gri
 committed IT layer ``layer3``, as the twin's generator), on this machine's CPU:
 
 - ours: ``harmonized_models.model_from_network`` = ``TorchActivationsModel`` inside a ``ModelCommitment``, and the
-  metric's exact PLS solver (:class:`benchmarks_it_maps.pls.ExactPLSRegression`);
+  metric's exact PLS solver (:class:`benchmarks_it_maps.benchmarks.pls.ExactPLSRegression`);
 - stock: brainscore-vision's ``PytorchWrapper`` (+ ``load_preprocess_images``) inside a ``ModelCommitment``, and
   scikit-learn's ``PLSRegression(25, scale=False)`` (NIPALS), the regression of Brain-Score's ``pls`` metric;
 - the bare forward pass over the same images (decoded and preprocessed beforehand), for reference.
@@ -63,7 +63,7 @@ def _timed_score(benchmark_factory, candidate) -> tuple[float, float]:
 
 def _look_at_seconds(candidate, benchmark) -> float:
     """Only the BrainModel part of the work: whole-image ``look_at`` of each monkey's images, as the benchmark does."""
-    from benchmarks_it_maps.benchmark import record_responses
+    from benchmarks_it_maps.benchmarks.arcaro2020 import record_responses
     seen, start = set(), time.perf_counter()
     for child in benchmark.children:
         if child.data.stimulus_set.identifier not in seen:
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from benchmarks_it_maps import load_benchmark
-    from benchmarks_it_maps.simulate import ensure_simulated_twin
+    from benchmarks_it_maps.data.simulate import ensure_simulated_twin
 
     start = time.perf_counter()
     ensure_simulated_twin()  # full size: 14 images, grids 17 and 9

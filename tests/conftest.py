@@ -30,7 +30,8 @@ SIM_SITES = ("M1PL", "M1ML", "M2ML")
 
 
 def _simulate_and_import(folder: _Path, home: _Path | None, **kwargs) -> dict:
-    from benchmarks_it_maps import data, simulate
+    from benchmarks_it_maps.data import assemblies as data
+    from benchmarks_it_maps.data import simulate
     archive = simulate.simulate_archive(folder / "Arcaro2020sim.zip", **kwargs)
     summary = data.import_arcaro2020(archive, home=home)
     home = _Path(home) if home else _Path(os.environ["BRAINSCORE_ITMAPS_HOME"])

@@ -150,7 +150,7 @@ def test_device_and_autocast_resolution():
 
 def test_autocast_changes_a_benchmark_score_by_less_than_0_005(sim_small):
     from benchmarks_it_maps import load_benchmark
-    from benchmarks_it_maps.simulate import build_generator_network
+    from benchmarks_it_maps.data.simulate import build_generator_network
     sidecar = sim_small["sidecar"]
     generator = sidecar["generator"]
     preprocessing = Preprocessing(image_size=generator["image_size"], mean=generator["mean"], std=generator["std"])

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import benchmarks_it_maps
-from benchmarks_it_maps import benchmark as bm
+from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks_it_maps import benchmark as bm
-from benchmarks_it_maps import load_benchmark, simulate
+from benchmarks_it_maps.benchmarks import arcaro2020 as bm
+from benchmarks_it_maps import load_benchmark
+from benchmarks_it_maps.data import simulate
 
 
 def _commit(sidecar, identifier, layer, network=None, visual_degrees=8.0, image_size=None):
@@ -89,7 +90,7 @@ SIM_SHIFT = dict(seed=0, images=14, grids=(3, 9), repetitions=8, protocol="shift
 @pytest.fixture(scope="module")
 def sim_shift_home(tmp_path_factory):
     """The shift twin, simulated and imported into its own data home (never replacing ``sim_small``)."""
-    from benchmarks_it_maps import data
+    from benchmarks_it_maps.data import assemblies as data
     folder = tmp_path_factory.mktemp("sim_shift")
     archive = simulate.simulate_archive(folder / "Arcaro2020sim.zip", **SIM_SHIFT)
     data.import_arcaro2020(archive, home=folder / "home")

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from benchmarks_it_maps import data, simulate
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import simulate
 from benchmarks_it_maps.cli import main
 
 

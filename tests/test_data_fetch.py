@@ -8,8 +8,9 @@ import zipfile
 
 import pytest
 
-from benchmarks_it_maps import conventions as cv
-from benchmarks_it_maps import data, fetch
+from benchmarks_it_maps.data import conventions as cv
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import fetch
 from benchmarks_it_maps.cli import main
 
 

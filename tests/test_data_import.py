@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks_it_maps import conventions as cv
-from benchmarks_it_maps import data
-from benchmarks_it_maps import matfile
-from benchmarks_it_maps.matfile import write_mat
+from benchmarks_it_maps.data import conventions as cv
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import matfile
+from benchmarks_it_maps.data.matfile import write_mat
 
 T = 40  # ms recorded in the tiny archives
 N_IMAGES = 3

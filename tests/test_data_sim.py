@@ -7,8 +7,9 @@ import scipy.io
 from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly
 from brainscore_vision import StimulusSet
 
-from benchmarks_it_maps import conventions as cv
-from benchmarks_it_maps import data, simulate
+from benchmarks_it_maps.data import conventions as cv
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import simulate
 
 
 def test_archive_has_the_real_layout(sim_small, tmp_path):

@@ -4,7 +4,8 @@ import pytest
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.decomposition import PCA
 
-from benchmarks_it_maps import ceiling, metric
+from benchmarks_it_maps.benchmarks import ceiling
+from benchmarks_it_maps.benchmarks import metric
 
 
 # ---------------------------------------------------------------- Pearson per channel

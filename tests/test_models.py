@@ -304,7 +304,7 @@ def test_cli_list_models(capsys):
 def test_non_spatial_it_layer_is_refused_and_nothing_recorded(sim_small, tmp_path, capsys):
     """Maps protocol + an IT layer without a spatial map (global pooling): one clear error, no score stored."""
     from benchmarks_it_maps.cli import main
-    from benchmarks_it_maps.results import ResultsDB
+    from benchmarks_it_maps.runs.results import ResultsDB
     path = store_region_layer_map("efficientnet_lite0", {"V1": "_blocks.2", "V2": "_blocks.4", "V4": "_blocks.7",
                                                          "IT": "_avg_pooling"})
     db = tmp_path / "results.sqlite"

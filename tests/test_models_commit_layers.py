@@ -8,14 +8,14 @@ import pytest
 import harmonized_models
 from benchmarks_it_maps.cli import main
 from harmonized_models.commitment import load_stored_region_layer_map, model_from_network, region_layer_map_path
-from harmonized_models.layer_selection import select_layer
+from benchmarks_it_maps.runs.layer_selection import select_layer
 from harmonized_models.preprocessing import Preprocessing
 
 
 @pytest.fixture
 def generator_model(sim_small):
     """The twin's generating network (right weights) committed with three candidate layers."""
-    from benchmarks_it_maps.simulate import build_generator_network
+    from benchmarks_it_maps.data.simulate import build_generator_network
     generator = sim_small["sidecar"]["generator"]
     preprocessing = Preprocessing(image_size=generator["image_size"], mean=generator["mean"], std=generator["std"])
     return model_from_network(build_generator_network(sim_small["sidecar"]), "twin-generator", preprocessing,

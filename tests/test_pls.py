@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.cross_decomposition import PLSRegression
 
-from benchmarks_it_maps.pls import ExactPLSRegression
+from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression
 
 
 @pytest.mark.parametrize("n_components", [1, 3, 8])

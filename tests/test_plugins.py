@@ -17,7 +17,8 @@ from PIL import Image
 from tiny_checkpoints import make_tiny_model
 
 import brainscore_vision
-from benchmarks_it_maps import conventions, submission
+from benchmarks_it_maps.data import conventions
+from benchmarks_it_maps.submission import plugins as submission
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
@@ -157,7 +158,7 @@ def test_integration_in_process(tiny_model):
     """After enable_brainscore_integration(), brainscore_vision's loaders find our ids without any plugin folder."""
     import brainscore_vision as bv
     from benchmarks_it_maps import enable_brainscore_integration
-    from benchmarks_it_maps.integration import disable_brainscore_integration
+    from benchmarks_it_maps.submission.integration import disable_brainscore_integration
     from brainscore_core.plugin_management.import_plugin import import_plugin as original
 
     with pytest.raises(AssertionError, match="No registrations found"):
@@ -208,8 +209,8 @@ def test_integration_brainscore_score(brainscore_copy, tiny_model):
 
 def test_plugin_loaders_fetch_the_released_data_on_first_use(tmp_path, monkeypatch):
     """Brain-Score's machines start empty: the plugin loaders fetch Arcaro2020 (never the simulated twin)."""
-    from benchmarks_it_maps import integration
-    from benchmarks_it_maps.fetch import FetchError
+    from benchmarks_it_maps.submission import integration
+    from benchmarks_it_maps.data.fetch import FetchError
     monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(tmp_path / "empty-home"))
     missing = tmp_path / "mirror" / "Arcaro2020.zip"
     monkeypatch.setenv("BRAINSCORE_ITMAPS_ARCARO2020_URL", missing.as_uri())

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from benchmarks_it_maps.readout import grid_coordinates, sample_feature_maps
+from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
 
 
 def test_grid_coordinates_span_the_image_edge_to_edge():

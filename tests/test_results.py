@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from brainscore_core.metrics import Score
 
-from benchmarks_it_maps.results import COLUMNS, ResultsDB, package_version
+from benchmarks_it_maps.runs.results import COLUMNS, ResultsDB, package_version
 
 
 def _score(value, raw, ceiling, error, layer="layer4"):

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks_it_maps import load_benchmark, scoring, simulate
+from benchmarks_it_maps import load_benchmark
+from benchmarks_it_maps.runs import scoring
+from benchmarks_it_maps.data import simulate
 from benchmarks_it_maps.cli import main
-from benchmarks_it_maps.results import ResultsDB
+from benchmarks_it_maps.runs.results import ResultsDB
 
 
 @pytest.fixture(scope="module")

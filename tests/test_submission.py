@@ -4,7 +4,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from benchmarks_it_maps import submission
+from benchmarks_it_maps.submission import plugins as submission
 from benchmarks_it_maps.cli import main
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"

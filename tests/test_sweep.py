@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from tiny_checkpoints import make_tiny_model
 
-from benchmarks_it_maps import sweep
+from benchmarks_it_maps.runs import sweep
 from benchmarks_it_maps.cli import main
-from benchmarks_it_maps.results import ResultsDB
+from benchmarks_it_maps.runs.results import ResultsDB
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = Path(os.environ.get("SLURM_LOCALHOST_SCRIPT", REPO.parent / "shared" / "tools" / "slurm-localhost.sh"))
@@ -193,7 +193,7 @@ def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small, 
     assert "Traceback" in failures[0]["traceback"] and "not-a-checkpoint" in failures[0]["traceback"]
     assert ResultsDB(results).rows() == []
     assert "failed" in summary.table() and bad in summary.table()
-    final = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "benchmarks_it_maps.sweep"]
+    final = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "benchmarks_it_maps.runs.sweep"]
     assert len(final) == 1 and "not-a-checkpoint" in final[0].getMessage()  # the traceback's tail is logged
 
 

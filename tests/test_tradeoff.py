@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks_it_maps import leaderboard as lb
-from benchmarks_it_maps import tradeoff as tr
+from benchmarks_it_maps.analysis import leaderboard as lb
+from benchmarks_it_maps.analysis import tradeoff as tr
 from benchmarks_it_maps.cli import main
-from benchmarks_it_maps.results import ResultsDB
+from benchmarks_it_maps.runs.results import ResultsDB
 
 SNAPSHOT = (Path(__file__).resolve().parents[2] / "shared" / "reference"
             / "brainscore-vision-leaderboard-2024-01-01.json.gz")

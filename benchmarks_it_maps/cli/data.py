@@ -59,13 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _user_errors():
     from benchmarks_it_maps.cli import UserError
-    from benchmarks_it_maps.data import ArcaroDataError
-    from benchmarks_it_maps.fetch import FetchError
+    from benchmarks_it_maps.data.assemblies import ArcaroDataError
+    from benchmarks_it_maps.data.fetch import FetchError
     return UserError, (ArcaroDataError, FetchError, FileNotFoundError, KeyError)
 
 
 def _print_summary(summary: dict) -> None:
-    from benchmarks_it_maps.data import format_summary
+    from benchmarks_it_maps.data.assemblies import format_summary
     status = summary.get("status")
     if status:
         print(f"{summary['family']}: {'already imported, unchanged' if status == 'unchanged' else 'imported'}"
@@ -74,8 +74,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def _fetch(args) -> int:
-    from benchmarks_it_maps import conventions as cv
-    from benchmarks_it_maps.fetch import fetch_arcaro2020
+    from benchmarks_it_maps.data import conventions as cv
+    from benchmarks_it_maps.data.fetch import fetch_arcaro2020
     UserError, errors = _user_errors()
     try:
         result = fetch_arcaro2020(args.url or cv.ARCHIVE_URL, force=args.force, expected_sha256=args.sha256)
@@ -87,7 +87,7 @@ def _fetch(args) -> int:
 
 
 def _import(args) -> int:
-    from benchmarks_it_maps.data import import_arcaro2020
+    from benchmarks_it_maps.data.assemblies import import_arcaro2020
     UserError, errors = _user_errors()
     try:
         summary = import_arcaro2020(args.path, force=args.force)
@@ -98,7 +98,7 @@ def _import(args) -> int:
 
 
 def _simulate(args) -> int:
-    from benchmarks_it_maps.simulate import simulate_archive
+    from benchmarks_it_maps.data.simulate import simulate_archive
     UserError, errors = _user_errors()
     if len(args.grid) not in (1, 2):
         raise UserError("--grid takes one size (both monkeys) or two (M1 M2)")
@@ -117,7 +117,7 @@ def _simulate(args) -> int:
 
 
 def _plot(args) -> int:
-    from benchmarks_it_maps.data import plot_site
+    from benchmarks_it_maps.data.assemblies import plot_site
     UserError, errors = _user_errors()
     try:
         out = plot_site(args.identifier, args.out, window=tuple(args.window) if args.window else None)
@@ -128,7 +128,7 @@ def _plot(args) -> int:
 
 
 def _summary(args) -> int:
-    from benchmarks_it_maps.data import format_summary, summary
+    from benchmarks_it_maps.data.assemblies import format_summary, summary
     from benchmarks_it_maps.home import data_home
     UserError, errors = _user_errors()
     try:

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 
-from .tradeoff import DEFAULT_LEADERBOARD_BENCHMARK, load_leaderboard_arg, results_arg
+from benchmarks_it_maps.cli.tradeoff import DEFAULT_LEADERBOARD_BENCHMARK, load_leaderboard_arg, results_arg
 
 _logger = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from benchmarks_it_maps import leaderboard as lb
+    from benchmarks_it_maps.analysis import leaderboard as lb
     from benchmarks_it_maps.cli import UserError
 
     frame = load_leaderboard_arg(args.leaderboard)
@@ -55,13 +55,13 @@ def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: s
     """Rank and percentile of a local model's scores among the public ones, and its point on the trade-off plot.
 
     The trade-off point is the model's score minus the leaderboard frontier at its top-1, with a ``interval``
-    ('prediction' or 'confidence', see :mod:`benchmarks_it_maps.tradeoff`) bootstrap interval. It is None (and no plot
+    ('prediction' or 'confidence', see :mod:`benchmarks_it_maps.analysis.tradeoff`) bootstrap interval. It is None (and no plot
     is written) when the model has no local ``tradeoff_benchmark`` score or that benchmark is not on the leaderboard;
     ``tradeoff_missing`` then says which."""
     import pandas as pd
 
-    from benchmarks_it_maps import leaderboard as lb
-    from benchmarks_it_maps import tradeoff as tr
+    from benchmarks_it_maps.analysis import leaderboard as lb
+    from benchmarks_it_maps.analysis import tradeoff as tr
     from benchmarks_it_maps.cli import UserError
 
     local = pd.DataFrame(db.rows(model=model))

@@ -31,10 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _commit_layers(args) -> int:
     from benchmarks_it_maps.cli import UserError
-    from benchmarks_it_maps.benchmark import NoSpatialStructureError
-    from benchmarks_it_maps.scoring import ScoringError
+    from benchmarks_it_maps.benchmarks.arcaro2020 import NoSpatialStructureError
+    from benchmarks_it_maps.runs.scoring import ScoringError
     from harmonized_models import load_errors
-    from harmonized_models.layer_selection import select_layer, write_plugin_json
+    from benchmarks_it_maps.runs.layer_selection import select_layer, write_plugin_json
     try:
         choice = select_layer(args.model, args.benchmark, layers=args.layers, region=args.region,
                               method=args.method, device=args.device, batch_size=args.batch_size)

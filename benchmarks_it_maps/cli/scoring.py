@@ -85,8 +85,8 @@ def _user_error(error: BaseException):
 
 
 def _known_errors() -> tuple:
-    from benchmarks_it_maps.benchmark import NoSpatialStructureError, UnknownBenchmarkError
-    from benchmarks_it_maps.scoring import ScoringError
+    from benchmarks_it_maps.benchmarks.arcaro2020 import NoSpatialStructureError, UnknownBenchmarkError
+    from benchmarks_it_maps.runs.scoring import ScoringError
     return ScoringError, UnknownBenchmarkError, NoSpatialStructureError, FileNotFoundError
 
 
@@ -107,7 +107,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -
 
 # ----------------------------------------------------------------------------------------------------------------
 def _score(args) -> int:
-    from benchmarks_it_maps import scoring
+    from benchmarks_it_maps.runs import scoring
     try:
         result = scoring.score(args.model, args.benchmark, device=args.device, batch_size=args.batch_size,
                                results=args.results, record=not args.no_record)
@@ -123,7 +123,7 @@ def _score(args) -> int:
 
 
 def _db(args):
-    from benchmarks_it_maps.results import ResultsDB
+    from benchmarks_it_maps.runs.results import ResultsDB
     return ResultsDB(args.results)
 
 
@@ -185,7 +185,7 @@ def _list(args) -> int:
 
 
 def _maps(args) -> int:
-    from benchmarks_it_maps import scoring
+    from benchmarks_it_maps.runs import scoring
     try:
         result, paths = scoring.maps(args.model, args.benchmark, args.out, device=args.device,
                                      batch_size=args.batch_size)
@@ -196,7 +196,7 @@ def _maps(args) -> int:
 
 
 def _layers(args) -> int:
-    from benchmarks_it_maps import scoring
+    from benchmarks_it_maps.runs import scoring
     out = args.out or Path(f"layers-{args.model}-{args.benchmark}.png".replace("/", "_"))
     try:
         analyses = scoring.layer_analysis(args.model, args.benchmark, layers=args.layers, out=out,
@@ -218,7 +218,7 @@ def _layers(args) -> int:
 
 
 def _demo(args) -> int:
-    from benchmarks_it_maps.demo import run_demo
+    from benchmarks_it_maps.runs.demo import run_demo
     start = time.perf_counter()
     rows = run_demo(args.out, results=args.results, device=args.device, batch_size=args.batch_size,
                     twin=dict(images=args.images, grids=tuple(args.grid)))

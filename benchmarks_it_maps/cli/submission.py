@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_submission(args: argparse.Namespace) -> int:
-    from benchmarks_it_maps import submission
+    from benchmarks_it_maps.submission import plugins as submission
     from benchmarks_it_maps.cli import UserError
-    from benchmarks_it_maps.sweep import SweepError, parse_models
+    from benchmarks_it_maps.runs.sweep import SweepError, parse_models
 
     models = None
     if args.models:

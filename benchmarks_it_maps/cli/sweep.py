@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from benchmarks_it_maps import sweep
+    from benchmarks_it_maps.runs import sweep
     from benchmarks_it_maps.cli import UserError
 
     if args.max_retries < 0:

@@ -24,7 +24,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_leaderboard_arg(value: str | None):
     """The tidy leaderboard for a --leaderboard value, with errors turned into UserError."""
-    from benchmarks_it_maps import leaderboard as lb
+    from benchmarks_it_maps.analysis import leaderboard as lb
     from benchmarks_it_maps.cli import UserError
 
     try:
@@ -36,7 +36,7 @@ def load_leaderboard_arg(value: str | None):
 def results_arg(value: str | None):
     """The ResultsDB for a --results value (None/default -> data home)."""
     from benchmarks_it_maps.cli import UserError
-    from benchmarks_it_maps.results import ResultsDB
+    from benchmarks_it_maps.runs.results import ResultsDB
 
     db = ResultsDB(None if value in (None, DEFAULT) else value)
     if not db.path.is_file():
@@ -47,8 +47,8 @@ def results_arg(value: str | None):
 
 def build_population(args: argparse.Namespace):
     """The population table for --results / --leaderboard / both, and the benchmark it is about."""
-    from benchmarks_it_maps import leaderboard as lb
-    from benchmarks_it_maps import tradeoff as tr
+    from benchmarks_it_maps.analysis import leaderboard as lb
+    from benchmarks_it_maps.analysis import tradeoff as tr
     from benchmarks_it_maps.cli import UserError
 
     use_results = args.results is not None or args.leaderboard is None
@@ -74,7 +74,7 @@ def build_population(args: argparse.Namespace):
 
 
 def run_tradeoff(args: argparse.Namespace) -> int:
-    from benchmarks_it_maps import tradeoff as tr
+    from benchmarks_it_maps.analysis import tradeoff as tr
     from benchmarks_it_maps.cli import UserError
 
     population, benchmark = build_population(args)

@@ -17,7 +17,7 @@ def test_registrations():
 
 
 def test_package_knows_the_sites():
-    from benchmarks_it_maps import conventions
+    from benchmarks_it_maps.data import conventions
     assert sorted(ASSEMBLIES) == sorted(f"{DATASET}.{site}" for site in conventions.SITES)
 
 

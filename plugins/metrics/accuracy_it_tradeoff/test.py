@@ -13,5 +13,5 @@ def test_registration():
 
 
 def test_load_metric():
-    from benchmarks_it_maps.tradeoff import TradeoffMetric
+    from benchmarks_it_maps.analysis.tradeoff import TradeoffMetric
     assert isinstance(brainscore_vision.load_metric(IDENTIFIER), TradeoffMetric)

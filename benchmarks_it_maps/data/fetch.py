@@ -17,7 +17,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from benchmarks_it_maps import conventions as cv
+from tqdm.auto import tqdm
+
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import conventions as cv
 from benchmarks_it_maps.home import atomic_file, data_home, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -42,7 +45,6 @@ def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: boo
     The partial file is renamed onto ``dest`` only when complete. Raises :class:`FetchError` on network errors
     (the partial file is kept for the next attempt).
     """
-    from tqdm.auto import tqdm
     dest = Path(dest)
     partial = dest.with_name(dest.name + ".partial")
     have = partial.stat().st_size if partial.exists() else 0
@@ -146,7 +148,6 @@ def fetch_arcaro2020(url: str = cv.ARCHIVE_URL, *, home: str | Path | None = Non
                      expected_sha256: str | None = None, timeout: float = 30.0, do_import: bool = True) -> dict:
     """Download (or reuse) the archive, check members and sha256, record it, and import it; returns the import
     summary plus ``archive`` and ``sha256``."""
-    from benchmarks_it_maps import data
     home = Path(home) if home else data_home()
     dest = home / DOWNLOADS / cv.ARCHIVE_NAME
     known = read_manifest(home).get(dest.name)

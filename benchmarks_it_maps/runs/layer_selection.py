@@ -3,7 +3,7 @@
 Two methods:
 
 ``analysis`` (this package's maps-protocol benchmarks, ``-pls`` / ``-map_alignment``)
-    :func:`benchmarks_it_maps.scoring.layer_analysis`: one pass of the model over the images for all candidate
+    :func:`benchmarks_it_maps.runs.scoring.layer_analysis`: one pass of the model over the images for all candidate
     layers, leave-one-image-out score per layer (averaged over sites for a composite). Also reports the nested
     (selection-blind) score, the honest estimate after choosing.
 ``rescore`` (any benchmark: ours, including the shift protocol, or brainscore-vision's, e.g.
@@ -17,14 +17,20 @@ provenance.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from brainscore_vision.model_helpers.brain_transformation import ModelCommitment
 
-from .commitment import REGIONS, store_region_layer_map
+from benchmarks_it_maps.benchmarks import arcaro2020 as ours
+from benchmarks_it_maps.home import atomic_file
+from benchmarks_it_maps.runs import scoring
+from harmonized_models.commitment import REGIONS, store_region_layer_map
+from harmonized_models.registry import get_entry, load_model
 
 logger = logging.getLogger(__name__)
 METHODS = ("auto", "analysis", "rescore")
@@ -61,7 +67,6 @@ def _benchmark_region(benchmark: Any, identifier: str) -> str:
 
 
 def _is_our_maps_benchmark(identifier: str) -> bool:
-    from benchmarks_it_maps import benchmark as ours
     try:
         return ours.load(identifier).protocol in ("maps", "map_alignment")
     except KeyError:
@@ -76,8 +81,6 @@ def select_layer(model_identifier: str, benchmark_identifier: str, *, layers: Se
     ``model`` may be a ready ModelCommitment (tests, networks outside the registry); by default it is loaded with
     :func:`harmonized_models.load_model`. ``layers`` default to the entry's candidate layers.
     """
-    from benchmarks_it_maps import scoring
-    from .registry import get_entry, load_model
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     base_map: dict[str, str]
@@ -120,7 +123,6 @@ def select_layer(model_identifier: str, benchmark_identifier: str, *, layers: Se
 
 def _rescore(model: Any, benchmark: Any, region: str, layer: str) -> float:
     """The benchmark's score of ``model`` committed with ``layer`` for ``region``."""
-    from brainscore_vision.model_helpers.brain_transformation import ModelCommitment
     base = dict(model.layer_model.region_layer_map)
     committed = ModelCommitment(identifier=model.identifier, activations_model=model.activations_model,
                                 layers=list(dict.fromkeys([*model.layers, layer])),
@@ -131,8 +133,6 @@ def _rescore(model: Any, benchmark: Any, region: str, layer: str) -> float:
 
 def write_plugin_json(path: str | Path, region_layer_map: Mapping[str, str]) -> Path:
     """Write the map in Brain-Score's plugin format (``region_layer_map/<id>.json``: region -> layer)."""
-    import json
-    from benchmarks_it_maps.home import atomic_file
     path = Path(path)
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps({r: region_layer_map[r] for r in REGIONS}, indent=2))

@@ -28,9 +28,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
-from .home import atomic_file, data_home, sha256_file
+from benchmarks_it_maps.home import atomic_file, data_home, sha256_file
 
 _logger = logging.getLogger(__name__)
 
@@ -302,7 +303,6 @@ def benchmark_table(frame: pd.DataFrame, benchmark: str, *, public_only: bool = 
 def rank_against(values: Iterable[float], value: float) -> tuple[int, float, int]:
     """(rank, percentile, n) of ``value`` among ``values``: rank 1 = best (higher is better); the percentile is the
     share of values below it, ties counted half (midrank), in percent."""
-    import numpy as np
 
     values = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if not math.isfinite(value):

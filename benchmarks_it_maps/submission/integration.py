@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any, Callable
+
+import brainscore_vision
+
+from benchmarks_it_maps import list_benchmarks, load_benchmark
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import conventions
+from benchmarks_it_maps.data.assemblies import load_assembly, load_stimulus_set
+from benchmarks_it_maps.data.fetch import fetch_arcaro2020
+from harmonized_models import list_models, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +49,6 @@ def ensure_data(identifier: str) -> None:
     Brain-Score's scoring machines start with an empty data home, like for any S3-backed data plugin; the simulated
     twin (``Arcaro2020sim``) is never fetched. ``BRAINSCORE_ITMAPS_ARCARO2020_URL`` overrides the archive URL.
     """
-    import os
-    from benchmarks_it_maps import conventions, data
     if not (identifier == conventions.IDENTIFIER or identifier.startswith(conventions.IDENTIFIER + ".")):
         return
     try:
@@ -48,7 +56,6 @@ def ensure_data(identifier: str) -> None:
         return
     except FileNotFoundError:
         pass
-    from benchmarks_it_maps.fetch import fetch_arcaro2020
     url = os.environ.get("BRAINSCORE_ITMAPS_ARCARO2020_URL") or conventions.ARCHIVE_URL
     logger.info("%s is not imported yet: fetching %s", conventions.IDENTIFIER, url)
     fetch_arcaro2020(url)
@@ -56,30 +63,25 @@ def ensure_data(identifier: str) -> None:
 
 def plugin_benchmark(identifier: str):
     """``benchmark_registry`` factory of the plugin folder: our benchmark, its data fetched on first use."""
-    from benchmarks_it_maps import load_benchmark
     ensure_data(identifier)
     return load_benchmark(identifier)
 
 
 def plugin_assembly(identifier: str):
     """``data_registry`` factory of the plugin folder (data fetched on first use)."""
-    from benchmarks_it_maps.data import load_assembly
     ensure_data(identifier)
     return load_assembly(identifier)
 
 
 def plugin_stimulus_set(identifier: str):
     """``stimulus_set_registry`` factory of the plugin folder (data fetched on first use)."""
-    from benchmarks_it_maps.data import load_stimulus_set
     ensure_data(identifier)
     return load_stimulus_set(identifier)
 
 
 def our_identifiers() -> dict[str, dict[str, Callable[..., Any]]]:
     """Registry name -> {identifier: factory} for everything this package provides (factories load lazily)."""
-    from benchmarks_it_maps import conventions, list_benchmarks
 
-    from harmonized_models import list_models
     registries: dict[str, dict[str, Callable[..., Any]]] = {
         "benchmark_registry": {identifier: functools.partial(plugin_benchmark, identifier)
                                for identifier in list_benchmarks()},
@@ -100,7 +102,7 @@ def our_identifiers() -> dict[str, dict[str, Callable[..., Any]]]:
 def _tradeoff_metric_factory() -> tuple[str, Callable[..., Any]] | None:
     """The accuracy/IT trade-off metric (helper E's module), when this version of the package has it."""
     try:
-        from benchmarks_it_maps import tradeoff
+        from benchmarks_it_maps.analysis import tradeoff
     except ImportError:
         return None
     metric_class = getattr(tradeoff, "TradeoffMetric", None)
@@ -120,9 +122,8 @@ def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[
     ``brainscore_vision.score`` pickles its result to a file named after the model identifier, so it fails for
     ``harmonized:PATH`` (a path has slashes): register such a checkpoint under a plain name first
     (``harmonized_models.register_model(dataclasses.replace(checkpoint_entry(PATH), identifier=NAME))``), or score
-    it with ``benchmarks_it_maps.scoring.score``.
+    it with ``benchmarks_it_maps.runs.scoring.score``.
     """
-    import brainscore_vision
 
     added: dict[str, list[str]] = {}
     for name, entries in our_identifiers().items():
@@ -139,7 +140,6 @@ def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[
 
 
 def _load_our_model(identifier: str):
-    from harmonized_models import load_model
     return load_model(identifier)
 
 
@@ -166,7 +166,6 @@ def _install_shim(brainscore_vision: Any) -> None:
 
 def disable_brainscore_integration() -> None:
     """Restore brainscore-vision's own ``import_plugin`` (registry entries stay)."""
-    import brainscore_vision
     current = brainscore_vision.import_plugin
     if getattr(current, "_brainscore_itmaps_shim", False):
         brainscore_vision.import_plugin = current._original

@@ -30,6 +30,8 @@ A model **breaks the trade-off** when the lower end of its interval is above 0.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import logging
 import math
 import os
@@ -38,7 +40,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from brainscore_core.metrics import Score
+from brainscore_core.supported_data_standards.brainio.assemblies import DataAssembly
 from scipy import optimize, stats
+from tqdm.auto import tqdm
+
+from benchmarks_it_maps.analysis import leaderboard as lb
+from benchmarks_it_maps.home import save_figure
+from benchmarks_it_maps.runs.results import ResultsDB
 
 _logger = logging.getLogger(__name__)
 
@@ -220,7 +229,6 @@ def fit_hinge(x: Sequence[float], y: Sequence[float], *, min_per_side: int = DEF
 def _bootstrap_hinge(x: np.ndarray, y: np.ndarray, grid: np.ndarray, weights: np.ndarray, min_per_side: int,
                      chunk: int = 250, progress: bool = False) -> np.ndarray:
     """Hinge parameters (breakpoint, level, slope_below, slope_above) per resample [B, 4]; NaN rows if unidentified."""
-    from tqdm.auto import tqdm
 
     out = np.full((len(weights), 4), np.nan)
     starts = range(0, len(weights), chunk)
@@ -561,14 +569,13 @@ def is_anonymous(name: str) -> bool:
 
 def population_from_leaderboard(frame: pd.DataFrame, benchmark: str, *, accuracy: str = "ImageNet-top1",
                                 min_accuracy: float | None = None, exclude_anonymous: bool = False) -> pd.DataFrame:
-    """Population table from a tidy leaderboard (:func:`benchmarks_it_maps.leaderboard.load_leaderboard`).
+    """Population table from a tidy leaderboard (:func:`benchmarks_it_maps.analysis.leaderboard.load_leaderboard`).
 
     Uses public models that have both a usable ``benchmark`` value (ceiled) and an ``accuracy`` value (top-1; raw when
     the site shows 'X'); the others are dropped and counted in the log. Names shared by several submissions get the
     model id appended. ``min_accuracy`` drops models below that top-1 (near-chance submissions);
     ``exclude_anonymous`` drops models whose name the website anonymised.
     """
-    from . import leaderboard as lb
 
     scores = lb.benchmark_table(frame, benchmark)
     accuracies = lb.benchmark_table(frame, accuracy)
@@ -595,7 +602,6 @@ def population_from_leaderboard(frame: pd.DataFrame, benchmark: str, *, accuracy
 def registry_info(model: str) -> dict:
     """top1 / category / harmonized of one of our models: the model registry (``harmonized_models.get_entry``), or the
     ``model.json`` of a ``harmonized:PATH`` checkpoint folder. Raises :class:`TradeoffInputError` when unknown."""
-    import json
 
     if model.startswith("harmonized:"):
         path = Path(model.split(":", 1)[1]).expanduser() / "model.json"
@@ -617,7 +623,6 @@ def registry_info(model: str) -> dict:
 def _results_frame(results: Any) -> tuple[pd.DataFrame, str]:
     if isinstance(results, pd.DataFrame):
         return results, "the results table"
-    from .results import ResultsDB
 
     db = results if isinstance(results, ResultsDB) else ResultsDB(results)
     return db.to_frame(), f"results database {getattr(db, 'path', results)}"
@@ -638,7 +643,6 @@ def population_from_results(results: Any, benchmark: str, *, accuracy: str = "Im
     Per model the latest row (highest benchmark version, newest) of ``benchmark`` is used. The accuracy comes from
     an ``accuracy`` row in the same database when present, else from the model registry's ``top1``.
     """
-    import difflib
 
     frame, source = _results_frame(results)
     if frame.empty:
@@ -750,8 +754,6 @@ class TradeoffMetric(_Metric):
         return table
 
     def __call__(self, accuracies: Any, scores: Any = None):
-        from brainscore_core.metrics import Score
-        from brainscore_core.supported_data_standards.brainio.assemblies import DataAssembly
 
         population = accuracies if scores is None else self._population(accuracies, scores)
         result = analyze_tradeoff(population, benchmark=self.benchmark, **self.kwargs)
@@ -791,7 +793,6 @@ def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike, *, highlight:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .home import save_figure
 
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")

@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.cross_decomposition import PLSRegression
 
-from benchmarks_it_maps.pls import ExactPLSRegression
+from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression
 
 #: Brain-Score's standard PLS size (``regression_correlation.pls_regression``).
 N_COMPONENTS = 25
 #: The shift protocol's PCA size cap (issue 3).
 MAX_PCA_COMPONENTS = 1000
-#: PLS solvers: ``exact`` (default; :class:`benchmarks_it_maps.pls.ExactPLSRegression`, exact singular vectors) or
+#: PLS solvers: ``exact`` (default; :class:`benchmarks_it_maps.benchmarks.pls.ExactPLSRegression`, exact singular vectors) or
 #: ``sklearn`` (scikit-learn's NIPALS iteration, as Brain-Score's ``pls`` metric; slower and approximate).
 PLS_SOLVERS = ("exact", "sklearn")
 

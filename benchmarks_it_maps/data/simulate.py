@@ -10,7 +10,7 @@ that a benchmark recovers the generating network.
 
 Generator. Images are natural photographs bundled with scikit-image, cropped and resized (offline). Each neuron is a
 noisy readout of a fixed-seed, randomly initialised timm CNN at a known layer, read at the grid positions with
-:func:`benchmarks_it_maps.readout.sample_feature_maps` (the whole image filling the model input). Readout weights
+:func:`benchmarks_it_maps.benchmarks.readout.sample_feature_maps` (the whole image filling the model input). Readout weights
 are low rank: each site has ``n_latents`` latent features (random combinations of the layer's channels); each neuron
 is a random mix of its site's latents, standardised, then an affine map to a firing rate ``m = baseline + gain *
 drive`` (clipped at 0). The time course is ``spont + (m - spont) * h(t - latency)`` with a rising exponential for
@@ -26,10 +26,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import skimage.data
+import timm
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
-from benchmarks_it_maps import conventions as cv
+from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import conventions as cv
+from benchmarks_it_maps.data.matfile import write_mat
 from benchmarks_it_maps.home import atomic_dir, atomic_file, data_home
-from benchmarks_it_maps.matfile import write_mat
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +60,7 @@ DEFAULT_GENERATOR = {
     "interpolation": "bilinear",
     "crop_pct": 1.0,  # the whole image fills the model input (no centre crop)
     "protocol": "maps",
-    "readout": "benchmarks_it_maps.readout.sample_feature_maps (PAPER_NOTES 8.6: bilinear at k/(G-1), border)",
+    "readout": "benchmarks_it_maps.benchmarks.readout.sample_feature_maps (PAPER_NOTES 8.6: bilinear at k/(G-1), border)",
     "n_latents": 8,
 }
 DEFAULT_RATES = {"spont_hz": [2.0, 8.0], "baseline_hz": [50.0, 80.0], "gain_hz": [15.0, 25.0]}
@@ -66,7 +73,6 @@ DEFAULT_TIME_COURSE = {"latency_ms": {"M1": 80.0, "M2": 120.0}, "latency_jitter_
 # ---------------------------------------------------------------------------------------------------------------------
 
 def _photo(name: str) -> np.ndarray:
-    import skimage.data
     image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
     image = np.asarray(image)
     if image.ndim == 2:
@@ -82,7 +88,6 @@ def make_images(seed: int, n_per_monkey: int, size: int = 224) -> dict[str, list
 
     Returns {'M1': [(file_name, uint8 [size, size, 3]), ...], 'M2': [...]}; deterministic in ``seed``.
     """
-    from PIL import Image
     rng = np.random.default_rng([seed, 7])
     photos = {name: _photo(name) for name in PHOTOS}
     out: dict[str, list] = {}
@@ -112,7 +117,6 @@ def load_image(image: str | Path | np.ndarray) -> np.ndarray:
     """uint8 RGB array [H, W, 3] from a path or an array."""
     if isinstance(image, np.ndarray):
         return image
-    from PIL import Image
     with Image.open(image) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
@@ -126,8 +130,6 @@ def build_generator_network(sidecar: dict):
 
     The global torch RNG state is left as it was.
     """
-    import timm
-    import torch
     gen = sidecar["generator"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(gen["weights_seed"]))
@@ -137,8 +139,6 @@ def build_generator_network(sidecar: dict):
 
 def preprocess(images: Sequence, sidecar: dict):
     """Model input tensor [N, 3, S, S]: RGB resized to ``image_size`` (whole image), /255, ImageNet-normalised."""
-    import torch
-    from PIL import Image
     gen = sidecar["generator"]
     size = int(gen["image_size"])
     arrays = []
@@ -155,8 +155,6 @@ def preprocess(images: Sequence, sidecar: dict):
 
 def generator_features(sidecar: dict, images: Sequence, grid_size: int, network=None) -> np.ndarray:
     """The generator layer's features at the grid positions: [N, G, G, C] float64 (PAPER_NOTES 8.6 readout)."""
-    import torch
-    from benchmarks_it_maps.readout import sample_feature_maps
     network = network if network is not None else build_generator_network(sidecar)
     layer = network.get_submodule(sidecar["generator"]["layer"])
     captured = {}
@@ -181,9 +179,6 @@ def shifted_generator_features(sidecar: dict, images: Sequence, grid_size: int, 
     is shifted so that image point (k/(G-1), l/(G-1)) sits at the centre of the generator's visual field, and the
     neuron reads the generator layer at the field centre (bilinear, :func:`sample_feature_maps` at u = 0.5).
     Returns [N, G, G, C] float64."""
-    import torch
-    from PIL import Image
-    from benchmarks_it_maps.readout import grid_coordinates, sample_feature_maps
     gen = sidecar["generator"]
     shift = gen["shift"]
     canvas_px = int(shift["canvas_px"])
@@ -346,7 +341,6 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
     ``protocol='shift'`` makes neurons follow the shift protocol instead (:func:`shifted_generator_features`: a
     16 deg field, canvas = generator input); ``image_size`` overrides the generator's input size (default 224).
     """
-    from tqdm.auto import tqdm
     out = Path(out).expanduser()
     if images < 2 or images > 4 * len(PHOTOS):
         raise ValueError(f"images must be in 2..{4 * len(PHOTOS)}, got {images}")
@@ -365,7 +359,7 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
     if protocol == "shift":
         size = int(sidecar["generator"]["image_size"])
         sidecar["generator"].update(
-            protocol="shift", readout="benchmarks_it_maps.simulate.shifted_generator_features (PAPER_NOTES 8.7: "
+            protocol="shift", readout="benchmarks_it_maps.data.simulate.shifted_generator_features (PAPER_NOTES 8.7: "
                                       "field centre of the shifted presentation)",
             shift=dict(visual_degrees=SHIFT_VISUAL_DEGREES, image_size_deg=float(cv.IMAGE_SIZE_DEG), canvas_px=size,
                        background=list(SHIFT_BACKGROUND)))
@@ -435,7 +429,6 @@ def _check_out(out: Path) -> None:
 
 
 def _write_tree(root: Path, mats: dict, files: dict, sidecar: dict, mat_version: str) -> None:
-    from PIL import Image
     for monkey in cv.MONKEYS.values():
         (root / monkey.image_path).mkdir(parents=True, exist_ok=True)
         for name, array in files[monkey.key]:
@@ -451,7 +444,6 @@ def ensure_simulated_twin(seed: int = 0, *, images: int = 14, grids: tuple[int, 
     The archive is kept as ``<home>/simulated/Arcaro2020sim-seed<seed>-...zip``; importing identical content again
     is a no-op.
     """
-    from benchmarks_it_maps import data
     home = Path(home) if home else data_home()
     name = f"Arcaro2020sim-seed{seed}-{images}img-grid{grids[0]}x{grids[1]}-{repetitions}rep.zip"
     archive = home / "simulated" / name

@@ -1,6 +1,6 @@
 """Noise ceilings for spatial IT maps: how well could a perfect model predict these maps, given the data's noise?
 
-Three estimators, all on the same scale as :func:`benchmarks_it_maps.metric.loio_pls` (per-image Pearson r across grid
+Three estimators, all on the same scale as :func:`benchmarks_it_maps.benchmarks.metric.loio_pls` (per-image Pearson r across grid
 positions, median over channels, mean over images):
 
 - :func:`split_half_ceiling` (default when trials are available, e.g. the simulated twin): split the repetitions in
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks_it_maps.metric import N_COMPONENTS, fit_predict_pls, pearson_per_channel, sem
+from benchmarks_it_maps.benchmarks.metric import N_COMPONENTS, fit_predict_pls, pearson_per_channel, sem
 
 
 @dataclass

@@ -19,12 +19,14 @@ import math
 import os
 import socket
 import sqlite3
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 
-from .home import data_home
+from benchmarks_it_maps.home import atomic_file, data_home
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ CREATE INDEX IF NOT EXISTS scores_model_benchmark ON scores (model, benchmark);
 
 def package_version() -> str:
     """The installed version of this package (``0+unknown`` when it is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version("brainscore-itmaps")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
@@ -217,13 +218,11 @@ class ResultsDB:
 
     def to_frame(self):
         """All rows as a pandas DataFrame with the table's columns (``attrs_json`` as text)."""
-        import pandas as pd
         rows = self.rows()
         return pd.DataFrame([{c: r[c] for c in COLUMNS} for r in rows], columns=list(COLUMNS))
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write all rows to a CSV file (atomically); returns the path."""
-        from .home import atomic_file
         path = Path(path)
         rows = self.rows()
         with atomic_file(path) as tmp:

@@ -1,7 +1,7 @@
 """The Arcaro, Ponce & Livingstone (2020) spatial IT recordings as Brain-Score data.
 
 ``import_arcaro2020(path)`` reads the released archive (zip or extracted folder; MATLAB v5 or v7.3 files), checks
-everything against :mod:`benchmarks_it_maps.conventions`, and writes into the data home, in one atomic step, a
+everything against :mod:`benchmarks_it_maps.data.conventions`, and writes into the data home, in one atomic step, a
 folder ``<family>/`` holding:
 
 - the StimulusSet ``<family>`` (csv + the image files; one row per image of both monkeys),
@@ -31,10 +31,14 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
+from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly, StimulusReferenceAssemblyLoader
+from brainscore_vision import StimulusSet
+from PIL import Image
+from tqdm.auto import tqdm
 
-from benchmarks_it_maps import conventions as cv
+from benchmarks_it_maps.data import conventions as cv
+from benchmarks_it_maps.data.matfile import MatFileError, read_mat
 from benchmarks_it_maps.home import atomic_dir, data_home, save_figure, sha256_file
-from benchmarks_it_maps.matfile import MatFileError, read_mat
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +172,6 @@ def _check_trial_units(responses: np.ndarray, trials: np.ndarray, label: str) ->
 
 
 def _check_images(files: Sequence[Path], label_prefix: str, monkey: cv.Monkey) -> None:
-    from PIL import Image
     for path in files:
         try:
             with Image.open(path) as image:
@@ -260,7 +263,6 @@ def stimulus_id(family: str, monkey: cv.Monkey, basename: str, image_sha256: str
 
 
 def _stimulus_rows(family: str, recordings: Sequence[MonkeyRecording]) -> pd.DataFrame:
-    from PIL import Image
     rows = []
     for rec in recordings:
         for index, (name, path, digest) in enumerate(zip(rec.names, rec.image_files, rec.image_sha256)):
@@ -318,7 +320,6 @@ def _binned(array: np.ndarray, channels: Sequence[int], scale: float) -> np.ndar
 def build_assembly(family: str, site: cv.Site, rec: MonkeyRecording, stimulus_ids: Sequence[str],
                    source_sha256: str):
     """The NeuroidAssembly of ``site`` from its monkey's recording (trials when present, else ``imageRF``)."""
-    from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly
     channels = list(site.channels)
     if rec.trials is not None:
         values = _binned(rec.trials, channels, cv.TRIAL_COUNTS_TO_RATE)
@@ -393,7 +394,6 @@ def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force
     interrupted import leaves the data home as it was. Importing the same content again does nothing
     (``summary['status'] == 'unchanged'``) unless ``force``.
     """
-    from tqdm.auto import tqdm
     home = Path(home) if home else data_home()
     path = Path(path).expanduser()
     archive_sha = sha256_file(path) if path.is_file() else None
@@ -488,7 +488,6 @@ def _require_import(family: str, home: Path | None) -> tuple[Path, dict]:
 
 def load_stimulus_set(identifier: str, *, home: str | Path | None = None):
     """The StimulusSet 'Arcaro2020' or 'Arcaro2020sim' (images of both monkeys), with ``.identifier`` set."""
-    from brainscore_vision import StimulusSet
     family = family_of(identifier)
     if identifier != family:
         raise KeyError(f"unknown stimulus set '{identifier}': expected '{family}'")
@@ -504,8 +503,6 @@ def load_assembly(identifier: str, *, home: str | Path | None = None):
     ``attrs['stimulus_set']`` is the StimulusSet restricted to this monkey's images; ``attrs['default_window']`` the
     monkey's response window in ms.
     """
-    from brainscore_core.supported_data_standards.brainio.assemblies import (NeuroidAssembly,
-                                                                              StimulusReferenceAssemblyLoader)
     family = family_of(identifier)
     site = identifier[len(family) + 1:]
     if site not in cv.SITES:
@@ -624,7 +621,6 @@ def plot_site(identifier: str, path: str | Path, *, window: tuple[float, float] 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
     assembly = load_assembly(identifier, home=home)
     maps = response_maps(assembly, window=window)
     mean_map = maps.mean("channel")

@@ -14,6 +14,16 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+import harmonized_models
+from benchmarks_it_maps.benchmarks import arcaro2020 as bm
+from benchmarks_it_maps.benchmarks import metric
+from benchmarks_it_maps.benchmarks.arcaro2020 import _reorder, grid_features_from_responses
+from benchmarks_it_maps.benchmarks.metric import sem
+from benchmarks_it_maps.home import save_figure
+from benchmarks_it_maps.runs.results import ResultsDB
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +37,9 @@ class ScoringError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 def resolve_benchmark(identifier: str, **kwargs: Any):
     """This package's benchmark ``identifier``, else brainscore-vision's; unknown -> ScoringError with close names."""
-    from . import benchmark as ours
     try:
-        return ours.load(identifier, **kwargs)
-    except ours.UnknownBenchmarkError as error:
+        return bm.load(identifier, **kwargs)
+    except bm.UnknownBenchmarkError as error:
         ours_error = error
     try:
         import brainscore_vision
@@ -43,7 +52,6 @@ def resolve_benchmark(identifier: str, **kwargs: Any):
 
 def resolve_model(identifier: str, *, device: str = "auto", batch_size: Optional[int] = None):
     """This package's model ``identifier`` (``harmonized_models.load_model``), else brainscore-vision's."""
-    import harmonized_models
     try:
         return harmonized_models.load_model(identifier, device=device, batch_size=batch_size)
     except KeyError as error:
@@ -62,7 +70,6 @@ def resolve_model(identifier: str, *, device: str = "auto", batch_size: Optional
 
 def weights_hash(model_identifier: str) -> str:
     """The results-DB weights key: ``harmonized_models.weights_hash`` for our models, else a brainscore-vision tag."""
-    import harmonized_models
     try:
         return harmonized_models.weights_hash(model_identifier)
     except KeyError:
@@ -70,7 +77,6 @@ def weights_hash(model_identifier: str) -> str:
 
 
 def _results_db(results):
-    from .results import ResultsDB
     if results is None or isinstance(results, (str, os.PathLike)):
         return ResultsDB(results)
     return results
@@ -161,13 +167,11 @@ class LayerAnalysis:
 
     @property
     def nested_error(self) -> float:
-        from .metric import sem
         return sem(self.per_fold)
 
 
 def _criterion(protocol: str, features: np.ndarray, targets: np.ndarray, grid: int, n_components: int):
     """Fit LOIO on the given images and return (score, per-image values) under the benchmark's headline metric."""
-    from . import metric
     fit = metric.loio_pls(features, targets, n_components=n_components)
     if protocol == "map_alignment":
         n_img, _, n_chan = targets.shape
@@ -182,7 +186,6 @@ def nested_layer_selection(features_by_layer: dict, targets: np.ndarray, grid: i
     """For each held-out image, choose the layer with the best LOIO score on the *other* images only, then score
     the held-out image with that layer (fitted on the other images). Returns per-layer LOIO scores, the choices
     and the nested per-image scores (all raw)."""
-    from tqdm.auto import tqdm
     layers = list(features_by_layer)
     n_img = targets.shape[0]
     full = {}
@@ -203,7 +206,6 @@ def nested_layer_selection(features_by_layer: dict, targets: np.ndarray, grid: i
 
 def _layer_features(candidate, site, layers: Sequence[str]) -> dict:
     """Maps-protocol features ``[I, P, C]`` of every layer, from one pass of the model's activations extractor."""
-    from .benchmark import _reorder, grid_features_from_responses
     data = site.data
     activations_model = getattr(candidate, "activations_model", None)
     if activations_model is None:
@@ -232,7 +234,6 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
     """Score candidate layers on a maps-protocol benchmark (``-pls`` or ``-map_alignment``) with nested
     cross-validation, per site; optionally plot score by depth to ``out`` (PNG). ``layers`` defaults to the model's
     candidate layers (registry entry, else the ModelCommitment's ``layers``)."""
-    from . import benchmark as bm
     candidate = resolve_model(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
     target = bm.load(benchmark_identifier)
     if target.protocol == "shift":
@@ -250,7 +251,7 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
                                         n_components=site.n_components)
         ceiling = float(site.ceiling)
         per_image = result["layer_per_image"]
-        from .metric import sem
+        from benchmarks_it_maps.benchmarks.metric import sem
         analyses.append(LayerAnalysis(
             benchmark_identifier=site.identifier, layers=list(layers), layer_scores=result["layer_scores"] / ceiling,
             layer_errors=np.array([sem(v) for v in per_image]) / ceiling, selected=result["selected"],
@@ -282,7 +283,6 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .home import save_figure
     out = Path(out)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(analyses[0].layers) + 3), 4.2))
     depth = np.arange(len(analyses[0].layers))
@@ -311,7 +311,6 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
 # ----------------------------------------------------------------------------------------------------------------
 def site_results(benchmark) -> list:
     """The SiteResults of the last call of a site or composite benchmark."""
-    from . import benchmark as bm
     results = benchmark.last_results if isinstance(benchmark, bm.ArcaroCompositeBenchmark) else [
         benchmark.last_result]
     if any(r is None for r in results):
@@ -326,9 +325,6 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
-    from .home import save_figure
-    from . import benchmark as bm
     children = benchmark.children if isinstance(benchmark, bm.ArcaroCompositeBenchmark) else [benchmark]
     out_dir = Path(out_dir)
     paths = []
@@ -364,7 +360,6 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
 def maps(model: Any, benchmark_identifier: str, out_dir: str | os.PathLike, *, device: str = "auto",
          batch_size: Optional[int] = None):
     """Run a benchmark of this package on a model and write its per-image map figures; returns (Score, paths)."""
-    from . import benchmark as bm
     candidate = resolve_model(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
     try:
         benchmark = bm.load(benchmark_identifier)

@@ -3,7 +3,7 @@
 Identifiers: ``{Arcaro2020,Arcaro2020sim}.{M1PL,M1ML,M2ML,IT}-{pls,shift_pls,map_alignment}``. ``IT`` is the
 composite: the mean of the three sites' ceiled scores, errors propagated.
 
-Three protocols share one metric (:func:`benchmarks_it_maps.metric.loio_pls`, leave-one-image-out PLS, Pearson r per
+Three protocols share one metric (:func:`benchmarks_it_maps.benchmarks.metric.loio_pls`, leave-one-image-out PLS, Pearson r per
 channel across grid positions, median over channels, mean over images):
 
 ``maps`` (``-pls``, the paper's, corrected; PAPER_NOTES 8.6)
@@ -30,7 +30,7 @@ channel across grid positions, median over channels, mean over images):
     The maps-protocol predictions of each held-out image, averaged over channels, compared with the channel-averaged
     neural map by Spearman rho at G x G (headline) and at int(G/4) x int(G/4).
 
-Ceilings (``ceiling_method='auto'``, computed by :mod:`benchmarks_it_maps.ceiling`): with repeated trials (the
+Ceilings (``ceiling_method='auto'``, computed by :mod:`benchmarks_it_maps.benchmarks.ceiling`): with repeated trials (the
 simulated twin), from the split-half reliability of the maps with Spearman-Brown correction (on the r scale, see
 that module); without them (the released data holds trial averages only), each channel's map
 predicted from the other channels of the same array by the same cross-validated PLS (median over channels): the
@@ -53,13 +53,16 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from brainscore_core.metrics import Score
+from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
 from brainscore_vision.benchmarks import BenchmarkBase
+from PIL import Image
 from tqdm.auto import tqdm
 
-from . import ceiling as ceilings
-from . import metric
-from .home import atomic_dir, data_home
-from .readout import grid_coordinates, sample_feature_maps
+from benchmarks_it_maps.benchmarks import ceiling as ceilings
+from benchmarks_it_maps.benchmarks import metric
+from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.home import atomic_dir, data_home
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +160,6 @@ class SiteData:
 
 def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> SiteData:
     """Load one site through the data API and arrange its maps (targets, trials) and stimuli."""
-    from . import data
     assembly = data.load_assembly(assembly_identifier)
     maps = data.response_maps(assembly, window=window, average_repetitions=True)
     maps = maps.transpose("stimulus_id", "row", "col", "channel")
@@ -193,7 +195,6 @@ def subset_stimulus_set(stimulus_set, stimulus_ids: Sequence, assembly_identifie
     """The stimulus rows of ``stimulus_ids``, in that order, with an identifier unique to this image subset and
     data content (Brain-Score caches activations by stimulus-set identifier; a subset must never reuse its
     parent's, and re-imported data must never meet stale activations)."""
-    from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
     index = {sid: i for i, sid in enumerate(stimulus_set["stimulus_id"].values)}
     missing = [sid for sid in stimulus_ids if sid not in index]
     if missing:
@@ -350,8 +351,6 @@ def shift_stimulus_set(stimulus_set, grid_size: int, visual_degrees: float, imag
     canvas centre, grey outside. Written once (atomically) as PNG files under the cache; returns a StimulusSet
     (rows ordered image-major, then row, then column) whose identifier is unique per (image set, grid, degrees,
     canvas)."""
-    from PIL import Image
-    from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
 
     stimulus_ids = list(stimulus_set["stimulus_id"].values)
     image_px = int(round(canvas_px * image_size_deg / float(visual_degrees)))
@@ -418,7 +417,7 @@ class ArcaroSiteBenchmark(BenchmarkBase):
     """One recording site (M1PL, M1ML or M2ML) under one protocol; see the module docstring.
 
     ``data`` replaces the site's data (e.g. maps generated in a test with a known ground truth); by default it is
-    loaded through :mod:`benchmarks_it_maps.data` on first use.
+    loaded through :mod:`benchmarks_it_maps.data.assemblies` on first use.
     """
 
     def __init__(self, dataset: str, site: str, protocol: str, *, ceiling_method: str = "auto",

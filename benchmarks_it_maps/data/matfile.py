@@ -7,10 +7,15 @@ arrays of strings are object references to uint16 char arrays (v7.3) or nested o
 from __future__ import annotations
 
 import datetime
+import io
+import struct
+import zlib
 from pathlib import Path
 from typing import Sequence
 
+import h5py
 import numpy as np
+import scipy.io
 
 
 class MatFileError(ValueError):
@@ -26,7 +31,6 @@ class MatFileError(ValueError):
 
 def is_mat73(path: str | Path) -> bool:
     """True if ``path`` is a MATLAB v7.3 (HDF5) file."""
-    import h5py
     return bool(h5py.is_hdf5(str(path)))
 
 
@@ -44,7 +48,6 @@ def read_mat(path: str | Path, keys: Sequence[str], label: str | None = None) ->
 
 
 def _read_mat5(path, keys, label) -> dict:
-    import scipy.io
     try:
         raw = scipy.io.loadmat(str(path), variable_names=list(keys), chars_as_strings=True)
     except Exception as error:  # scipy raises several types for non-MAT content
@@ -79,7 +82,6 @@ def _cell_strings(value) -> list[str] | np.ndarray:
 
 
 def _read_mat73(path, keys, label) -> dict:
-    import h5py
     out: dict = {}
     try:
         with h5py.File(str(path), "r") as f:
@@ -140,11 +142,7 @@ def write_mat5(path: str | Path, variables: dict, level: int = 1) -> None:
     scipy's writer compresses at zlib's default level, which is slow for the twin's ~0.6 GB of arrays; here scipy
     serialises each variable uncompressed and the element is compressed as MATLAB does (tag type 15 + zlib stream).
     """
-    import io
-    import struct
-    import zlib
 
-    import scipy.io
     with open(path, "wb") as f:
         for i, (key, value) in enumerate(variables.items()):
             if isinstance(value, (list, tuple)):
@@ -172,7 +170,6 @@ def write_mat73(path: str | Path, variables: dict) -> None:
     """MATLAB v7.3 file as MATLAB writes it: HDF5 with a 512-byte user block holding the MAT header, arrays stored
     with reversed axes (column-major), cell arrays of strings as object references to uint16 char arrays in
     ``#refs#``."""
-    import h5py
     path = Path(path)
     with h5py.File(path, "w", userblock_size=512) as f:
         refs = f.create_group("#refs#")

@@ -13,6 +13,13 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import torch
+
+import harmonized_models
+from benchmarks_it_maps.benchmarks.arcaro2020 import load
+from benchmarks_it_maps.data import simulate
+from benchmarks_it_maps.runs.scoring import resolve_model, score, score_summary, write_map_figures
+
 logger = logging.getLogger(__name__)
 
 DEMO_MODEL = "efficientnet_lite0"
@@ -23,8 +30,6 @@ DEMO_BENCHMARKS = ("Arcaro2020sim.IT-pls", "Arcaro2020sim.IT-map_alignment")
 def random_twin(identifier: str = DEMO_MODEL, seed: int = DEMO_RANDOM_SEED, **activations_kwargs):
     """The registry model ``identifier`` with randomly initialised weights (``torch.manual_seed(seed)``), under the
     identifier ``<identifier>-random_init_seed<seed>`` and the same layer commitments."""
-    import torch
-    import harmonized_models
     entry = harmonized_models.get_entry(identifier)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -41,9 +46,6 @@ def run_demo(out_dir: str | os.PathLike = "brainscore_demo", *, results=None, de
     ``twin``: keyword arguments of :func:`simulate.ensure_simulated_twin` (default: the full-size twin, 14 images
     per monkey, grids 17 and 9); a smaller twin (e.g. ``dict(images=4, grids=(5, 5))``) gives a quick look.
     """
-    from . import simulate
-    from .benchmark import load
-    from .scoring import resolve_model, score, score_summary, write_map_figures
     logger.info("ensuring the simulated twin is imported (simulated once, then reused)")
     simulate.ensure_simulated_twin(**(twin or {}))
     models = [(resolve_model(DEMO_MODEL, device=device, batch_size=batch_size), None),

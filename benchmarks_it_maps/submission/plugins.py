@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from benchmarks_it_maps import list_benchmarks
+from benchmarks_it_maps.data import conventions
+from benchmarks_it_maps.home import atomic_dir, atomic_file
+from benchmarks_it_maps.runs.results import package_version
+from benchmarks_it_maps.submission.integration import _tradeoff_metric_factory
+from harmonized_models import get_entry, list_models
 
 PLUGIN_TYPES = ("data", "benchmarks", "metrics", "models")
 DATA_FOLDER = "arcaro2020"
@@ -29,24 +37,20 @@ _ZIP_DATE = (2023, 1, 1, 0, 0, 0)
 
 def default_requirement() -> str:
     """The requirement line that installs this package (``BRAINSCORE_ITMAPS_REQUIREMENT`` overrides it)."""
-    from benchmarks_it_maps.results import package_version
     return os.environ.get("BRAINSCORE_ITMAPS_REQUIREMENT") or f"brainscore-itmaps=={package_version()}"
 
 
 def submission_models() -> list[str]:
     """The models submitted by default: every harmonized model of the registry."""
-    from harmonized_models import list_models
     return [entry.identifier for entry in list_models() if entry.harmonized]
 
 
 def public_benchmarks() -> list[str]:
     """The benchmarks on the released recordings (the simulated twin ``Arcaro2020sim.*`` is for validation only)."""
-    from benchmarks_it_maps import conventions, list_benchmarks
     return [identifier for identifier in list_benchmarks() if identifier.startswith(conventions.IDENTIFIER + ".")]
 
 
 def _header() -> str:
-    from benchmarks_it_maps.results import package_version
     return HEADER.format(version=package_version())
 
 
@@ -64,7 +68,7 @@ def render_data_plugin(dataset: str, sites: Iterable[str], requirement: str) -> 
              _header(),
              "from brainscore_vision import data_registry, stimulus_set_registry",
              "",
-             "from benchmarks_it_maps.integration import plugin_assembly, plugin_stimulus_set",
+             "from benchmarks_it_maps.submission.integration import plugin_assembly, plugin_stimulus_set",
              "",
              f"stimulus_set_registry['{dataset}'] = lambda: plugin_stimulus_set('{dataset}')",
              ""]
@@ -89,7 +93,7 @@ def test_registrations():
 
 
 def test_package_knows_the_sites():
-    from benchmarks_it_maps import conventions
+    from benchmarks_it_maps.data import conventions
     assert sorted(ASSEMBLIES) == sorted(f"{{DATASET}}.{{site}}" for site in conventions.SITES)
 
 
@@ -108,11 +112,11 @@ def render_benchmark_plugin(identifiers: Sequence[str], requirement: str, folder
     """``benchmarks/<folder>``: one registration line per benchmark identifier."""
     lines = [_docstring("Brain-Score benchmark plugin: spatial IT activity maps of Arcaro, Ponce & Livingstone "
                         "(2020)\nas used by Linsley et al. (NeurIPS 2023).\n\nThin registration; the benchmarks "
-                        "live in the brainscore-itmaps package (benchmarks_it_maps.benchmark)."),
+                        "live in the brainscore-itmaps package (benchmarks_it_maps.benchmarks.arcaro2020)."),
              _header(),
              "from brainscore_vision import benchmark_registry",
              "",
-             "from benchmarks_it_maps.integration import plugin_benchmark",
+             "from benchmarks_it_maps.submission.integration import plugin_benchmark",
              ""]
     lines += [f"benchmark_registry['{identifier}'] = lambda: plugin_benchmark('{identifier}')"
               for identifier in identifiers]
@@ -208,11 +212,11 @@ def render_metric_plugin(identifier: str, requirement: str) -> dict[str, str]:
     """``metrics/<identifier>``: the accuracy/IT trade-off metric."""
     lines = [_docstring("Brain-Score metric plugin: the accuracy/IT trade-off of Linsley et al. (NeurIPS 2023)."
                         "\n\nThin registration; the metric lives in the brainscore-itmaps package "
-                        "(benchmarks_it_maps.tradeoff)."),
+                        "(benchmarks_it_maps.analysis.tradeoff)."),
              _header(),
              "from brainscore_vision import metric_registry",
              "",
-             "from benchmarks_it_maps.tradeoff import TradeoffMetric",
+             "from benchmarks_it_maps.analysis.tradeoff import TradeoffMetric",
              "",
              f"metric_registry['{identifier}'] = lambda *args, **kwargs: TradeoffMetric(*args, **kwargs)"]
     test = f'''{_docstring("Tests of the accuracy/IT trade-off metric plugin.", chr(10))}import importlib
@@ -229,23 +233,20 @@ def test_registration():
 
 
 def test_load_metric():
-    from benchmarks_it_maps.tradeoff import TradeoffMetric
+    from benchmarks_it_maps.analysis.tradeoff import TradeoffMetric
     assert isinstance(brainscore_vision.load_metric(IDENTIFIER), TradeoffMetric)
 '''
     return {"__init__.py": "\n".join(lines) + "\n", "test.py": test, "requirements.txt": requirement + "\n"}
 
 
 def tradeoff_metric_identifier() -> str | None:
-    """The trade-off metric's identifier when the package has ``benchmarks_it_maps.tradeoff.TradeoffMetric``."""
-    from benchmarks_it_maps.integration import _tradeoff_metric_factory
+    """The trade-off metric's identifier when the package has ``benchmarks_it_maps.analysis.tradeoff.TradeoffMetric``."""
     found = _tradeoff_metric_factory()
     return None if found is None else found[0]
 
 
 def plugin_files(models: Sequence[str] | None = None, *, requirement: str | None = None) -> dict[str, str]:
     """Every plugin file, as ``{'<type>/<folder>/<file>': text}`` (the layout of the zip and of ``plugins/``)."""
-    from benchmarks_it_maps import conventions
-    from harmonized_models import get_entry
 
     requirement = requirement or default_requirement()
     folders: dict[str, dict[str, str]] = {
@@ -264,7 +265,6 @@ def plugin_files(models: Sequence[str] | None = None, *, requirement: str | None
 
 def plugin_folder_name(identifier: str) -> str:
     """A Python-importable folder name for a model identifier (brainscore imports ``brainscore_vision.models.<x>``)."""
-    import re
     name = re.sub(r"[^0-9a-zA-Z_]", "_", identifier)
     return f"m_{name}" if name[0].isdigit() or name.startswith(("_", ".")) else name
 
@@ -272,7 +272,6 @@ def plugin_folder_name(identifier: str) -> str:
 def write_plugins(root: str | os.PathLike, models: Sequence[str] | None = None, *,
                   requirement: str | None = None) -> list[str]:
     """(Re)write the plugin folders under ``root`` (atomically: ``root`` is replaced as a whole)."""
-    from benchmarks_it_maps.home import atomic_dir
     files = plugin_files(models, requirement=requirement)
     with atomic_dir(root) as tmp:
         for name, text in files.items():
@@ -299,7 +298,6 @@ def compare_plugins(root: str | os.PathLike, models: Sequence[str] | None = None
 def build_submission(out: str | os.PathLike, models: Sequence[str] | None = None, *,
                      requirement: str | None = None) -> list[str]:
     """Write the upload zip (plugin folders at the root, by type); returns the member names."""
-    from benchmarks_it_maps.home import atomic_file
     out = Path(out)
     if out.suffix.lower() != ".zip":
         raise ValueError(f"submission file {out}: the name must end in .zip (Brain-Score's upload page takes zips)")

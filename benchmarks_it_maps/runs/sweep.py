@@ -9,7 +9,7 @@ Design
 - Each *attempt* of a job runs in a worker (a local subprocess, or a Slurm array task submitted through submitit).
   The worker never touches the SQLite database: it scores with ``record=False`` and writes its result (the Score, or
   the traceback) atomically to ``<attempt dir>/result.pkl``. The coordinator (this process) is the only writer: it
-  records scores in :class:`~benchmarks_it_maps.results.ResultsDB` and every attempt in the table ``sweep_attempts``
+  records scores in :class:`~benchmarks_it_maps.runs.results.ResultsDB` and every attempt in the table ``sweep_attempts``
   of the same SQLite file (status, executor id, error, traceback).
 - A worker that dies without a result (killed, out of memory, Slurm TIMEOUT/CANCELLED/NODE_FAIL, a vanished job,
   or a run past its deadline) is reported failed and retried up to ``max_retries`` times; nothing is waited on
@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -35,6 +36,18 @@ import time
 import traceback as _traceback
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+import submitit
+from brainscore_core.plugin_management.import_plugin import ImportPlugin
+from submitit.slurm.slurm import SlurmJob
+from tqdm.auto import tqdm
+
+import harmonized_models
+from benchmarks_it_maps.home import atomic_file, data_home
+from benchmarks_it_maps.runs.results import ResultsDB
+from benchmarks_it_maps.runs.results import package_version as _package_version
+from benchmarks_it_maps.runs.scoring import ScoringError, _version, resolve_benchmark, weights_hash
+from harmonized_models import CATEGORIES, list_models
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +105,6 @@ def parse_models(spec: str) -> list[str]:
 
 
 def _category(name: str) -> list[str]:
-    from harmonized_models import CATEGORIES, list_models
     try:
         entries = list_models(category=name)
     except ValueError:
@@ -108,7 +120,6 @@ def check_model(model: str) -> None:
     Ours (and ``harmonized:PATH`` checkpoints) are looked up in the registry; other identifiers must be registered
     by an installed brainscore-vision model plugin (found by brainscore's own text scan, nothing is imported).
     """
-    import harmonized_models
     try:
         harmonized_models.get_entry(model)
         return
@@ -116,7 +127,6 @@ def check_model(model: str) -> None:
         ours = error.args[0] if error.args else str(error)
     except ValueError as error:  # a harmonized:PATH that is not a checkpoint folder
         raise SweepError(f"--models {model}: {error}") from None
-    from brainscore_core.plugin_management.import_plugin import ImportPlugin
     try:
         ImportPlugin("brainscore_vision", "models", model)
     except AssertionError:
@@ -143,7 +153,6 @@ def _now() -> str:
 
 
 def default_results_path() -> Path:
-    from benchmarks_it_maps.home import data_home
     return data_home() / "results.sqlite"
 
 
@@ -218,19 +227,16 @@ def _slug(text: str) -> str:
 
 
 def package_version() -> str:
-    from benchmarks_it_maps.results import package_version as _package_version
     return _package_version()
 
 
 def model_weights_hash(model: str) -> str:
     """The results-database weights key (the same as ``brainscore score`` uses)."""
-    from benchmarks_it_maps.scoring import weights_hash
     return str(weights_hash(model))
 
 
 def benchmark_version(benchmark: str) -> Any:
     """The benchmark's version (ours first, then brainscore-vision's), as ``brainscore score`` records it."""
-    from benchmarks_it_maps.scoring import ScoringError, _version, resolve_benchmark
     try:
         return _version(resolve_benchmark(benchmark))
     except ScoringError as error:
@@ -240,7 +246,6 @@ def benchmark_version(benchmark: str) -> Any:
 def plan(models: Sequence[str], benchmarks: Sequence[str], results_path: str | os.PathLike | None = None,
          *, rerun: bool = False) -> list[Job]:
     """All (model, benchmark) jobs; those already in the results database under the same key are 'skipped'."""
-    from benchmarks_it_maps.results import ResultsDB
     results = ResultsDB(Path(results_path) if results_path else default_results_path())
     version = package_version()
     for model in models:
@@ -272,7 +277,7 @@ def run_attempt(spec: dict) -> dict:
     (attempt_dir / "started.txt").write_text("\n".join(f"{k}={v}" for k, v in started.items()) + "\n")
     t0 = time.time()
     try:
-        from benchmarks_it_maps.scoring import score
+        from benchmarks_it_maps.runs.scoring import score
         value = score(spec["model"], spec["benchmark"], device=spec.get("device", "auto"),
                       batch_size=spec.get("batch_size"), record=False)
         # the hash of the weights just scored (a first download turns a weights URL into its sha256)
@@ -286,7 +291,6 @@ def run_attempt(spec: dict) -> dict:
 
 
 def _write_result(attempt_dir: Path, result: dict) -> None:
-    from benchmarks_it_maps.home import atomic_file
     try:
         payload = pickle.dumps(result)
     except Exception as error:  # noqa: BLE001 - an unpicklable score is itself a failure worth reporting
@@ -361,7 +365,7 @@ class LocalExecutor:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             log = open(handle.attempt_dir / "worker.log", "ab")
             handle.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks_it_maps.sweep", "--worker", str(spec_file)],
+                [sys.executable, "-m", "benchmarks_it_maps.runs.sweep", "--worker", str(spec_file)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             log.close()
             handle.process.gpu = gpu
@@ -456,8 +460,6 @@ class SlurmExecutor:
     def __init__(self, folder: str | os.PathLike, *, partition: str | None = None, time_min: int = 60,
                  mem_gb: float | None = None, gpus: int = 0, cpus_per_task: int | None = None,
                  array_parallelism: int = 256, lost_after_s: float = 300.0, grace_s: float = 120.0):
-        import shutil
-        import submitit
         missing = [tool for tool in ("sbatch", "squeue", "scancel") if shutil.which(tool) is None]
         if missing:
             raise SweepError(f"the Slurm executor needs {', '.join(missing)} on PATH: run the sweep on a Slurm "
@@ -489,7 +491,6 @@ class SlurmExecutor:
             handle.started = time.time()
 
     def poll(self, handles: list[Handle]) -> dict[int, Outcome]:
-        from submitit.slurm.slurm import SlurmJob
         if handles:
             SlurmJob.watcher.update()  # one sacct call for all jobs of this poll
         outcomes = {}
@@ -531,7 +532,6 @@ class SlurmExecutor:
 
     def reattach(self, row: dict, handle: Handle) -> bool:
         """Watch a Slurm job a previous coordinator submitted, when Slurm still knows it and it has not ended."""
-        from submitit.slurm.slurm import SlurmJob
         job_id = row.get("external_id")
         if not job_id:
             return False
@@ -580,7 +580,6 @@ class Coordinator:
     def __init__(self, executor: LocalExecutor | SlurmExecutor, *, results_path: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, max_retries: int = 2, poll_s: float = 5.0,
                  device: str = "auto", batch_size: int | None = None, progress: bool = True):
-        from benchmarks_it_maps.results import ResultsDB
         self.results_path = Path(results_path) if results_path else default_results_path()
         self.results = ResultsDB(self.results_path)
         self.attempts = AttemptStore(self.results_path)
@@ -597,7 +596,6 @@ class Coordinator:
     # -- public
     def run(self, jobs: list[Job]) -> SweepSummary:
         """Run every pending job to done or failed (after ``max_retries`` retries); returns the summary."""
-        from tqdm.auto import tqdm
         todo = [job for job in jobs if job.status == "pending"]
         queue: list[Job] = []
         inflight: dict[int, Handle] = {}
@@ -758,9 +756,9 @@ def sweep(models: Sequence[str], benchmarks: Sequence[str], executor: LocalExecu
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """``python -m benchmarks_it_maps.sweep --worker SPEC.pkl``: the local executor's worker process."""
+    """``python -m benchmarks_it_maps.runs.sweep --worker SPEC.pkl``: the local executor's worker process."""
     if len(argv) != 2 or argv[0] != "--worker":
-        print("usage: python -m benchmarks_it_maps.sweep --worker SPEC.pkl", file=sys.stderr)
+        print("usage: python -m benchmarks_it_maps.runs.sweep --worker SPEC.pkl", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     spec = pickle.loads(Path(argv[1]).read_bytes())

@@ -1,0 +1,1 @@
+"""Readout, regression (PLS), metric and ceilings, and the Arcaro2020 benchmarks built on them."""

@@ -1,0 +1,1 @@
+"""What goes to Brain-Score: plugin folders, and registration in brainscore-vision's registries."""
