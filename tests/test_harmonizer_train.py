@@ -89,7 +89,7 @@ def test_train_resume_is_exact_and_final_checkpoint_loads(data, tmp_path, capsys
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    initial = torch.load(full / "checkpoints" / "epoch_001.pt", weights_only=False)["model"]
+    initial = torch.load(full / "checkpoints" / "epoch_001.pt", weights_only=True)["model"]  # no pickled objects
     assert any(not torch.equal(initial[k], a[k]) for k in a)  # training changed the weights
     # every loss term logged once per step, identical in both runs
     log_full, log_split = _steps(full / "log.jsonl"), _steps(split / "log.jsonl")
@@ -163,6 +163,42 @@ def test_train_errors_are_one_line(data, tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--model '{model}'" in err[0] and message in err[0], err
         assert not (tmp_path / model / "checkpoints").exists()
+
+
+class _Payload:
+    """Unpickling this runs a shell command that creates a marker file (what an attacker's checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_resume_never_executes_a_crafted_checkpoint(data, tmp_path, capsys):
+    """A checkpoint with a code-running pickle is refused (weights_only) and one pointing outside checkpoints/ is
+    never read: one line, exit 2, no marker file, no training."""
+    out = tmp_path / "run"
+    assert main(_train_args(data, out, "--stop-after-steps", "1")) == 0
+    ckpt = out / "checkpoints"
+    real = torch.load(ckpt / "interrupted.pt", weights_only=True)
+    marker = tmp_path / "PWNED"
+    torch.save({**real, "model": _Payload(marker)}, ckpt / "interrupted.pt")
+    capsys.readouterr()
+    assert main(_train_args(data, out, "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted.pt: refused" in err[0], err
+    assert not marker.exists()
+    outside = tmp_path / "elsewhere.pt"
+    torch.save({**real, "model": _Payload(marker)}, outside)
+    for name in (str(outside), "../../elsewhere.pt", "sub/x.pt"):
+        (ckpt / "latest.json").write_text(json.dumps({"file": name}))
+        assert main(_train_args(data, out, "--resume")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "field 'file' must name a .pt file inside" in err[0], err
+    assert not marker.exists()
+    assert not (out / "final").exists() and len(_steps(out / "log.jsonl")) == 1
 
 
 def test_torchrun_ddp_matches_single_process(data, tmp_path):

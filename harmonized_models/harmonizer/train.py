@@ -22,7 +22,9 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "brainscore-itmaps/harmonizer-train/1"
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
+#: A checkpoint file name ``latest.json`` may point to: a plain name in ``checkpoints/`` (no folders, no ``..``).
+_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.pt")
 
 
 @dataclass
@@ -184,13 +188,21 @@ def _optimizer(config: TrainConfig, network: nn.Module) -> torch.optim.Optimizer
 # --- state --------------------------------------------------------------------------------------------------------
 
 def _rng_state(device: torch.device) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Every RNG state as tensors and plain numbers, so a checkpoint loads with ``torch.load(weights_only=True)``."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((int(py["version"]), tuple(int(w) for w in py["state"].tolist()), py["gauss"]))
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -217,6 +229,24 @@ def _mean_over_ranks(values: dict[str, float], dist_info: _Dist, device: torch.d
     return {k: float(v) / dist_info.world_size for k, v in zip(keys, packed.tolist())}
 
 
+def _load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A training checkpoint, loaded with ``weights_only=True``: tensors and plain containers only, so a crafted
+    file cannot run code (it is refused with one line instead)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = " ".join(str(error).split())[:200]
+        raise TrainError(f"{path}: refused, it holds objects other than tensors and plain values ({reason}); "
+                         "only checkpoints written by `brainscore harmonize train` can be resumed") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise TrainError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}); delete it or restore it") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{path}: not a harmonizer training checkpoint (field 'format' is not "
+                         f"{CHECKPOINT_FORMAT!r})")
+    return state
+
+
 class _Run:
     """Mutable training state and the files of one output folder."""
 
@@ -230,10 +260,19 @@ class _Run:
         self.global_step = 0
 
     def latest(self) -> Path | None:
+        """The checkpoint ``checkpoints/latest.json`` names; only a plain file name inside ``checkpoints/``."""
         pointer = self.ckpt_dir / "latest.json"
         if not pointer.is_file():
             return None
-        return self.ckpt_dir / json.loads(pointer.read_text())["file"]
+        try:
+            name = json.loads(pointer.read_text())["file"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise TrainError(f"{pointer}: not a checkpoint pointer (expected JSON with a 'file' field); delete it "
+                             "to start over or restore it") from None
+        if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+            raise TrainError(f"{pointer}: field 'file' must name a .pt file inside {self.ckpt_dir} (got {name!r}); "
+                             "checkpoints are never read from elsewhere")
+        return self.ckpt_dir / name
 
     def save(self, name: str, state: dict) -> Path:
         path = self.ckpt_dir / name
@@ -327,9 +366,7 @@ def train(config: TrainConfig) -> Path | None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     if config.resume:
-        state = torch.load(latest, map_location=device, weights_only=False)  # our own file (RNG states are tuples)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise TrainError(f"{latest}: not a harmonizer training checkpoint")
+        state = _load_checkpoint(latest, device)
         if state["config"] != _identity(config) or state["sizes"] != sizes or state["world_size"] != \
                 dist_info.world_size:
             diff = {k: (state["config"].get(k), v) for k, v in _identity(config).items()
