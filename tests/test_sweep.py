@@ -6,6 +6,7 @@ harmonizer checkpoints (``harmonized:PATH``); the benchmark runs on the simulate
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -260,6 +261,49 @@ def test_local_kill_coordinator_then_resume_scores_each_pair_once(tmp_path, tiny
     done = [row for row in attempts(results) if row["status"] == "done"]
     assert sorted(row["model"] for row in done) == sorted(tiny_models)  # each pair's score came from one attempt
     assert [job.status for job in sweep.plan(tiny_models, [BENCHMARK], results)] == ["skipped", "skipped"]
+
+
+class _Payload:
+    """Unpickling this creates a marker file (what a crafted result file in a shared work folder would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.timeout(300)
+def test_coordinator_reads_only_json_results_inside_its_work_folder(tmp_path, tiny_models):
+    """A ``sweep_attempts`` row naming a folder outside the work folder (holding a code-running result.pkl and a
+    forged result.json) is marked lost and never read; the pair is scored afresh and the JSON result carries raw
+    and ceiling into the database; a pickle written as result.json is a failure, not code."""
+    import pickle
+    results, workdir, foreign = tmp_path / "results.sqlite", tmp_path / "work", tmp_path / "shared" / "evil"
+    foreign.mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    (foreign / "result.pkl").write_bytes(pickle.dumps({"ok": True, "score": _Payload(marker)}))
+    (foreign / "result.json").write_text(json.dumps({"ok": True, "score": {"value": 0.999, "attrs": {}}}))
+    jobs = sweep.plan(tiny_models[:1], [BENCHMARK], results)
+    job = jobs[0]
+    store = sweep.AttemptStore(results)
+    row = store.add(model=job.model, benchmark=job.benchmark, benchmark_version=str(job.benchmark_version),
+                    package_version=job.package_version, weights_hash=job.weights_hash, attempt=1,
+                    executor="local", attempt_dir=str(foreign), status="running", external_id="1")
+    summary = sweep.Coordinator(sweep.LocalExecutor(gpus=0), results_path=results, workdir=workdir, poll_s=0.2,
+                                progress=False).run(jobs)
+    assert summary.counts()["done"] == 1, summary.table()
+    assert not marker.exists()
+    first = attempts(results)[0]
+    assert first["id"] == row and first["status"] == "lost" and "outside the work folder" in first["error"]
+    (recorded,) = ResultsDB(results).rows()
+    assert recorded["score"] != 0.999 and recorded["raw"] is not None and recorded["ceiling"] is not None
+    assert 0 < recorded["ceiling"] <= 1 and recorded["layer"]
+    done = Path(attempts(results)[-1]["attempt_dir"])
+    assert (done / "result.json").is_file() and not list(done.glob("*.pkl"))
+    (done / "result.json").write_bytes(pickle.dumps({"ok": True, "score": _Payload(marker)}))
+    result = sweep.read_result(done)
+    assert result["ok"] is False and "unreadable worker result" in result["error"] and not marker.exists()
 
 
 # ---------------------------------------------------------------------------------------------- Slurm executor

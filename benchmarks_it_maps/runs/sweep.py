@@ -8,7 +8,8 @@ Design
   version, package version, weights hash); a pair already scored under that key is skipped (resume).
 - Each *attempt* of a job runs in a worker (a local subprocess, or a Slurm array task submitted through submitit).
   The worker never touches the SQLite database: it scores with ``record=False`` and writes its result (the Score, or
-  the traceback) atomically to ``<attempt dir>/result.pkl``. The coordinator (this process) is the only writer: it
+  the traceback) atomically to ``<attempt dir>/result.json`` (JSON, never pickle: the coordinator reads files in
+  shared work folders and must not execute anything they hold; it reads them only inside its own work folder). The coordinator (this process) is the only writer: it
   records scores in :class:`~benchmarks_it_maps.runs.results.ResultsDB` and every attempt in the table ``sweep_attempts``
   of the same SQLite file (status, executor id, error, traceback).
 - A worker that dies without a result (killed, out of memory, Slurm TIMEOUT/CANCELLED/NODE_FAIL, a vanished job,
@@ -23,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import json
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 
 import harmonized_models
 from benchmarks_it_maps.home import atomic_file, data_home
-from benchmarks_it_maps.runs.results import ResultsDB
+from benchmarks_it_maps.runs.results import ResultsDB, _jsonable, _scalar
 from benchmarks_it_maps.runs.results import package_version as _package_version
 from benchmarks_it_maps.runs.scoring import ScoringError, _version, resolve_benchmark, weights_hash
 from harmonized_models import CATEGORIES, list_models
@@ -64,6 +65,10 @@ CREATE TABLE IF NOT EXISTS sweep_attempts (
 );
 CREATE INDEX IF NOT EXISTS sweep_attempts_pair ON sweep_attempts (model, benchmark);
 """
+#: What a worker writes into its attempt folder (JSON), and the largest such file the coordinator reads.
+RESULT_FILE = "result.json"
+SPEC_FILE = "spec.json"
+MAX_RESULT_BYTES = 16 << 20
 
 
 class SweepError(ValueError):
@@ -265,7 +270,7 @@ def plan(models: Sequence[str], benchmarks: Sequence[str], results_path: str | o
 
 # ------------------------------------------------------------------------------------------------- the worker
 def run_attempt(spec: dict) -> dict:
-    """Score one pair in this process and write ``result.pkl`` atomically (never touches the results database).
+    """Score one pair in this process and write ``result.json`` atomically (never touches the results database).
 
     Runs inside a local worker subprocess or a Slurm task. Exceptions are caught and written as a failure with
     their traceback, so the coordinator can record them.
@@ -291,22 +296,44 @@ def run_attempt(spec: dict) -> dict:
 
 
 def _write_result(attempt_dir: Path, result: dict) -> None:
-    try:
-        payload = pickle.dumps(result)
-    except Exception as error:  # noqa: BLE001 - an unpicklable score is itself a failure worth reporting
-        payload = pickle.dumps({"ok": False, "error": f"result not picklable: {error}",
-                                "traceback": _traceback.format_exc(), "seconds": result.get("seconds"),
-                                "host": result.get("host")})
-    with atomic_file(attempt_dir / "result.pkl") as tmp:
-        Path(tmp).write_bytes(payload)
+    """Write the attempt's result as JSON: the score becomes its value and its attributes (as the results database
+    stores them), so reading it back never runs code."""
+    payload = {key: value for key, value in result.items() if key != "score"}
+    if "score" in result:
+        score = result["score"]
+        payload["score"] = {"value": _scalar(score), "attrs": _jsonable(dict(getattr(score, "attrs", {}) or {}))}
+        if payload["score"]["value"] is None:
+            payload = {"ok": False, "error": f"the score is not a single number ({type(score).__name__})",
+                       "traceback": "", "seconds": result.get("seconds"), "host": result.get("host")}
+    with atomic_file(attempt_dir / RESULT_FILE) as tmp:
+        Path(tmp).write_text(json.dumps(payload))
 
 
 def read_result(attempt_dir: str | os.PathLike) -> dict | None:
-    file = Path(attempt_dir) / "result.pkl"
+    """The worker's result (a dict with ``ok``), None when there is none yet; unreadable files become failures."""
+    file = Path(attempt_dir) / RESULT_FILE
     if not file.is_file():
         return None
-    with open(file, "rb") as handle:
-        return pickle.load(handle)
+    try:
+        if file.stat().st_size > MAX_RESULT_BYTES:
+            raise ValueError(f"larger than {MAX_RESULT_BYTES} bytes")
+        result = json.loads(file.read_text())
+        if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+            raise ValueError("not an object with a boolean 'ok'")
+        if result["ok"] and not (isinstance(result.get("score"), dict)
+                                 and isinstance(result["score"].get("value"), (int, float))):
+            raise ValueError("field 'score' has no number 'value'")
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {"ok": False, "error": f"{file}: unreadable worker result ({error})", "traceback": ""}
+    return result
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` once both are resolved (symbolic links and ``..`` followed)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def _log_tail(path: Path | None, lines: int = 30) -> str:
@@ -358,8 +385,8 @@ class LocalExecutor:
             gpu = self._free_gpus.pop(0) if self._free_gpus else None
             device = spec.get("device", "auto")
             spec = dict(spec, device="cuda" if gpu is not None and device == "auto" else device)
-            spec_file = handle.attempt_dir / "spec.pkl"
-            spec_file.write_bytes(pickle.dumps(spec))
+            spec_file = handle.attempt_dir / SPEC_FILE
+            spec_file.write_text(json.dumps(spec))
             env = dict(os.environ)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -389,7 +416,7 @@ class LocalExecutor:
                 outcomes[handle.attempt_id] = Outcome("running")
                 continue
             self._release(handle)
-            if (handle.attempt_dir / "result.pkl").is_file():
+            if (handle.attempt_dir / RESULT_FILE).is_file():
                 outcomes[handle.attempt_id] = Outcome("finished")
             else:
                 outcomes[handle.attempt_id] = Outcome("dead", _describe_exit(code), _log_tail(log))
@@ -499,7 +526,7 @@ class SlurmExecutor:
             log = Path(job.paths.stderr) if job is not None else None
             state = (SlurmJob.watcher.get_state(handle.external_id, mode="cache") or "UNKNOWN").upper()
             state = state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
-            if (handle.attempt_dir / "result.pkl").is_file():
+            if (handle.attempt_dir / RESULT_FILE).is_file():
                 outcomes[handle.attempt_id] = Outcome("finished")
             elif state in SLURM_TERMINAL:
                 detail = (f"Slurm job {handle.external_id} ended in state {state} without writing a result "
@@ -538,9 +565,9 @@ class SlurmExecutor:
         job = SlurmJob(folder=self.folder / "%j", job_id=job_id)
         SlurmJob.watcher.update()
         state = (SlurmJob.watcher.get_state(job_id, mode="cache") or "UNKNOWN").upper().split()[0]
-        if state in SLURM_TERMINAL and not (handle.attempt_dir / "result.pkl").is_file():
+        if state in SLURM_TERMINAL and not (handle.attempt_dir / RESULT_FILE).is_file():
             return False
-        if state == "UNKNOWN" and not (handle.attempt_dir / "result.pkl").is_file():
+        if state == "UNKNOWN" and not (handle.attempt_dir / RESULT_FILE).is_file():
             return False
         handle.slurm_job = job
         return True
@@ -685,8 +712,15 @@ class Coordinator:
         handle = None
         for row in previous:
             candidate = Handle(row["id"], job, Path(row["attempt_dir"]), external_id=row["external_id"] or "")
+            if not _inside(candidate.attempt_dir, self.workdir):
+                logger.warning("attempt %d of %s x %s names the folder %s outside the work folder %s; not read",
+                               row["id"], job.model, job.benchmark, candidate.attempt_dir, self.workdir)
+                self.attempts.update(row["id"], status="lost", finished_at=_now(),
+                                     error=f"attempt_dir {candidate.attempt_dir} is outside the work folder "
+                                           f"{self.workdir}; not read")
+                continue
             if handle is None and (self.executor.reattach(row, candidate)
-                                   or (candidate.attempt_dir / "result.pkl").is_file()):
+                                   or (candidate.attempt_dir / RESULT_FILE).is_file()):
                 handle = candidate
                 logger.info("re-attached %s x %s (%s %s)", job.model, job.benchmark, self.executor.name,
                             candidate.external_id)
@@ -703,17 +737,18 @@ class Coordinator:
         job = handle.job
         result = read_result(handle.attempt_dir) if outcome.state == "finished" else None
         if result is not None and result.get("ok"):
-            score = result["score"]
+            value, attrs = result["score"]["value"], dict(result["score"].get("attrs") or {})
             if result.get("weights_hash") and result["weights_hash"] != job.weights_hash:
                 logger.info("%s: weights hash %s at planning, %s when scored (recorded)", job.model,
                             job.weights_hash, result["weights_hash"])
                 job.weights_hash = result["weights_hash"]
-            self.results.record(job.model, job.benchmark, score, benchmark_version=job.benchmark_version,
+            self.results.record(job.model, job.benchmark, value, benchmark_version=job.benchmark_version,
                 weights_hash=job.weights_hash, package_version=job.package_version,
-                layer=_attr(score, "layer"), seconds=result.get("seconds"))
+                layer=None if attrs.get("layer") is None else str(attrs["layer"]), seconds=result.get("seconds"),
+                raw=attrs.get("raw"), ceiling=attrs.get("ceiling"), error=attrs.get("error"), attrs=attrs)
             self.attempts.update(handle.attempt_id, status="done", finished_at=_now(), host=result.get("host"),
                                  weights_hash=job.weights_hash)
-            job.status, job.score, job.seconds, job.error = "done", float(score), result.get("seconds"), None
+            job.status, job.score, job.seconds, job.error = "done", float(value), result.get("seconds"), None
             logger.info("done %s x %s: %.4f", job.model, job.benchmark, job.score)
             return True
         if result is not None:
@@ -743,11 +778,6 @@ class Coordinator:
         bar.refresh()
 
 
-def _attr(score: Any, name: str) -> Any:
-    value = getattr(score, "attrs", {}).get(name)
-    return None if value is None else str(value)
-
-
 def sweep(models: Sequence[str], benchmarks: Sequence[str], executor: LocalExecutor | SlurmExecutor, *,
           results_path: str | os.PathLike | None = None, rerun: bool = False, **kwargs: Any) -> SweepSummary:
     """Plan and run a sweep; pairs already scored under the same key are skipped."""
@@ -756,12 +786,12 @@ def sweep(models: Sequence[str], benchmarks: Sequence[str], executor: LocalExecu
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """``python -m benchmarks_it_maps.runs.sweep --worker SPEC.pkl``: the local executor's worker process."""
+    """``python -m benchmarks_it_maps.runs.sweep --worker SPEC.json``: the local executor's worker process."""
     if len(argv) != 2 or argv[0] != "--worker":
-        print("usage: python -m benchmarks_it_maps.runs.sweep --worker SPEC.pkl", file=sys.stderr)
+        print("usage: python -m benchmarks_it_maps.runs.sweep --worker SPEC.json", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    spec = pickle.loads(Path(argv[1]).read_bytes())
+    spec = json.loads(Path(argv[1]).read_text())
     logger.info("worker %d: %s x %s", os.getpid(), spec["model"], spec["benchmark"])
     result = run_attempt(spec)
     logger.info("worker %d finished: %s", os.getpid(), "ok" if result.get("ok") else result.get("error"))
