@@ -24,6 +24,7 @@ import logging
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Iterator, Sequence
@@ -201,12 +202,65 @@ def open_archive(path: str | Path) -> Iterator[tuple[Path, str]]:
         raise ArcaroDataError(path, "file", "a zip archive (or its extracted folder)", "not a zip file")
     with tempfile.TemporaryDirectory(prefix="arcaro2020-") as tmp:
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                target = Path(tmp, info.filename).resolve()
-                if not str(target).startswith(str(Path(tmp).resolve())):
-                    raise ArcaroDataError(path, info.filename, "member paths inside the archive", "a path outside")
-            archive.extractall(tmp)
+            _extract_capped(archive, path, Path(tmp))
         yield _find_root(Path(tmp), f"{path.name}:"), f"{path.name}:"
+
+
+def _member_cap(name: str) -> int | None:
+    """The most bytes a member of the Arcaro2020 layout may unpack to; None for members outside the layout."""
+    parts = name.split("/")
+    if parts and parts[0] == cv.ARCHIVE_TOP_FOLDER and len(parts) > 1:
+        parts = parts[1:]
+    inner = "/".join(parts)
+    if inner in cv.EXPECTED_MEMBERS:
+        return cv.ZIP_MAX_MAT_BYTES
+    if any(inner.startswith(f"{m.image_path}/") for m in cv.MONKEYS.values()):
+        return cv.ZIP_MAX_IMAGE_BYTES
+    if inner == cv.SIDECAR_NAME:
+        return cv.ZIP_MAX_OTHER_BYTES
+    return None
+
+
+def _extract_capped(archive: zipfile.ZipFile, path: Path, dest: Path) -> None:
+    """Extract the members of the Arcaro2020 layout, refusing bombs before writing anything: each member's declared
+    size against its kind's cap and the compression-ratio cap, the total against the total cap and the free disk
+    space; while copying, a member that unpacks to more than it declared is refused too. Paths must stay inside."""
+    root = dest.resolve()
+    members, total = [], 0
+    for info in archive.infolist():
+        target = Path(dest, info.filename).resolve()
+        if not target.is_relative_to(root):
+            raise ArcaroDataError(path, info.filename, "member paths inside the archive", "a path outside")
+        cap = None if info.is_dir() else _member_cap(info.filename)
+        if cap is None:
+            continue  # folders are made as needed; members outside the layout are never extracted
+        ratio = info.file_size / max(1, info.compress_size)
+        if info.file_size > cap or (info.file_size > cv.ZIP_RATIO_FREE_BYTES and ratio > cv.ZIP_MAX_RATIO):
+            raise ArcaroDataError(path, info.filename, f"at most {cap} bytes and a compression ratio under "
+                                  f"{cv.ZIP_MAX_RATIO}", f"{info.file_size} bytes from {info.compress_size} "
+                                  "(a zip bomb?); use the released archive")
+        members.append((info, target))
+        total += info.file_size
+    free = shutil.disk_usage(dest).free
+    if total > cv.ZIP_MAX_TOTAL_BYTES or total > free:
+        raise ArcaroDataError(path, "members", f"at most {min(cv.ZIP_MAX_TOTAL_BYTES, free)} bytes in all "
+                              f"(free space in {dest.parent})", f"{total} bytes; use the released archive or "
+                              "free some disk space")
+    for info, target in members:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        try:
+            with archive.open(info) as source, open(target, "wb") as out:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    written += len(chunk)
+                    if written > info.file_size:
+                        raise ArcaroDataError(path, info.filename, f"{info.file_size} bytes as declared",
+                                              "more; the archive is corrupt or crafted")
+                    out.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            raise ArcaroDataError(path, info.filename, "an intact zip member",
+                                  f"a corrupt one ({' '.join(str(error).split())}); download the archive again") \
+                from None
 
 
 def _find_root(folder: Path, label: str) -> Path:

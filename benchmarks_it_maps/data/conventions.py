@@ -78,6 +78,15 @@ MONKEYS: dict[str, Monkey] = {M1.key: M1, M2.key: M2}
 
 #: Members the archive must contain (relative to its root); the image folders are checked for content separately.
 EXPECTED_MEMBERS = (M1.mat_path, M2.mat_path)
+#: Extraction caps (zip and disk bombs): the most bytes one member of each kind may unpack to, the most the whole
+#: archive may unpack to, and the largest compression ratio a member over ``ZIP_RATIO_FREE_BYTES`` may have (weights
+#: and images barely compress; a bomb compresses by 1000x). Members outside the layout are not extracted.
+ZIP_MAX_MAT_BYTES = 8 << 30
+ZIP_MAX_IMAGE_BYTES = 64 << 20
+ZIP_MAX_OTHER_BYTES = 1 << 20   # generator.json, README-like files
+ZIP_MAX_TOTAL_BYTES = 16 << 30
+ZIP_MAX_RATIO = 100
+ZIP_RATIO_FREE_BYTES = 16 << 20
 
 # --------------------------------------------------------------------------------------------------------------------
 # 2. Sites: which channels belong to which face patch

@@ -219,26 +219,55 @@ class H5Model:
                 f"tensors={self.n_tensors}, keras={self.keras_version!r})")
 
 
-def _layer_weights(group, layer_name: str) -> dict[str, np.ndarray]:
-    """Weights of one layer group, in the order of its ``weight_names`` attr, keyed by short name."""
+#: Memory-bomb guards: the most bytes all weight tensors of one file may declare, and the largest ratio of declared
+#: to stored bytes one tensor may have once it declares more than ``_RATIO_FREE_BYTES`` (Keras writes weights
+#: uncompressed; a crafted file declares a huge dataset it never stores).
+MAX_DECLARED_BYTES = 8 << 30
+MAX_STORAGE_RATIO = 64
+_RATIO_FREE_BYTES = 1 << 20
+
+
+def _layer_datasets(group, layer_name: str) -> dict[str, Any]:
+    """The weight datasets of one layer group (not read yet), in the order of its ``weight_names`` attr, keyed by
+    short name."""
     import h5py
 
     names = _decode(group.attrs.get("weight_names", np.array([], dtype=object)))
     if isinstance(names, str):
         names = [names]
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     if len(names):
         for full in names:
-            arr = np.asarray(group[full][()])
-            out[_short_name(full, layer_name)] = arr
+            if full not in group:
+                raise KerasFormatError(f"{group.file.filename}: layer {layer_name!r} lists weight {full!r} in "
+                                       "'weight_names' but holds no such dataset (a truncated or edited file)")
+            out[_short_name(full, layer_name)] = group[full]
         return out
     # No weight_names attr (non-standard writer): every dataset below the group.
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
-            out[_short_name(name, layer_name)] = np.asarray(obj[()])
+            out[_short_name(name, layer_name)] = obj
 
     group.visititems(visit)
     return out
+
+
+def _check_declared(path: Path, datasets: dict[str, dict[str, Any]], max_bytes: int) -> None:
+    """Refuse a file whose datasets declare more than they store, or more than ``max_bytes`` in all, before any
+    tensor is read (a 5 KB file may declare a 13 GiB dataset)."""
+    total = 0
+    for layer, tensors in datasets.items():
+        for key, ds in tensors.items():
+            declared = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize if ds.shape else ds.dtype.itemsize
+            stored = ds.id.get_storage_size()
+            if declared > _RATIO_FREE_BYTES and declared > MAX_STORAGE_RATIO * stored:
+                raise KerasFormatError(f"{path}: dataset '{layer}/{key}' declares shape {tuple(ds.shape)} "
+                                       f"({declared} bytes) but stores {stored} bytes; refused before reading "
+                                       "(a crafted or truncated file): use the original .h5")
+            total += declared
+    if total > max_bytes:
+        raise KerasFormatError(f"{path}: weight tensors declare {total} bytes in all, more than the {max_bytes} "
+                               "allowed; refused before reading (pass a larger max_bytes for a bigger model)")
 
 
 def _short_name(full: str, layer_name: str) -> str:
@@ -249,8 +278,11 @@ def _short_name(full: str, layer_name: str) -> str:
     return name
 
 
-def read_h5(path: str | os.PathLike) -> H5Model:
-    """Read a legacy Keras ``.h5`` (full model from ``model.save`` or weights from ``save_weights``)."""
+def read_h5(path: str | os.PathLike, *, max_bytes: int = MAX_DECLARED_BYTES) -> H5Model:
+    """Read a legacy Keras ``.h5`` (full model from ``model.save`` or weights from ``save_weights``).
+
+    Declared shapes are checked before any tensor is read (see :func:`_check_declared`); ``max_bytes`` caps the
+    total size of the weights (converters pass a cap derived from the architecture)."""
     import h5py
 
     path = Path(path)
@@ -270,7 +302,10 @@ def read_h5(path: str | os.PathLike) -> H5Model:
             raise KerasFormatError(f"{path}: no 'layer_names' attribute in {root.name!r}; "
                                    "not a Keras h5 model (save it with model.save(path, save_format='h5'))")
         file_layers = _decode(root.attrs["layer_names"])
-        weights = {name: _layer_weights(root[name], name) for name in file_layers if name in root}
+        datasets = {name: _layer_datasets(root[name], name) for name in file_layers if name in root}
+        _check_declared(path, datasets, max_bytes)
+        weights = {name: {key: np.asarray(ds[()]) for key, ds in tensors.items()}
+                   for name, tensors in datasets.items()}
         layers: list[KerasLayer] = []
         cfg_layers = _config_layers(model_config)
         if cfg_layers:

@@ -1,0 +1,128 @@
+"""Hostile files and faults (issue 13): crafted inputs are refused in one line, before they cost memory or disk,
+and never execute code; concurrent writers leave no junk. Everything here is real (h5py, zipfile, sqlite3, http)."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from benchmarks_it_maps.cli import main
+from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import conventions as cv
+from harmonized_models.keras import KerasFormatError, read_h5
+from test_data_import import write_tiny
+
+
+def _one_line_exit_2(capsys, argv: list[str], *needles: str) -> str:
+    """Run the CLI in process: exit code 2, exactly one line on stderr containing every needle, no traceback."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------- 2. memory bombs
+def _bomb_h5(path: Path) -> Path:
+    """A few KB Keras-style file whose one layer declares a 60000 x 60000 float32 kernel (13.4 GiB), never stored."""
+    with h5py.File(path, "w") as f:
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array([b"dense"], dtype="S")
+        group = mw.create_group("dense")
+        group.create_dataset("dense/kernel:0", shape=(60000, 60000), dtype=np.float32)
+        group.create_dataset("dense/bias:0", data=np.zeros(3, np.float32))
+        group.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/bias:0"], dtype="S")
+    return path
+
+
+def test_h5_declaring_a_huge_dataset_is_refused_before_reading(tmp_path, capsys):
+    bomb = _bomb_h5(tmp_path / "bomb.h5")
+    assert bomb.stat().st_size < 20_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(KerasFormatError, match=r"dense/kernel' declares shape \(60000, 60000\)"):
+            read_h5(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 << 20  # refused with a few MB, not 13.4 GiB
+    with h5py.File(tmp_path / "ok.h5", "w") as f:  # a real (stored) tensor over the total cap is refused too
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array([b"dense"], dtype="S")
+        mw.create_group("dense").create_dataset("dense/kernel:0", data=np.ones((512, 1024), np.float32))
+    with pytest.raises(KerasFormatError, match="declare 2097152 bytes in all, more than the 1000000"):
+        read_h5(tmp_path / "ok.h5", max_bytes=1_000_000)
+    assert read_h5(tmp_path / "ok.h5").n_tensors == 1
+    out = tmp_path / "out.safetensors"
+    _one_line_exit_2(capsys, ["convert-keras", str(bomb), "--arch", "vgg16", "--out", str(out)], "bomb.h5",
+                     "declares shape (60000, 60000)")
+    assert not out.exists()
+
+
+def _zip_of(folder: Path, zipped: Path, extra: dict[str, int] | None = None) -> Path:
+    """Zip an archive folder under Arcaro2020/ plus ``extra`` members (name -> bytes of zeros, deflated)."""
+    with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_STORED) as z:
+        for file in sorted(folder.rglob("*")):
+            name = (Path("Arcaro2020") / file.relative_to(folder)).as_posix()
+            if name not in (extra or {}):
+                z.write(file, name)
+        for name, size in (extra or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, "w") as member:
+                block = bytes(1 << 20)
+                for _ in range(size >> 20):
+                    member.write(block)
+    return zipped
+
+
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory) -> Path:
+    return write_tiny(tmp_path_factory.mktemp("hardening-tiny") / "Arcaro2020")
+
+
+@pytest.mark.parametrize("member", [f"Arcaro2020/{cv.M1.image_path}/bomb.png", f"Arcaro2020/{cv.M2.mat_path}"])
+def test_zip_bomb_is_refused_before_extraction(tiny_archive, tmp_path, monkeypatch, capsys, member):
+    """A ~0.3 MB zip member that unpacks to 300 MB (an image, or a .mat replacing the real one) is refused from its
+    declared sizes: nothing is written to the temp dir or the data home."""
+    zipped = _zip_of(tiny_archive, tmp_path / "Arcaro2020.zip", {member: 300 << 20})
+    assert zipped.stat().st_size < 3 << 20
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    home = tmp_path / "home"
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(home))
+    _one_line_exit_2(capsys, ["data", "import", "arcaro2020", str(zipped)], member, "314572800 bytes",
+                     "zip bomb")
+    assert list(scratch.iterdir()) == [] and not list(home.rglob("*"))
+
+
+def test_zip_members_outside_the_layout_are_not_extracted_and_bad_crc_is_one_line(tiny_archive, tmp_path,
+                                                                                   monkeypatch, capsys):
+    zipped = _zip_of(tiny_archive, tmp_path / "Arcaro2020.zip", {"Arcaro2020/junk.bin": 300 << 20})
+    seen = []
+    original = data._find_root
+    monkeypatch.setattr(data, "_find_root", lambda folder, label: seen.append(sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())) or original(folder, label))
+    home = tmp_path / "home"
+    summary = data.import_arcaro2020(zipped, home=home)
+    assert summary["status"] == "imported" and not any("junk" in name for name in seen[0])
+    # a member whose bytes were damaged after zipping (stored, so its bytes are findable): CRC mismatch, one line
+    png = (tiny_archive / cv.M2.image_path / "img_a.png").read_bytes()
+    raw = bytearray(_zip_of(tiny_archive, tmp_path / "crc.zip").read_bytes())
+    at = raw.find(png) + len(png) // 2
+    raw[at] ^= 0xFF
+    (tmp_path / "crc.zip").write_bytes(bytes(raw))
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(tmp_path / "home2"))
+    _one_line_exit_2(capsys, ["data", "import", "arcaro2020", str(tmp_path / "crc.zip")], "img_a.png",
+                     "corrupt", "download the archive again")
