@@ -5,6 +5,7 @@ import http.server
 import json
 import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,10 @@ class ArchiveServer:
                 start = int(header.split("=")[1].split("-")[0]) if header and server.honour_range else 0
                 body = server.payload[start:]
                 if start >= len(server.payload) and header:
-                    self.send_error(416)
+                    self.send_response(416)  # as real servers do: the full size in Content-Range
+                    self.send_header("Content-Range", f"bytes */{len(server.payload)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 self.send_response(206 if start else 200)
                 if start:
@@ -66,6 +70,19 @@ class ArchiveServer:
 @pytest.fixture
 def payload(sim_small) -> bytes:
     return sim_small["archive"].read_bytes()
+
+
+@pytest.fixture
+def tiny_zip(tmp_path):
+    """Another valid archive in the released layout (hand-made, real data family), larger than the twin (3 MB)."""
+    from test_data_import import write_tiny
+    folder = write_tiny(tmp_path / "tiny" / "Arcaro2020")
+    zipped = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for file in sorted(folder.rglob("*")):
+            z.write(file, Path("Arcaro2020") / file.relative_to(folder))
+        z.writestr("Arcaro2020/notes.bin", bytes(range(256)) * 12_000)  # larger than the twin
+    return zipped
 
 
 def test_interrupted_download_resumes_and_imports(payload, tmp_path):
@@ -149,3 +166,35 @@ def test_offline_fetch_prints_one_line_on_importing_a_local_copy(tmp_path, monke
     assert code != 0 and len(err) == 1
     assert "brainscore data import arcaro2020 PATH/TO/Arcaro2020.zip" in err[0]
     assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_foreign_partial_download_is_never_imported(payload, tmp_path, tiny_zip, capsys, monkeypatch):
+    """HTTP 416 on a leftover .partial that is another valid archive (larger, or of the same size with another
+    end): it is discarded and the server's archive is downloaded and imported; trust on first use is said."""
+    server = ArchiveServer(payload)
+    home = tmp_path / "home"
+    partial = home / "downloads" / "Arcaro2020.zip.partial"
+    partial.parent.mkdir(parents=True)
+    foreign = tiny_zip.read_bytes()
+    assert len(foreign) > len(payload)
+    same_size = payload[:-200] + bytes(200)
+    with server.running():
+        for leftover in (foreign, same_size):
+            partial.write_bytes(leftover)
+            (home / "downloads" / "Arcaro2020.zip").unlink(missing_ok=True)
+            out = fetch.download(server.url, home / "downloads" / "Arcaro2020.zip", progress=False)
+            assert out.read_bytes() == payload and not partial.exists()
+        assert server.ranges[:3] == [f"bytes={len(foreign)}-", None, f"bytes={len(payload)}-"]
+        # the server's own complete file (a download killed just before its rename) is accepted as it is
+        (home / "downloads" / "Arcaro2020.zip").rename(partial)
+        monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(home))
+        capsys.readouterr()
+        assert main(["data", "fetch", "arcaro2020", "--url", server.url]) == 0
+    captured = capsys.readouterr()
+    assert "(trusted on first use)" in captured.out and "note: this hash was not verified" in captured.out
+    assert (home / "downloads" / "Arcaro2020.zip").read_bytes() == payload
+    assert data.load_assembly("Arcaro2020sim.M2ML", home=home).sizes["neuroid"] == 32
+    # a later archive with another hash than the one trusted at first use is refused unless --force
+    (home / "downloads" / "Arcaro2020.zip").write_bytes(foreign)
+    with pytest.raises(fetch.FetchError, match="trust on first use"):
+        fetch.fetch_arcaro2020(server.url, home=home)

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch = commands.add_parser("fetch", help="download the public archive (resumable), check it, import it")
     fetch.add_argument("dataset", choices=["arcaro2020"])
     fetch.add_argument("--url", default=None, help="archive URL (default: the public serrelab bucket)")
-    fetch.add_argument("--sha256", default=None, help="expected sha256 of the archive (optional)")
+    fetch.add_argument("--sha256", default=None, help="expected sha256 of the archive (without it, or a hash "
+                       "pinned in the package, the first download is trusted and its hash recorded)")
     fetch.add_argument("--force", action="store_true", help="download and import again")
     fetch.set_defaults(func=_fetch)
 
@@ -81,7 +82,10 @@ def _fetch(args) -> int:
         result = fetch_arcaro2020(args.url or cv.ARCHIVE_URL, force=args.force, expected_sha256=args.sha256)
     except errors as error:
         raise UserError(_one_line(error)) from None
-    print(f"{result['archive']}: sha256 {result['sha256']}")
+    print(f"{result['archive']}: sha256 {result['sha256']} ({result['sha256_check']})")
+    if result["sha256_check"] == "trusted on first use":
+        print(f"note: this hash was not verified (no --sha256, none pinned); later fetches must match it; verify "
+              f"elsewhere with --sha256 {result['sha256']}")
     _print_summary(result)
     return 0
 

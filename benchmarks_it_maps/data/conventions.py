@@ -17,6 +17,9 @@ CONVENTIONS_VERSION = 1
 # --------------------------------------------------------------------------------------------------------------------
 #: Public URL of the released archive (neural_harmonizer ``data/dataset.py``).
 ARCHIVE_URL = "https://storage.googleapis.com/serrelab-public/neural_recordings/Arcaro2020.zip"
+#: sha256 of the public archive, pinned here once known (None: not yet known to the developers; ``brainscore data
+#: fetch --sha256 HEX`` verifies a download, and without either the first download's hash is trusted and recorded).
+ARCHIVE_SHA256: str | None = None
 #: File name of the archive (also used for the download in the data home).
 ARCHIVE_NAME = "Arcaro2020.zip"
 #: Top folder inside the zip. The released loader extracts the zip and reads ``<zip without .zip>/George/...``, so

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 DOWNLOADS = "downloads"
 MANIFEST = "manifest.json"
 CHUNK_BYTES = 1 << 20
+#: Bytes compared at the end of a partial download the server calls complete (HTTP 416).
+TAIL_BYTES = 1 << 16
 
 
 class FetchError(RuntimeError):
@@ -55,9 +57,16 @@ def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: boo
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # nothing left to send: the partial file is complete
-            os.replace(partial, dest)
-            return dest
+        if error.code == 416 and have:  # nothing left to send: complete only if it is the server's file
+            total = _content_range_total(error.headers.get("Content-Range", "") if error.headers else "")
+            if total == have and _tail_matches(url, partial, have, timeout):
+                os.replace(partial, dest)
+                return dest
+            logger.warning("%s: %d bytes, but the server's file is %s bytes%s; it is not a part of %s, starting "
+                           "again", partial, have, "an unknown number of" if total is None else total,
+                           " with other content at its end" if total == have else "", url)
+            partial.unlink(missing_ok=True)
+            return download(url, dest, timeout=timeout, progress=progress)
         raise FetchError(f"{offline_hint(url)} (HTTP {error.code} {error.reason})") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
@@ -91,6 +100,32 @@ def download(url: str, dest: str | Path, *, timeout: float = 30.0, progress: boo
                          "again to resume)")
     os.replace(partial, dest)
     return dest
+
+
+def _content_range_total(value: str) -> int | None:
+    # "bytes */1000" (416) or "bytes 100-999/1000"
+    try:
+        return int(value.rsplit("/", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _tail_matches(url: str, partial: Path, have: int, timeout: float, tail: int = TAIL_BYTES) -> bool:
+    """Whether the last ``tail`` bytes of ``partial`` equal the server's (a zip ends in its central directory, with
+    every member's CRC: a different archive of the same size differs there)."""
+    start = max(0, have - tail)
+    request = urllib.request.Request(url, headers={"User-Agent": "brainscore-itmaps", "Range": f"bytes={start}-"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if getattr(response, "status", 200) != 206 or _content_range_start(
+                    response.headers.get("Content-Range", "")) != start:
+                return False
+            theirs = response.read(have - start + 1)
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False
+    with open(partial, "rb") as f:
+        f.seek(start)
+        return f.read() == theirs
 
 
 def _content_range_start(value: str) -> int | None:
@@ -161,14 +196,27 @@ def fetch_arcaro2020(url: str = cv.ARCHIVE_URL, *, home: str | Path | None = Non
         dest.unlink(missing_ok=True)  # not the archive: never leave it where the next fetch would reuse it
         raise
     sha256 = sha256_file(dest)
-    if expected_sha256 and sha256 != expected_sha256.lower():
+    expected = (expected_sha256 or cv.ARCHIVE_SHA256 or "").lower() or None
+    if expected and sha256 != expected:
         dest.unlink(missing_ok=True)
-        raise FetchError(f"{dest}: sha256 {sha256} differs from the expected {expected_sha256}; the download was "
+        raise FetchError(f"{dest}: sha256 {sha256} differs from the expected {expected}; the download was "
                          "removed, fetch again")
-    if known and known.get("sha256") != sha256 and not force:
+    if known and known.get("sha256") != sha256:
+        if not force and not expected:
+            raise FetchError(f"{dest}: sha256 {sha256} differs from {known.get('sha256')}, recorded when it was "
+                             f"first downloaded (trust on first use); fetch again with --force, or pass --sha256")
         logger.warning("%s changed since it was recorded (sha256 %s -> %s)", dest, known.get("sha256"), sha256)
+    if expected:
+        trust = "verified"
+    elif known and known.get("sha256") == sha256:
+        trust = "as first downloaded"
+    else:
+        trust = "trusted on first use"
+        logger.warning("%s: sha256 %s is not verified (no --sha256 given, none pinned in the package); it is "
+                       "recorded in %s and later fetches must match it; pass --sha256 %s to verify it elsewhere",
+                       dest, sha256, home / DOWNLOADS / MANIFEST, sha256)
     record(home, dest, url, sha256)
-    result = {"archive": str(dest), "sha256": sha256}
+    result = {"archive": str(dest), "sha256": sha256, "sha256_check": trust}
     if do_import:
         result.update(data.import_arcaro2020(dest, home=home, force=force))
     return result
