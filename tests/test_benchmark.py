@@ -13,20 +13,25 @@ from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 # ---------------------------------------------------------------------------------------------------------------
 def test_identifiers_and_attributes():
     ids = benchmarks_it_maps.list_benchmarks()
-    assert len(ids) == 2 * 4 * 3 and len(set(ids)) == len(ids)
+    assert len(ids) == 2 * 4 * 5 and len(set(ids)) == len(ids)
     for dataset in ("Arcaro2020", "Arcaro2020sim"):
         for site in ("M1PL", "M1ML", "M2ML", "IT"):
-            for suffix in ("pls", "shift_pls", "map_alignment"):
+            for suffix in ("pls", "shift_pls", "map_alignment", "residual_pls", "residual_shift_pls"):
                 assert f"{dataset}.{site}-{suffix}" in ids
     site = benchmarks_it_maps.load_benchmark("Arcaro2020.M1ML-shift_pls")
     assert site.identifier == "Arcaro2020.M1ML-shift_pls" and site.protocol == "shift"
     assert isinstance(site.version, int) and site.parent == "Arcaro2020.IT-shift_pls"
     assert "Arcaro" in site.bibtex and "Linsley" in site.bibtex and "eLife" in site.bibtex
     composite = benchmarks_it_maps.load_benchmark("Arcaro2020sim.IT-map_alignment")
-    assert composite.protocol == "map_alignment" and composite.parent == "IT"
+    assert composite.protocol == "map_alignment" and composite.parent is None  # not on the leaderboard
+    for dataset in ("Arcaro2020", "Arcaro2020sim"):  # one leaderboard benchmark per dataset: the residual composite
+        parents = {i: benchmarks_it_maps.load_benchmark(i).parent for i in ids if i.startswith(dataset + ".IT-")}
+        assert [i for i, parent in parents.items() if parent == "IT"] == [f"{dataset}.IT-residual_pls"], parents
     assert [c.identifier for c in composite.children] == [
         "Arcaro2020sim.M1PL-map_alignment", "Arcaro2020sim.M1ML-map_alignment", "Arcaro2020sim.M2ML-map_alignment"]
     assert benchmarks_it_maps.load_benchmark("Arcaro2020.M2ML-pls").protocol == "maps"
+    residual = benchmarks_it_maps.load_benchmark("Arcaro2020.M2ML-residual_shift_pls")
+    assert residual.protocol == "residual_shift" and residual.readout == "shift" and residual.residual
 
 
 def test_unknown_identifier_lists_close_names():

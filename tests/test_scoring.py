@@ -34,7 +34,8 @@ def test_score_records_in_results_db(generator, tmp_path):
                            weights_hash_value="sim-seed0")
     summary = scoring.score_summary(result)
     assert summary["model"] == "sim-generator" and summary["benchmark"] == "Arcaro2020sim.M2ML-pls"
-    assert summary["score"] == pytest.approx(summary["raw"] / summary["ceiling"])
+    assert summary["score"] == pytest.approx(min(summary["raw"] ** 2 / summary["ceiling"], 1.0))
+    assert summary["floor"] == pytest.approx(result.attrs["position_only_ceiled"]) and 0 <= summary["floor"] <= 1
     assert summary["layer"] == generator["layer"] and summary["seconds"] > 0
     row = ResultsDB(db_path).get("sim-generator", "Arcaro2020sim.M2ML-pls", weights_hash="sim-seed0")
     assert row is not None and row["score"] == pytest.approx(summary["score"])
@@ -110,9 +111,10 @@ def test_cli_score_json_results_and_lists(sim_small, tmp_path, capsys):
                  "--json", "--device", "cpu", "--batch-size", "4", "--results", str(db)])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(out) == {"model", "benchmark", "score", "raw", "ceiling", "error", "layer"}
+    assert set(out) == {"model", "benchmark", "score", "floor", "raw", "ceiling", "error", "layer"}
     assert out["model"] == "efficientnet_lite0" and out["benchmark"] == "Arcaro2020sim.M2ML-map_alignment"
-    assert out["score"] == pytest.approx(out["raw"] / out["ceiling"]) and out["layer"]
+    assert out["score"] == pytest.approx(min(max(np.sign(out["raw"]) * out["raw"] ** 2 / out["ceiling"], 0), 1))
+    assert out["layer"] and 0 <= out["floor"] <= 1
 
     assert main(["results", "list", "--results", str(db)]) == 0
     assert "efficientnet_lite0" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Brain-Score benchmarks for the spatial IT activity maps of Arcaro, Ponce & Livingstone (2020).
 
-Identifiers: ``{Arcaro2020,Arcaro2020sim}.{M1PL,M1ML,M2ML,IT}-{pls,shift_pls,map_alignment}``. ``IT`` is the
+Identifiers: ``{Arcaro2020,Arcaro2020sim}.{M1PL,M1ML,M2ML,IT}-{pls,shift_pls,map_alignment,residual_pls,
+residual_shift_pls}``. ``IT`` is the
 composite: the mean of the three sites' ceiled scores, errors propagated.
 
 Three protocols share one metric (:func:`benchmarks_it_maps.benchmarks.metric.loio_pls`, leave-one-image-out PLS, Pearson r per
@@ -26,6 +27,13 @@ channel across grid positions, median over channels, mean over images):
     grey surround lies in its field, so the shift protocol does not single out the generator there (M2ML, 16 deg
     field: generator 0.835, other seed 0.818, generator at layer1 0.818). On a twin whose neurons follow the shift
     protocol (``simulate.simulate_archive(protocol='shift')``) it does (tests/test_benchmark_recovery.py).
+``residual`` (``-residual_pls``, ``-residual_shift_pls``; issue 11)
+    The same leave-one-image-out PLS fit as ``-pls`` (``-shift_pls``), but before the per-channel Pearson r across
+    positions the training images' mean neural map (per channel, per position) is subtracted from both the
+    prediction and the held-out map (:func:`benchmarks_it_maps.benchmarks.metric.residual_per_channel`). The per-image
+    spatial correlation of ``-pls`` is dominated by the position profile every image shares (an image-blind predictor
+    scores well there); the residual statistic keeps only what is specific to the image, so the image-blind predictor
+    scores exactly 0. Its ceiling is the split-half reliability of the residual maps.
 ``map_alignment`` (``-map_alignment``)
     The maps-protocol predictions of each held-out image, averaged over channels, compared with the channel-averaged
     neural map by Spearman rho at G x G (headline) and at int(G/4) x int(G/4).
@@ -62,6 +70,7 @@ from benchmarks_it_maps.benchmarks import ceiling as ceilings
 from benchmarks_it_maps.benchmarks import metric
 from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
 from benchmarks_it_maps.data import assemblies as data
+from benchmarks_it_maps.data import conventions as cv
 from benchmarks_it_maps.home import atomic_dir, data_home
 
 logger = logging.getLogger(__name__)
@@ -70,9 +79,17 @@ DATASETS = ("Arcaro2020", "Arcaro2020sim")
 SITES = ("M1PL", "M1ML", "M2ML")
 COMPOSITE = "IT"
 #: identifier suffix -> protocol name
-SUFFIX_PROTOCOL = {"pls": "maps", "shift_pls": "shift", "map_alignment": "map_alignment"}
+SUFFIX_PROTOCOL = {"pls": "maps", "shift_pls": "shift", "map_alignment": "map_alignment",
+                   "residual_pls": "residual_maps", "residual_shift_pls": "residual_shift"}
+#: protocol -> how the model's regressors are read: ``maps`` (whole image, feature map at the grid) or ``shift``
+READOUT = {"maps": "maps", "map_alignment": "maps", "residual_maps": "maps", "shift": "shift",
+           "residual_shift": "shift"}
+#: protocols scored by the residual statistic (:func:`benchmarks_it_maps.benchmarks.metric.residual_per_channel`)
+RESIDUAL_PROTOCOLS = ("residual_maps", "residual_shift")
 #: Score-changing revisions of these benchmarks.
-VERSION = 1
+VERSION = 2
+#: The composite whose score the leaderboard aggregates (``parent='IT'``): the image-specific residual benchmark.
+LEADERBOARD_SUFFIX = "residual_pls"
 #: The brain region every benchmark records from.
 REGION = "IT"
 #: Shift protocol: width (px) of the model's visual field on the rendered canvas; models resize inputs anyway.
@@ -81,7 +98,9 @@ SHIFT_CANVAS_PX = 224
 SHIFT_BACKGROUND = (128, 128, 128)
 #: Most prefix (class/register/distillation) tokens a transformer layer may carry before its square patch grid.
 MAX_PREFIX_TOKENS = 16
-CEILING_METHODS = ("auto", "split_half", "cross_channel", "pairwise")
+CEILING_METHODS = ("auto", "split_half", "time_split", "cross_channel", "pairwise")
+#: Below this reliability a ceiling cannot be estimated: the benchmark says so instead of dividing by ~0.
+MIN_RELIABILITY = 0.1
 
 BIBTEX = """@article{arcaro2020,
   title={The neurons that mistook a hat for a face},
@@ -147,6 +166,7 @@ class SiteData:
     stimulus_ids: list
     targets: np.ndarray              #: [I, G, G, K] window-averaged (repetition-averaged) maps
     trials: Optional[np.ndarray]     #: [I, G, G, K, R] per-repetition maps, or None without repetitions
+    bins: Optional[np.ndarray]       #: [I, G, G, K, T] repetition-averaged maps of each time bin in the window
     channels: np.ndarray             #: [K] channel labels
     stimulus_set: Any                #: StimulusSet of exactly these images, unique identifier
     window: tuple                    #: (start, end) ms
@@ -177,10 +197,37 @@ def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> 
                                             source_sha256)
     return SiteData(assembly_identifier=assembly_identifier, stimulus_ids=stimulus_ids,
                     targets=np.asarray(maps.values, dtype=np.float64), trials=trials,
+                    bins=window_bins(assembly, window, stimulus_ids),
                     channels=np.asarray(maps["channel"].values), stimulus_set=stimulus_set,
                     window=tuple(int(t) for t in window),
                     image_size_deg=float(assembly.attrs.get("image_size_deg", 16)),
                     source_sha256=source_sha256)
+
+
+def window_bins(assembly, window: tuple, stimulus_ids: Sequence) -> np.ndarray:
+    """Repetition-averaged maps ``[I, G, G, K, T]`` of each time bin lying inside ``window``, images in
+    ``stimulus_ids`` order (the samples the time-split ceiling interleaves)."""
+    mask = data.window_mask(assembly, window)
+    starts, ends = assembly["time_bin_start"].values[mask], assembly["time_bin_end"].values[mask]
+    maps = []
+    for start, end in zip(starts, ends):
+        one = data.response_maps(assembly, window=(float(start), float(end)), average_repetitions=True)
+        maps.append(np.asarray(one.transpose("stimulus_id", "row", "col", "channel").sel(
+            stimulus_id=list(stimulus_ids)).values, dtype=np.float64))
+    return np.stack(maps, axis=-1)
+
+
+def ceiled_value(raw: float, ceiling: float) -> tuple[float, float]:
+    """Brain-Score's ceiling convention (``explained_variance`` then ``bound_score``): ``(bounded, unbounded)`` with
+    unbounded = sign(raw) raw^2 / ceiling (the sign keeps a negative correlation from counting as explained
+    variance) and bounded = unbounded clipped to [0, 1]. ``ceiling`` is a split-half reliability."""
+    unbounded = float(np.sign(raw) * raw ** 2 / ceiling)
+    return float(min(max(unbounded, 0.0), 1.0)), unbounded
+
+
+def ceiled_error(raw: float, raw_error: float, ceiling: float) -> float:
+    """Error of raw^2 / ceiling from the raw error (delta method: 2 |raw| error / ceiling)."""
+    return float(2.0 * abs(raw) * raw_error / ceiling)
 
 
 def _has_level(assembly, name: str) -> bool:
@@ -404,7 +451,14 @@ class SiteResult:
     alignment: dict
     layer: str
     model_identifier: str
+    #: raw statistic of the floor predictors: ``position_only`` (image-blind) and ``shuffled_image``
+    floor: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+
+def _per_image(fit: metric.MapsFit, alignment: dict, protocol: str) -> np.ndarray:
+    """The raw statistic of each held-out image (what the headline averages)."""
+    return np.asarray(alignment["full"] if protocol == "map_alignment" else fit.per_fold, dtype=np.float64)
 
 
 def _score(value: float, **attrs) -> Score:
@@ -450,6 +504,16 @@ class ArcaroSiteBenchmark(BenchmarkBase):
 
     # -- data and ceiling --------------------------------------------------------------------------------------
     @property
+    def readout(self) -> str:
+        """``'maps'`` or ``'shift'``: how the model's regressors are read (see the module docstring)."""
+        return READOUT[self.protocol]
+
+    @property
+    def residual(self) -> bool:
+        """Whether this benchmark scores the residual maps (``-residual_pls``, ``-residual_shift_pls``)."""
+        return self.protocol in RESIDUAL_PROTOCOLS
+
+    @property
     def data(self) -> SiteData:
         if self._data is None:
             self._data = load_site_data(self.assembly_identifier, self.window)
@@ -466,45 +530,57 @@ class ArcaroSiteBenchmark(BenchmarkBase):
     def resolved_ceiling_method(self) -> str:
         if self.ceiling_method != "auto":
             return self.ceiling_method
-        return "split_half" if self.data.trials is not None else "cross_channel"
+        return "split_half" if self.data.trials is not None else "time_split"
 
     def _compute_ceiling(self) -> Score:
-        data = self.data
+        """The ceiling Score: a Spearman-Brown corrected split-half reliability (Brain-Score's convention), over
+        repetitions (``split_half``) or, without them, over interleaved time bins (``time_split``); r-scale
+        estimators (``cross_channel``, ``pairwise``: named options for comparison) are squared."""
         method = self.resolved_ceiling_method()
+        spearman = self.protocol == "map_alignment"
+        if spearman and method in ("split_half", "time_split"):  # reliability of the channel-averaged map
+            result = self._estimate(method, channel_mean=True, spearman=True)
+            result.method += "_channel_mean"
+        else:
+            result = self._estimate(method)
+        reliability = result.reliability
+        if not reliability >= MIN_RELIABILITY:
+            raise ValueError(f"{self.identifier}: the {result.method} reliability of {self.assembly_identifier} is "
+                             f"{reliability:.3f}, below {MIN_RELIABILITY}: no ceiling can be estimated for this site, "
+                             "so its scores cannot be normalised")
+        return _score(reliability, error=result.reliability_error(), method=result.method, scale="reliability",
+                      estimator_value=result.value, estimator_scale=result.scale,
+                      per_channel=np.asarray(result.per_channel), per_image=np.asarray(result.per_image),
+                      **{k: v for k, v in result.extra.items()})
+
+    def _estimate(self, method: str, *, channel_mean: bool = False,
+                  spearman: bool = False) -> ceilings.CeilingResult:
+        data = self.data
         n_img, grid, _, n_chan = data.targets.shape
-        if self.protocol == "map_alignment":
-            result = self._alignment_ceiling(method)
-        elif method == "split_half":
+        if method == "split_half":
             if data.trials is None:
                 raise ValueError(f"{self.identifier}: ceiling_method='split_half' needs repeated trials, but "
-                                 f"{self.assembly_identifier} has none; use 'cross_channel' or 'pairwise'")
-            result = ceilings.split_half_ceiling(data.trials.reshape(n_img, grid * grid, n_chan, -1))
-        elif method == "cross_channel":
-            result = ceilings.cross_channel_ceiling(data.targets.reshape(n_img, grid * grid, n_chan),
-                                                    n_components=self.n_components)
-        else:
-            result = ceilings.pairwise_channel_ceiling(data.targets)
-        if not result.value > 0:
-            raise ValueError(f"{self.identifier}: the {result.method} ceiling is {result.value:.3f} (no reliable "
-                             "spatial signal in the data); scores cannot be normalised by it")
-        return _score(result.value, error=result.error, method=result.method,
-                      per_channel=np.asarray(result.per_channel), per_image=np.asarray(result.per_image))
-
-    def _alignment_ceiling(self, method: str) -> ceilings.CeilingResult:
-        """Split-half reliability of the channel-averaged map: over repetitions when the data has them, otherwise
-        over random halves of the channels (treating channels as samples of the site's map)."""
-        data = self.data
-        n_img, grid = data.targets.shape[:2]
-        if method == "split_half" or (method == "auto" and data.trials is not None):
-            if data.trials is None:
-                raise ValueError(f"{self.identifier}: no repeated trials for a split-half ceiling")
-            samples = data.trials.mean(axis=3)  # [I, G, G, R]: channel-averaged map per repetition
-            result = ceilings.split_half_ceiling(samples.reshape(n_img, grid * grid, 1, -1))
-            result.method = "split_half_channel_mean"
-        else:
-            result = ceilings.split_half_ceiling(data.targets.reshape(n_img, grid * grid, 1, -1))
+                                 f"{self.assembly_identifier} has none; use 'time_split' (the default without "
+                                 "repetitions), 'cross_channel' or 'pairwise'")
+            trials = data.trials.mean(axis=3, keepdims=True) if channel_mean else data.trials
+            return ceilings.split_half_ceiling(trials.reshape(n_img, grid * grid, trials.shape[3], -1),
+                                               residual=self.residual, spearman=spearman)
+        if method == "time_split":
+            bins = data.bins.mean(axis=3, keepdims=True) if channel_mean else data.bins
+            return ceilings.time_split_ceiling(bins.reshape(n_img, grid * grid, bins.shape[3], -1),
+                                               residual=self.residual, spearman=spearman,
+                                               label=self.assembly_identifier)
+        if self.residual:
+            raise ValueError(f"{self.identifier}: ceiling_method={method!r} has no residual-map version; use "
+                             "'split_half' or 'time_split'")
+        if self.protocol == "map_alignment":  # the former default: split halves of the channels
+            result = ceilings.split_half_ceiling(data.targets.reshape(n_img, grid * grid, 1, -1), spearman=True)
             result.method = "channel_split_half_channel_mean"
-        return result
+            return result
+        if method == "cross_channel":
+            return ceilings.cross_channel_ceiling(data.targets.reshape(n_img, grid * grid, n_chan),
+                                                  n_components=self.n_components)
+        return ceilings.pairwise_channel_ceiling(data.targets)
 
     # -- model features ----------------------------------------------------------------------------------------
     def shift_identifier(self) -> str:
@@ -514,7 +590,7 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         """The model's regressors ``[I, P, F]`` for this site's images under this benchmark's protocol, and the
         layer name(s). ``cache`` (shared by a composite) avoids recomputing the same monkey's images."""
         data = self.data
-        protocol = "shift" if self.protocol == "shift" else "maps"
+        protocol = self.readout
         degrees = float(candidate.visual_degrees()) if protocol == "shift" else None
         key = (id(candidate), candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size,
                protocol, degrees)
@@ -543,9 +619,9 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         features, layer = self.model_features(candidate, cache)
         n_img, grid, _, n_chan = data.targets.shape
         targets = data.targets.reshape(n_img, grid * grid, n_chan)
-        reduce = metric.pca_reducer(self.max_pca_components) if self.protocol == "shift" else None
+        reduce = metric.pca_reducer(self.max_pca_components) if self.readout == "shift" else None
         # -pls and -map_alignment fit the same regression: a shared cache fits it once
-        fit_key = ("fit", id(candidate), candidate.identifier, self.protocol == "shift", self.n_components,
+        fit_key = ("fit", id(candidate), candidate.identifier, self.readout == "shift", self.n_components,
                    self.max_pca_components, self.pls_solver, hashlib.sha1(targets.tobytes()).hexdigest(),
                    features.shape)
         fit = cache.get(fit_key) if cache is not None else None
@@ -556,12 +632,31 @@ class ArcaroSiteBenchmark(BenchmarkBase):
                                   solver=self.pls_solver)
             if cache is not None:
                 cache[fit_key] = fit
+        shuffled_key = ("shuffled",) + fit_key
+        shuffled = cache.get(shuffled_key) if cache is not None else None
+        if shuffled is None:  # the floor: the model's own features of another image (the previous one, cyclically)
+            shuffled = metric.loio_pls(np.roll(features, 1, axis=0), targets, n_components=self.n_components,
+                                       reduce=reduce, solver=self.pls_solver)
+            if cache is not None:
+                cache[shuffled_key] = shuffled
+        if self.residual:  # same PLS predictions, scored on the maps minus the training images' mean map
+            fit = metric.residual_fit(fit, targets)
         predictions = fit.predictions.reshape(n_img, grid, grid, n_chan)
         alignment = metric.map_alignment(predictions, data.targets)
+        floor = dict(position_only=self._statistic(metric.training_mean_maps(targets), targets),
+                     shuffled_image=self._statistic(shuffled.predictions, targets))
         result = SiteResult(data=data, fit=fit, predictions=predictions, alignment=alignment, layer=layer,
-                            model_identifier=candidate.identifier)
+                            model_identifier=candidate.identifier, floor=floor)
         self.last_result = result
         return result
+
+    def _statistic(self, predictions: np.ndarray, targets: np.ndarray) -> float:
+        """This benchmark's raw statistic of held-out predictions ``[I, P, K]`` (for the floor predictors)."""
+        if self.protocol == "map_alignment":
+            n_img, grid = self.data.targets.shape[:2]
+            shape = (n_img, grid, grid, -1)
+            return metric.map_alignment(predictions.reshape(shape), targets.reshape(shape))["score"]
+        return metric.maps_fit(predictions, targets, residual=self.residual).score
 
     def __call__(self, candidate) -> Score:
         return self.score_result(self.evaluate(candidate, self.feature_cache))
@@ -579,9 +674,16 @@ class ArcaroSiteBenchmark(BenchmarkBase):
             raw_value, raw_error = fit.score, fit.error
         raw = _score(raw_value, error=raw_error)
         ceiling_value = float(ceiling)
+        bounded, unbounded = ceiled_value(raw_value, ceiling_value)
+        floor = result.floor
         return _score(
-            raw_value / ceiling_value, raw=raw, ceiling=ceiling, error=raw_error / ceiling_value,
-            layer=result.layer, protocol=self.protocol, model_identifier=result.model_identifier,
+            bounded, raw=raw, ceiling=ceiling, error=ceiled_error(raw_value, raw_error, ceiling_value),
+            unbounded=unbounded, r_ceiled=float(raw_value / np.sqrt(ceiling_value)),
+            position_only=floor["position_only"],
+            position_only_ceiled=ceiled_value(floor["position_only"], ceiling_value)[0],
+            shuffled_image=floor["shuffled_image"],
+            shuffled_image_ceiled=ceiled_value(floor["shuffled_image"], ceiling_value)[0],
+            per_image=_per_image(fit, alignment, self.protocol), layer=result.layer, protocol=self.protocol, model_identifier=result.model_identifier,
             benchmark_identifier=self.identifier, ceiling_method=ceiling.attrs.get("method"),
             stimulus_ids=np.asarray(result.data.stimulus_ids, dtype=str), channels=np.asarray(result.data.channels),
             per_fold=fit.per_fold, per_channel=fit.per_channel, pls_raw=fit.score, pls_error=fit.error,
@@ -591,20 +693,81 @@ class ArcaroSiteBenchmark(BenchmarkBase):
             window=np.asarray(result.data.window))
 
 
+def site_weights(sites: Sequence[str] = SITES) -> dict[str, float]:
+    """One vote per monkey: each monkey weighs 1 / (number of monkeys), shared equally by its sites
+    (M1PL 0.25, M1ML 0.25, M2ML 0.5). Monkey 1's two arrays record the same images in the same animal (their
+    per-image scores correlate), so they are one sample of the population, not two."""
+    monkeys: dict[str, list[str]] = {}
+    for site in sites:
+        monkeys.setdefault(cv.SITES[site].monkey, []).append(site)
+    return {site: 1.0 / len(monkeys) / len(members) for members in monkeys.values() for site in members}
+
+
+#: Bootstrap draws (over images) of the composite's error, and their seed.
+N_BOOTSTRAP = 1000
+BOOTSTRAP_SEED = 0
+
+
+def composite_score(per_image: dict[str, np.ndarray], ceilings: dict[str, float], monkeys: dict[str, str], *,
+                    n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict:
+    """The composite of site scores with one vote per monkey and a joint bootstrap error.
+
+    ``per_image``: each site's raw statistic per image (monkey's image order; sites of one monkey share it),
+    ``ceilings``: each site's reliability, ``monkeys``: site -> monkey. The value is the weighted mean
+    (:func:`site_weights`) of the sites' bounded ceiled scores (raw^2 / ceiling of the mean raw). The error is the
+    standard deviation over ``n_bootstrap`` draws that resample each monkey's images with replacement, the same
+    draw for all sites of that monkey (so correlated sites are not counted as independent evidence); the ceilings
+    are held fixed, as in the sites' own errors.
+    """
+    sites = list(per_image)
+    by_monkey: dict[str, list[str]] = {}
+    for site in sites:
+        by_monkey.setdefault(monkeys[site], []).append(site)
+    weights = {site: 1.0 / len(by_monkey) / len(members) for members in by_monkey.values() for site in members}
+    for members in by_monkey.values():
+        if len({len(per_image[site]) for site in members}) != 1:
+            raise ValueError(f"sites {members} of one monkey must score the same images")
+
+    def combine(means: dict[str, float]) -> float:
+        return float(sum(weights[s] * ceiled_value(means[s], ceilings[s])[0] for s in sites))
+
+    value = combine({s: float(np.mean(per_image[s])) for s in sites})
+    rng = np.random.default_rng(seed)
+    draws = np.zeros(n_bootstrap)
+    for b in range(n_bootstrap):
+        means = {}
+        for members in by_monkey.values():
+            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
+            means.update({s: float(np.mean(np.asarray(per_image[s])[idx])) for s in members})
+        draws[b] = combine(means)
+    return dict(value=value, error=float(draws.std(ddof=1)), weights=weights)
+
+
 class ArcaroCompositeBenchmark(BenchmarkBase):
-    """``<dataset>.IT-<suffix>``: the three sites' ceiled scores averaged; errors propagated
-    (sqrt of the summed squared errors / 3). ``raw`` and ``ceiling`` are the means of the sites' raw scores and
-    ceilings (so for the composite, score is the mean of ratios, not exactly raw / ceiling)."""
+    """``<dataset>.IT-<suffix>``: one vote per monkey (:func:`site_weights`: M1PL and M1ML 0.25 each, M2ML 0.5) over
+    the sites' ceiled scores, with a bootstrap error over images that keeps each image's scores on monkey 1's two
+    sites together (:func:`composite_score`). ``raw`` and ``ceiling`` are the same weighted means of the sites' raw
+    scores and reliabilities (informative; the score is the mean of the sites' ceiled scores, not raw^2 / ceiling).
+    Only ``<dataset>.IT-residual_pls`` has a leaderboard parent (``'IT'``); see docs/BENCHMARKS.md."""
 
     def __init__(self, dataset: str, protocol: str, **site_kwargs):
         self.children = [ArcaroSiteBenchmark(dataset, site, protocol, **site_kwargs) for site in SITES]
         self.dataset, self.protocol = dataset, protocol
         suffix = {v: k for k, v in SUFFIX_PROTOCOL.items()}[protocol]
         super().__init__(identifier=f"{dataset}.{COMPOSITE}-{suffix}", ceiling_func=self._compute_ceiling,
-                         version=VERSION, parent=REGION, bibtex=BIBTEX)
+                         version=VERSION, parent=REGION if suffix == LEADERBOARD_SUFFIX else None, bibtex=BIBTEX)
         self._ceiling_score: Optional[Score] = None
         #: optional dict shared between benchmarks to reuse model features of the same images (same model)
         self.feature_cache: Optional[dict] = None
+        self.weights = site_weights(SITES)
+
+    @property
+    def readout(self) -> str:
+        return READOUT[self.protocol]
+
+    @property
+    def residual(self) -> bool:
+        return self.protocol in RESIDUAL_PROTOCOLS
 
     @property
     def ceiling(self) -> Score:
@@ -612,38 +775,63 @@ class ArcaroCompositeBenchmark(BenchmarkBase):
             self._ceiling_score = self._compute_ceiling()
         return self._ceiling_score
 
+    def _weighted(self, values: Sequence[float]) -> float:
+        return float(sum(self.weights[site] * v for site, v in zip(SITES, values)))
+
     def _compute_ceiling(self) -> Score:
         values = [float(child.ceiling) for child in self.children]
         errors = [float(child.ceiling.attrs.get("error", 0.0)) for child in self.children]
-        return _score(np.mean(values), error=float(np.sqrt(np.sum(np.square(errors)))) / len(values),
-                      per_site=dict(zip([c.identifier for c in self.children], values)))
+        weights = [self.weights[site] for site in SITES]
+        return _score(self._weighted(values), error=float(np.sqrt(np.sum(np.square(np.multiply(weights, errors))))),
+                      per_site=dict(zip([c.identifier for c in self.children], values)), scale="reliability")
 
     def __call__(self, candidate) -> Score:
         cache: dict = self.feature_cache if self.feature_cache is not None else {}
         scores = [child._call_with_cache(candidate, cache) for child in self.children]
-        values = np.array([float(s) for s in scores])
-        errors = np.array([float(s.attrs["error"]) for s in scores])
-        raws = np.array([float(s.attrs["raw"]) for s in scores])
-        raw_errors = np.array([float(s.attrs["raw"].attrs["error"]) for s in scores])
-        n = len(scores)
-        raw = _score(raws.mean(), error=float(np.sqrt(np.sum(raw_errors ** 2))) / n)
         ids = [child.identifier for child in self.children]
+        values = [float(s) for s in scores]
+        raws = [float(s.attrs["raw"]) for s in scores]
+        site_ceilings = [float(s.attrs["ceiling"]) for s in scores]
+        joint = composite_score({site: s.attrs["per_image"] for site, s in zip(SITES, scores)},
+                                dict(zip(SITES, site_ceilings)), {site: cv.SITES[site].monkey for site in SITES})
+        raw = _score(self._weighted(raws), error=_raw_bootstrap_error(scores, self.weights))
+        floors = {key: self._weighted([float(s.attrs[key]) for s in scores])
+                  for key in ("position_only", "position_only_ceiled", "shuffled_image", "shuffled_image_ceiled")}
         layers = list(dict.fromkeys(str(s.attrs["layer"]) for s in scores))
         return _score(
-            values.mean(), raw=raw, ceiling=self.ceiling, error=float(np.sqrt(np.sum(errors ** 2))) / n,
+            joint["value"], raw=raw, ceiling=self.ceiling, error=joint["error"], **floors,
+            site_weights=dict(zip(ids, [self.weights[site] for site in SITES])),
             layer=",".join(layers), protocol=self.protocol, model_identifier=scores[0].attrs["model_identifier"],
             benchmark_identifier=self.identifier,
-            site_scores=dict(zip(ids, values.tolist())), site_raw=dict(zip(ids, raws.tolist())),
-            site_errors=dict(zip(ids, errors.tolist())),
-            site_ceilings=dict(zip(ids, [float(s.attrs["ceiling"]) for s in scores])),
+            site_scores=dict(zip(ids, values)), site_raw=dict(zip(ids, raws)),
+            site_errors=dict(zip(ids, [float(s.attrs["error"]) for s in scores])),
+            site_ceilings=dict(zip(ids, site_ceilings)),
             per_fold={i: s.attrs["per_fold"] for i, s in zip(ids, scores)},
             per_channel={i: s.attrs["per_channel"] for i, s in zip(ids, scores)},
-            alignment=float(np.mean([s.attrs["alignment"] for s in scores])),
-            alignment_coarse=float(np.mean([s.attrs["alignment_coarse"] for s in scores])))
+            alignment=self._weighted([float(s.attrs["alignment"]) for s in scores]),
+            alignment_coarse=self._weighted([float(s.attrs["alignment_coarse"]) for s in scores]))
 
     @property
     def last_results(self) -> list[Optional[SiteResult]]:
         return [child.last_result for child in self.children]
+
+
+def _raw_bootstrap_error(scores: Sequence[Score], weights: dict[str, float]) -> float:
+    """Bootstrap error of the weighted mean raw statistic (monkey 1's images resampled jointly for its sites)."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    per_image = {site: np.asarray(s.attrs["per_image"]) for site, s in zip(SITES, scores)}
+    by_monkey: dict[str, list[str]] = {}
+    for site in SITES:
+        by_monkey.setdefault(cv.SITES[site].monkey, []).append(site)
+    draws = np.zeros(N_BOOTSTRAP)
+    for b in range(N_BOOTSTRAP):
+        total = 0.0
+        for members in by_monkey.values():
+            n = len(per_image[members[0]])
+            idx = rng.integers(0, n, n)
+            total += sum(weights[site] * per_image[site][idx].mean() for site in members)
+        draws[b] = total
+    return float(draws.std(ddof=1))
 
 
 def load(identifier: str, **kwargs) -> BenchmarkBase:

@@ -21,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
 
-from benchmarks_it_maps.benchmarks.metric import N_COMPONENTS, fit_predict_pls, pearson_per_channel, sem
+from benchmarks_it_maps.benchmarks.metric import (N_COMPONENTS, fit_predict_pls, pearson_per_channel, sem,
+                                                  training_mean_maps)
 
 
 @dataclass
@@ -34,8 +36,21 @@ class CeilingResult:
     per_channel: np.ndarray
     method: str
     per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    #: split-half reliability (r^2 scale) where the estimator has one; ``value`` is then its square root
-    reliability: float | None = None
+    #: ``'reliability'`` (value is a Spearman-Brown corrected split-half reliability, Brain-Score's ceiling) or
+    #: ``'r'`` (value is a correlation a perfect model would reach: cross-channel, pairwise)
+    scale: str = "reliability"
+    #: estimator-specific details (e.g. the time-split block width)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def reliability(self) -> float:
+        """The ceiling on the reliability scale (what ceiled = raw^2 / ceiling divides by): the value itself, or the
+        square of an r-scale estimate (the r^2 a perfect model would reach)."""
+        return float(self.value) if self.scale == "reliability" else float(np.sign(self.value) * self.value ** 2)
+
+    def reliability_error(self) -> float:
+        """SEM of :attr:`reliability` (delta method for r-scale estimates)."""
+        return float(self.error) if self.scale == "reliability" else float(2 * abs(self.value) * self.error)
 
 
 def spearman_brown(r: np.ndarray, factor: float = 2.0) -> np.ndarray:
@@ -45,13 +60,21 @@ def spearman_brown(r: np.ndarray, factor: float = 2.0) -> np.ndarray:
     return np.where(denom > 0, factor * r / np.where(denom > 0, denom, 1.0), -1.0)
 
 
-def split_half_ceiling(trials: np.ndarray, *, n_splits: int = 10, seed: int = 0) -> CeilingResult:
-    """Ceiling from the split-half reliability of the maps (Spearman-Brown corrected); value = sqrt(reliability).
+def _ranks(maps: np.ndarray) -> np.ndarray:
+    """Ranks across positions (axis 1) of ``[I, P, K]`` maps: Pearson of ranks = Spearman."""
+    return rankdata(maps, axis=1)
+
+
+def split_half_ceiling(trials: np.ndarray, *, n_splits: int = 10, seed: int = 0,
+                       residual: bool = False, spearman: bool = False) -> CeilingResult:
+    """Ceiling = split-half reliability of the maps, Spearman-Brown corrected (Brain-Score's convention).
 
     ``trials``: ``[I, P, K, R]`` responses of K channels at P positions of I images, R repetitions (R >= 2). Each
     split permutes the repetitions (seeded) and averages each half; per image and channel, r = Pearson across
     positions between the half maps, corrected with Spearman-Brown; median over channels per image, mean over images,
-    mean over splits.
+    mean over splits. ``residual=True``: the reliability of the residual maps of ``-residual_pls`` (each half's map
+    of image i minus that half's mean map of the other images), so both halves keep independent noise.
+    ``spearman=True`` correlates ranks (the reliability of a Spearman statistic such as map alignment's).
     """
     trials = np.asarray(trials, dtype=np.float64)
     if trials.ndim != 4:
@@ -69,14 +92,130 @@ def split_half_ceiling(trials: np.ndarray, *, n_splits: int = 10, seed: int = 0)
         half_a, half_b = order[: n_rep // 2], order[n_rep // 2:]
         maps_a = trials[..., half_a].mean(axis=-1)
         maps_b = trials[..., half_b].mean(axis=-1)
-        for i in range(n_img):
-            corrected[s, i] = spearman_brown(pearson_per_channel(maps_a[i], maps_b[i]))
-    reliability_per_image = np.median(corrected, axis=2).mean(axis=0)
-    reliability = float(reliability_per_image.mean())
-    per_image = np.sqrt(np.clip(reliability_per_image, 0, None))
-    return CeilingResult(value=float(np.sqrt(max(reliability, 0.0))), error=sem(per_image),
-                         per_channel=np.sqrt(np.clip(corrected.mean(axis=(0, 1)), 0, None)),
-                         method="split_half_spearman_brown_sqrt", per_image=per_image, reliability=reliability)
+        corrected[s] = _half_reliability(maps_a, maps_b, residual=residual, spearman=spearman)
+    return _reliability_result(corrected, "split_half_spearman_brown", residual, spearman)
+
+
+def spearman_brown_unequal(r: np.ndarray, size_a: float, size_b: float) -> np.ndarray:
+    """Reliability of the full data from the correlation ``r`` of two parts holding ``size_a`` and ``size_b`` units of
+    data (noise variance inversely proportional to size). Equal sizes give Spearman-Brown with factor 2.
+
+    With signal variance s and noise variance v per unit, r^2 = 1 / ((1 + u/a)(1 + u/b)) with u = v/s; the positive
+    root u gives the full-data reliability 1 / (1 + u / (a + b)). r <= 0 falls back to Spearman-Brown (factor 2).
+    """
+    r = np.asarray(r, dtype=np.float64)
+    a, b = float(size_a), float(size_b)
+    if a <= 0 or b <= 0:
+        raise ValueError(f"part sizes must be positive, got {a} and {b}")
+    safe = np.clip(r, 1e-12, 1.0)
+    p = 1.0 / a + 1.0 / b
+    q = (1.0 - 1.0 / safe ** 2) / (a * b)
+    u = (-p + np.sqrt(np.maximum(p ** 2 - 4 * q, 0.0))) * a * b / 2.0
+    full = 1.0 / (1.0 + u / (a + b))
+    return np.where(r > 0, full, spearman_brown(r))
+
+
+def _half_reliability(maps_a: np.ndarray, maps_b: np.ndarray, *, residual: bool = False,
+                      spearman: bool = False, sizes: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Spearman-Brown corrected correlation ``[I, K]`` between two half-data maps ``[I, P, K]`` per image and
+    channel (across positions); ``residual``: each half's maps minus that half's mean map of the other images."""
+    if residual:
+        maps_a = maps_a - training_mean_maps(maps_a)
+        maps_b = maps_b - training_mean_maps(maps_b)
+    if spearman:
+        maps_a, maps_b = _ranks(maps_a), _ranks(maps_b)
+    return np.stack([spearman_brown_unequal(pearson_per_channel(a, b), *sizes) for a, b in zip(maps_a, maps_b)])
+
+
+def _reliability_result(corrected: np.ndarray, method: str, residual: bool, spearman: bool) -> CeilingResult:
+    """``corrected`` ``[splits, I, K]`` -> median over channels per image, mean over splits and images."""
+    per_image = np.median(corrected, axis=2).mean(axis=0)
+    suffix = ("_residual" if residual else "") + ("_spearman" if spearman else "")
+    return CeilingResult(value=float(per_image.mean()), error=sem(per_image),
+                         per_channel=corrected.mean(axis=(0, 1)), method=method + suffix, per_image=per_image,
+                         scale="reliability")
+
+
+#: Largest lag-1 autocorrelation of the bin-to-bin residuals (pooled over channels) for which time bins count as
+#: independent samples of the response (Poisson firing, no smoothing); above it, wider blocks are interleaved.
+MAX_LAG1_AUTOCORRELATION = 0.1
+#: Time components removed per channel before measuring that autocorrelation: a response ``spont + (m - spont)
+#: h(t)`` is rank 2 in (presentation, time); one more absorbs a latency or shape difference.
+SIGNAL_RANK = 3
+
+
+class SmoothedTimeCourseError(ValueError):
+    """The time bins are not independent samples (e.g. a smoothed file): no time-split ceiling is possible."""
+
+
+def lag1_autocorrelation(bins: np.ndarray, signal_rank: int = SIGNAL_RANK) -> float:
+    """Lag-1 autocorrelation of the residuals of ``bins`` ``[I, P, K, T]`` after removing, per channel, the best
+    rank-``signal_rank`` (presentation x time) approximation: about 0 for independent (Poisson) bins, clearly
+    positive when the time course was smoothed before binning."""
+    bins = np.asarray(bins, dtype=np.float64)
+    n_img, n_pos, n_chan, n_t = bins.shape
+    if n_t < 3:
+        raise ValueError(f"need at least 3 time bins to measure their autocorrelation, got {n_t}")
+    num = den = 0.0
+    for k in range(n_chan):
+        m = bins[:, :, k, :].reshape(n_img * n_pos, n_t)
+        u, sv, vt = np.linalg.svd(m, full_matrices=False)
+        rank = min(signal_rank, n_t - 2)
+        resid = m - (u[:, :rank] * sv[:rank]) @ vt[:rank]
+        resid -= resid.mean(axis=1, keepdims=True)
+        num += float((resid[:, 1:] * resid[:, :-1]).sum())
+        den += float((resid ** 2).sum())
+    return num / den if den > 0 else 0.0
+
+
+def _blocks(bins: np.ndarray, width: int) -> np.ndarray:
+    """Average consecutive ``width``-bin blocks of ``[..., T]`` (a trailing partial block is dropped)."""
+    n = bins.shape[-1] // width
+    return bins[..., : n * width].reshape(*bins.shape[:-1], n, width).mean(axis=-1)
+
+
+def interleave_width(bins: np.ndarray, *, max_autocorrelation: float = MAX_LAG1_AUTOCORRELATION,
+                     label: str = "the data") -> tuple[int, float]:
+    """The narrowest block width (in bins) whose block-averaged residuals have a lag-1 autocorrelation at most
+    ``max_autocorrelation``, and that autocorrelation; at least 4 blocks must remain. Raises
+    :class:`SmoothedTimeCourseError` (one line naming ``label``) when no width qualifies."""
+    n_t = bins.shape[-1]
+    measured = []
+    for width in range(1, n_t // 4 + 1):
+        rho = lag1_autocorrelation(_blocks(bins, width))
+        measured.append(f"{width}: {rho:.2f}")
+        if rho <= max_autocorrelation:
+            return width, rho
+    raise SmoothedTimeCourseError(
+        f"{label}: adjacent time bins are correlated (lag-1 autocorrelation of the bin-to-bin residuals by block "
+        f"width {', '.join(measured)}; limit {max_autocorrelation}), as in a smoothed time course, so odd and even "
+        "bins are not independent halves; use a file with unsmoothed spike counts, or ceiling_method='cross_channel'")
+
+
+def time_split_ceiling(bins: np.ndarray, *, residual: bool = False, spearman: bool = False,
+                       max_autocorrelation: float = MAX_LAG1_AUTOCORRELATION,
+                       label: str = "the data") -> CeilingResult:
+    """Noise ceiling for data without repetitions: split-half reliability over interleaved time bins.
+
+    ``bins``: ``[I, P, K, T]`` responses in the T time bins of the analysis window. Under Poisson firing, the spikes
+    of disjoint time bins are independent, so the mean map over odd blocks and over even blocks are two independent
+    halves of the data; their correlation, corrected to the full window (Spearman-Brown, sizes taken into account),
+    is the reliability. Blocks are single bins unless the bins are correlated (a smoothed file, see
+    :func:`interleave_width`). ``residual``/``spearman`` as in :func:`split_half_ceiling`.
+    """
+    bins = np.asarray(bins, dtype=np.float64)
+    if bins.ndim != 4:
+        raise ValueError(f"bins must be [images, positions, channels, time bins]; got shape {bins.shape}")
+    if not np.all(np.isfinite(bins)):
+        raise ValueError("time bins contain non-finite values (NaN or inf)")
+    width, rho = interleave_width(bins, max_autocorrelation=max_autocorrelation, label=label)
+    blocks = _blocks(bins, width)
+    odd, even = blocks[..., 0::2], blocks[..., 1::2]
+    corrected = _half_reliability(odd.mean(axis=-1), even.mean(axis=-1), residual=residual, spearman=spearman,
+                                  sizes=(odd.shape[-1], even.shape[-1]))[None]
+    result = _reliability_result(corrected, "time_split_spearman_brown", residual, spearman)
+    result.extra = dict(block_bins=width, lag1_autocorrelation=rho)
+    return result
 
 
 def cross_channel_ceiling(targets: np.ndarray, *, n_components: int = N_COMPONENTS,
@@ -105,7 +244,7 @@ def cross_channel_ceiling(targets: np.ndarray, *, n_components: int = N_COMPONEN
             per_channel[i, k] = pearson_per_channel(pred, flat[rows[i], k:k + 1])[0]
     per_image = np.median(per_channel, axis=1)
     return CeilingResult(value=float(per_image.mean()), error=sem(per_image), per_channel=per_channel.mean(axis=0),
-                         method="cross_channel_pls", per_image=per_image)
+                         method="cross_channel_pls", per_image=per_image, scale="r")
 
 
 def pairwise_channel_ceiling(targets: np.ndarray) -> CeilingResult:
@@ -134,4 +273,4 @@ def pairwise_channel_ceiling(targets: np.ndarray) -> CeilingResult:
         best_per_channel[i] = row_best
         best[i] = row_best.max()
     return CeilingResult(value=float(best.mean()), error=sem(best), per_channel=best_per_channel.mean(axis=0),
-                         method="pairwise_channel_max", per_image=best)
+                         method="pairwise_channel_max", per_image=best, scale="r")

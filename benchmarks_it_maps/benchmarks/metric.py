@@ -222,6 +222,60 @@ def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N
                    n_components=used)
 
 
+def training_mean_maps(targets: np.ndarray) -> np.ndarray:
+    """For every image i, the mean neural map of all *other* images (the training images of fold i).
+
+    ``targets`` ``[I, P, K]`` -> ``[I, P, K]``. This is the image-blind predictor: it knows where the site responds
+    on average (the position profile every image shares) and nothing about the held-out image.
+    """
+    targets = np.asarray(targets, dtype=np.float64)
+    if targets.ndim != 3 or targets.shape[0] < 2:
+        raise ValueError(f"targets must be [images >= 2, positions, channels]; got shape {targets.shape}")
+    n_images = targets.shape[0]
+    return (targets.sum(axis=0, keepdims=True) - targets) / (n_images - 1)
+
+
+def residual_per_channel(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The ``-residual_pls`` statistic: per image and channel, Pearson r across positions after subtracting the
+    training images' mean neural map (per channel, per position) from both the prediction and the held-out map.
+
+    ``predictions``/``targets`` ``[I, P, K]`` (prediction of image i from a fit on the other images) -> ``[I, K]``.
+    Subtracting the shared position profile leaves only what is specific to the held-out image, so the image-blind
+    predictor (:func:`training_mean_maps`) scores exactly 0 (a constant residual map has r = 0).
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if predictions.shape != targets.shape or predictions.ndim != 3:
+        raise ValueError(f"predictions and targets must both be [images, positions, channels]; got "
+                         f"{predictions.shape} and {targets.shape}")
+    base = training_mean_maps(targets)
+    return np.stack([pearson_per_channel(p - b, t - b) for p, t, b in zip(predictions, targets, base)])
+
+
+def pearson_maps(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The ``-pls`` statistic for given predictions: per image, Pearson r per channel across positions ``[I, K]``."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if predictions.shape != targets.shape or predictions.ndim != 3:
+        raise ValueError(f"predictions and targets must both be [images, positions, channels]; got "
+                         f"{predictions.shape} and {targets.shape}")
+    return np.stack([pearson_per_channel(p, t) for p, t in zip(predictions, targets)])
+
+
+def maps_fit(predictions: np.ndarray, targets: np.ndarray, *, residual: bool = False,
+             n_components: int = 0) -> MapsFit:
+    """Score held-out predictions ``[I, P, K]`` as ``-pls`` (``residual=False``) or ``-residual_pls``."""
+    per_channel = (residual_per_channel if residual else pearson_maps)(predictions, targets)
+    return MapsFit(per_channel=per_channel, per_fold=np.median(per_channel, axis=1),
+                   predictions=np.asarray(predictions, dtype=np.float64), n_components=n_components)
+
+
+def residual_fit(fit: MapsFit, targets: np.ndarray) -> MapsFit:
+    """The same leave-one-image-out PLS predictions as ``fit`` (from :func:`loio_pls`), scored by the residual
+    statistic (:func:`residual_per_channel`)."""
+    return maps_fit(fit.predictions, targets, residual=True, n_components=fit.n_components)
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rho of two flattened maps; 0 when either is constant."""
     a, b = np.ravel(a), np.ravel(b)

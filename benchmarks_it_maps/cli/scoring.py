@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-TABLE_COLUMNS = ("model", "benchmark", "score", "raw", "ceiling", "error", "layer", "seconds")
+TABLE_COLUMNS = ("model", "benchmark", "score", "floor", "raw", "ceiling", "error", "layer", "seconds")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,7 +115,7 @@ def _score(args) -> int:
         raise _user_error(error) from None
     summary = scoring.score_summary(result)
     if args.json:
-        print(json.dumps({k: summary[k] for k in ("model", "benchmark", "score", "raw", "ceiling", "error",
+        print(json.dumps({k: summary[k] for k in ("model", "benchmark", "score", "floor", "raw", "ceiling", "error",
                                                   "layer")}))
     else:
         print(format_table([summary]))

@@ -68,7 +68,7 @@ def _benchmark_region(benchmark: Any, identifier: str) -> str:
 
 def _is_our_maps_benchmark(identifier: str) -> bool:
     try:
-        return ours.load(identifier).protocol in ("maps", "map_alignment")
+        return ours.load(identifier).readout == "maps"
     except KeyError:
         return False
 

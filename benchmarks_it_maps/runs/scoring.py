@@ -101,7 +101,7 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
     ``model_identifier``/``benchmark_identifier`` are identifiers (ours first, then brainscore-vision's) or
     already-built BrainModel / Benchmark objects. ``results``: a ResultsDB, a path, or None for the default DB.
     Returns the ceiled Score with attrs raw, ceiling, error, layer, model_identifier, benchmark_identifier,
-    ``seconds``.
+    ``seconds`` (and, for this package's benchmarks, the floor: ``position_only(_ceiled)``, ``shuffled_image``).
     """
     benchmark = (resolve_benchmark(benchmark_identifier)
                  if isinstance(benchmark_identifier, str) else benchmark_identifier)
@@ -140,7 +140,7 @@ def score_summary(result) -> dict:
         except (TypeError, ValueError):
             return None
     return dict(model=result.attrs.get("model_identifier"), benchmark=result.attrs.get("benchmark_identifier"),
-                score=number(result), raw=number(result.attrs.get("raw")), ceiling=number(result.attrs.get("ceiling")),
+                score=number(result), floor=number(result.attrs.get("position_only_ceiled")), raw=number(result.attrs.get("raw")), ceiling=number(result.attrs.get("ceiling")),
                 error=number(result.attrs.get("error")), layer=result.attrs.get("layer"),
                 seconds=number(result.attrs.get("seconds")))
 
@@ -154,25 +154,28 @@ class LayerAnalysis:
 
     benchmark_identifier: str
     layers: list
-    layer_scores: np.ndarray        #: [L] ceiled LOIO score of each layer (every image held out once)
-    layer_errors: np.ndarray        #: [L] SEM over images, ceiled
+    layer_scores: np.ndarray        #: [L] ceiled LOIO score of each layer (sign(r) r^2 / ceiling, not bounded)
+    layer_errors: np.ndarray        #: [L] its error (delta method from the SEM over images)
     selected: list                  #: [I] layer chosen for each held-out image (from the other images only)
-    per_fold: np.ndarray            #: [I] ceiled score of each held-out image with its selected layer
-    ceiling: float
+    per_fold: np.ndarray            #: [I] raw statistic of each held-out image with its selected layer
+    ceiling: float                  #: the site's reliability
     extra: dict = field(default_factory=dict)
 
     @property
     def nested_score(self) -> float:
-        return float(self.per_fold.mean())
+        """Ceiled (raw^2 / ceiling, bounded to [0, 1]) mean raw statistic of the nested selection."""
+        return bm.ceiled_value(float(self.per_fold.mean()), self.ceiling)[0]
 
     @property
     def nested_error(self) -> float:
-        return sem(self.per_fold)
+        return bm.ceiled_error(float(self.per_fold.mean()), sem(self.per_fold), self.ceiling)
 
 
 def _criterion(protocol: str, features: np.ndarray, targets: np.ndarray, grid: int, n_components: int):
     """Fit LOIO on the given images and return (score, per-image values) under the benchmark's headline metric."""
     fit = metric.loio_pls(features, targets, n_components=n_components)
+    if protocol in bm.RESIDUAL_PROTOCOLS:
+        fit = metric.residual_fit(fit, targets)
     if protocol == "map_alignment":
         n_img, _, n_chan = targets.shape
         alignment = metric.map_alignment(fit.predictions.reshape(n_img, grid, grid, n_chan),
@@ -236,7 +239,7 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
     candidate layers (registry entry, else the ModelCommitment's ``layers``)."""
     candidate = resolve_model(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
     target = bm.load(benchmark_identifier)
-    if target.protocol == "shift":
+    if target.readout == "shift":
         raise ScoringError(f"{benchmark_identifier}: the layer analysis runs on the maps protocol (-pls or "
                            "-map_alignment); the shift protocol scores the committed IT layer only")
     if layers is None:
@@ -251,11 +254,11 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
                                         n_components=site.n_components)
         ceiling = float(site.ceiling)
         per_image = result["layer_per_image"]
-        from benchmarks_it_maps.benchmarks.metric import sem
         analyses.append(LayerAnalysis(
-            benchmark_identifier=site.identifier, layers=list(layers), layer_scores=result["layer_scores"] / ceiling,
-            layer_errors=np.array([sem(v) for v in per_image]) / ceiling, selected=result["selected"],
-            per_fold=result["per_fold"] / ceiling, ceiling=ceiling))
+            benchmark_identifier=site.identifier, layers=list(layers),
+            layer_scores=np.array([bm.ceiled_value(float(v), ceiling)[1] for v in result["layer_scores"]]),
+            layer_errors=np.array([bm.ceiled_error(float(np.mean(v)), sem(v), ceiling) for v in per_image]),
+            selected=result["selected"], per_fold=result["per_fold"], ceiling=ceiling))
         logger.info("%s: nested score %.3f; layers chosen %s", site.identifier, analyses[-1].nested_score,
                     sorted(set(result["selected"])))
     if out is not None:

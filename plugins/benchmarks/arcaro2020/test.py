@@ -5,7 +5,7 @@ import pytest
 
 import brainscore_vision
 
-IDENTIFIERS = ['Arcaro2020.IT-map_alignment', 'Arcaro2020.IT-pls', 'Arcaro2020.IT-shift_pls', 'Arcaro2020.M1ML-map_alignment', 'Arcaro2020.M1ML-pls', 'Arcaro2020.M1ML-shift_pls', 'Arcaro2020.M1PL-map_alignment', 'Arcaro2020.M1PL-pls', 'Arcaro2020.M1PL-shift_pls', 'Arcaro2020.M2ML-map_alignment', 'Arcaro2020.M2ML-pls', 'Arcaro2020.M2ML-shift_pls']
+IDENTIFIERS = ['Arcaro2020.IT-map_alignment', 'Arcaro2020.IT-pls', 'Arcaro2020.IT-residual_pls', 'Arcaro2020.IT-residual_shift_pls', 'Arcaro2020.IT-shift_pls', 'Arcaro2020.M1ML-map_alignment', 'Arcaro2020.M1ML-pls', 'Arcaro2020.M1ML-residual_pls', 'Arcaro2020.M1ML-residual_shift_pls', 'Arcaro2020.M1ML-shift_pls', 'Arcaro2020.M1PL-map_alignment', 'Arcaro2020.M1PL-pls', 'Arcaro2020.M1PL-residual_pls', 'Arcaro2020.M1PL-residual_shift_pls', 'Arcaro2020.M1PL-shift_pls', 'Arcaro2020.M2ML-map_alignment', 'Arcaro2020.M2ML-pls', 'Arcaro2020.M2ML-residual_pls', 'Arcaro2020.M2ML-residual_shift_pls', 'Arcaro2020.M2ML-shift_pls']
 PLUGIN = 'brainscore_vision.benchmarks.arcaro2020'
 
 

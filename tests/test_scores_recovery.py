@@ -1,0 +1,98 @@
+"""Known-truth checks of what the scores mean, on the full-size simulated twin (issue 11).
+
+``-residual_pls`` must single out the generating network: the generator at its layer reaches a high ceiled score,
+while another seed, the generator at layer1, a left-right flipped feature map and another image's features score
+clearly lower, and the image-blind predictor scores exactly 0. Written against the twin's public API
+(``simulate.build_generator_network``, the sidecar) with margins, not exact numbers.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks_it_maps import load_benchmark
+from benchmarks_it_maps.benchmarks import arcaro2020 as bm
+from benchmarks_it_maps.benchmarks import metric
+from benchmarks_it_maps.data import simulate
+
+
+def _commit(sidecar, identifier, layer, network=None):
+    from harmonized_models import model_from_network
+    gen = sidecar["generator"]
+    preprocessing = dict(image_size=gen["image_size"], mean=gen["mean"], std=gen["std"],
+                         interpolation=gen["interpolation"])
+    network = network if network is not None else simulate.build_generator_network(sidecar)
+    return model_from_network(network, identifier, preprocessing, layer, visual_degrees=8.0)
+
+
+def _other_seed(sidecar, seed=123):
+    other = json.loads(json.dumps(sidecar))
+    other["generator"]["weights_seed"] = seed
+    return other
+
+
+@pytest.fixture(scope="module")
+def use_sim_full_module(sim_full):
+    """``use_sim_full`` for a whole module: the data home points at the full twin."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRAINSCORE_ITMAPS_HOME", str(sim_full["home"]))
+        yield sim_full
+
+
+@pytest.fixture(scope="module")
+def m2ml_controls(use_sim_full_module):
+    """Ceiled -residual_pls and -pls scores of the generator and its controls on the full twin's M2ML site."""
+    sidecar = use_sim_full_module["sidecar"]
+    layer = sidecar["generator"]["layer"]
+    network = simulate.build_generator_network(sidecar)
+    models = {"generator": _commit(sidecar, "gen", layer, network),
+              "other_seed": _commit(_other_seed(sidecar), "seed123", layer),
+              "layer1": _commit(sidecar, "gen-layer1", "layer1", network)}
+    out = {}
+    for suffix in ("residual_pls", "pls"):
+        benchmark = load_benchmark(f"Arcaro2020sim.M2ML-{suffix}")
+        benchmark.feature_cache = {}
+        scores = {name: benchmark(model) for name, model in models.items()}
+        n_img, grid, _, n_chan = benchmark.data.targets.shape
+        targets = benchmark.data.targets.reshape(n_img, grid * grid, n_chan)
+        features, _ = benchmark.model_features(models["generator"], benchmark.feature_cache)
+        flipped = features.reshape(n_img, grid, grid, -1)[:, :, ::-1].reshape(features.shape)
+        derived = {"flipped_map": flipped, "other_image": np.roll(features, 1, axis=0)}
+        raw = {name: float(s.attrs["raw"]) for name, s in scores.items()}
+        for name, feats in derived.items():
+            raw[name] = metric.maps_fit(metric.loio_pls(feats, targets).predictions, targets,
+                                        residual=benchmark.residual).score
+        raw["position_only"] = metric.maps_fit(metric.training_mean_maps(targets), targets,
+                                               residual=benchmark.residual).score
+        out[suffix] = dict(scores=scores, raw=raw, ceiling=benchmark.ceiling)
+    return out
+
+
+def _ceiled(raw: float, ceiling) -> float:
+    return bm.ceiled_value(raw, float(ceiling))[0]
+
+
+def test_residual_pls_singles_out_the_generator(m2ml_controls):
+    result = m2ml_controls["residual_pls"]
+    ceiled = {name: round(_ceiled(raw, result["ceiling"]), 3) for name, raw in result["raw"].items()}
+    # measured on the seed-0 twin: generator .908, other seed .514, layer1 .270, flipped .108, other image .006
+    assert ceiled["generator"] >= 0.8, ceiled
+    assert float(result["scores"]["generator"]) == pytest.approx(ceiled["generator"], abs=1e-3)
+    assert result["raw"]["position_only"] == 0.0
+    assert ceiled["other_seed"] < ceiled["generator"] - 0.2, ceiled
+    for control in ("layer1", "flipped_map", "other_image"):
+        assert ceiled[control] < ceiled["generator"] - 0.4, ceiled
+    assert result["ceiling"].attrs["method"].startswith("split_half") and "residual" in \
+        result["ceiling"].attrs["method"]
+
+
+def test_plain_pls_floor_is_high_and_residual_separates_better(m2ml_controls):
+    """The image-blind floor of -pls is far above 0 (the shared position profile), and -residual_pls separates the
+    generator from the controls by a wider margin than -pls."""
+    plain, residual = m2ml_controls["pls"], m2ml_controls["residual_pls"]
+    plain_ceiled = {n: _ceiled(r, plain["ceiling"]) for n, r in plain["raw"].items()}
+    residual_ceiled = {n: _ceiled(r, residual["ceiling"]) for n, r in residual["raw"].items()}
+    assert plain_ceiled["position_only"] > 0.3, plain_ceiled
+    for control in ("other_seed", "layer1", "flipped_map", "other_image"):
+        assert residual_ceiled["generator"] - residual_ceiled[control] > \
+            plain_ceiled["generator"] - plain_ceiled[control], (control, plain_ceiled, residual_ceiled)
