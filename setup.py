@@ -56,7 +56,7 @@ setup(
     packages=find_packages(include=["benchmarks_it_maps", "benchmarks_it_maps.*",
                                     "harmonized_models", "harmonized_models.*"]),
     include_package_data=True,
-    package_data={"benchmarks_it_maps": ["tables/*"], "harmonized_models": ["tables/*", "region_layer_maps/*"]},
+    package_data={"benchmarks_it_maps": ["tables/*", "analysis/tables/*"], "harmonized_models": ["tables/*", "region_layer_maps/*"]},
     install_requires=install_requires,
     extras_require=extras_require,
     entry_points={"console_scripts": ["brainscore=benchmarks_it_maps.cli:main"]},

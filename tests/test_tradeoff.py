@@ -13,8 +13,10 @@ from benchmarks_it_maps.analysis import tradeoff as tr
 from benchmarks_it_maps.cli import main
 from benchmarks_it_maps.runs.results import ResultsDB
 
-SNAPSHOT = (Path(__file__).resolve().parents[2] / "shared" / "reference"
-            / "brainscore-vision-leaderboard-2024-01-01.json.gz")
+_NAME = Path("shared") / "reference" / "brainscore-vision-leaderboard-2024-01-01.json.gz"
+#: The pinned snapshot next to the checkout (main: ../shared; a worktree /work/wt/NN: ../../shared).
+SNAPSHOT = next((parent / _NAME for parent in Path(__file__).resolve().parents if (parent / _NAME).is_file()),
+                Path(__file__).resolve().parents[2] / _NAME)
 
 TRUE_PEAK, TRUE_LEVEL, TRUE_BELOW, TRUE_ABOVE, NOISE = 0.72, 0.55, 0.8, -1.2, 0.015
 
@@ -107,7 +109,8 @@ def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate():
     """Calibration over 30 independent populations: each 95 % interval should miss the truth rarely."""
     hits = np.zeros(4)
     for replicate in range(30):
-        r = tr.analyze_tradeoff(population(n=60, seed=1000 + replicate), n_bootstrap=120, seed=replicate)
+        r = tr.analyze_tradeoff(population(n=60, seed=1000 + replicate), n_bootstrap=120, seed=replicate,
+                                    bootstrap="models", compare=False)
         hits += [r.peak_ci[0] <= TRUE_PEAK <= r.peak_ci[1],
                  r.slope_below_ci[0] <= TRUE_BELOW <= r.slope_below_ci[1],
                  r.slope_above_ci[0] <= TRUE_ABOVE <= r.slope_above_ci[1],
@@ -345,10 +348,13 @@ def test_population_from_results_database(tmp_path):
     row = tr.population_from_results(db, "Synthetic.IT").set_index("model").loc["efficientnet_lite0"]
     assert row["accuracy"] == pytest.approx(entry.top1) and row["category"] == entry.category
     assert row["harmonized"] == entry.harmonized
-    # a model with neither a recorded accuracy nor a registry entry: one clear error
+    # a model with neither a recorded accuracy nor a registry entry is left out, with a note naming it
     db.record("mystery-net", "Synthetic.IT", 0.5, benchmark_version=1, weights_hash="w")
-    with pytest.raises(tr.TradeoffInputError, match="'mystery-net' has no top-1"):
-        tr.population_from_results(db, "Synthetic.IT")
+    pop = tr.population_from_results(db, "Synthetic.IT")
+    assert "mystery-net" not in set(pop["model"]) and len(pop) == 22
+    assert [model for model, _ in pop.attrs["left_out"]] == ["mystery-net"]
+    assert "'mystery-net' has no top-1" in pop.attrs["left_out"][0][1]
+    assert "1 model(s) without a top-1 accuracy left out: mystery-net" in tr.left_out_note(pop)
 
 
 def test_population_from_leaderboard_and_combined():
@@ -376,7 +382,7 @@ def test_population_from_leaderboard_and_combined():
 def test_cli_tradeoff_on_the_leaderboard(tmp_path, capsys):
     plot = tmp_path / "majaj.svg"
     assert main(["tradeoff", "--leaderboard", str(SNAPSHOT), "--benchmark", "MajajHong2015.IT-pls", "--json",
-                 "--bootstrap", "50", "--plot", str(plot)]) == 0
+                 "--resamples", "50", "--plot", str(plot)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert tuple(data) == tr.JSON_KEYS and data["n_models"] == 429
     assert data["benchmark"] == "MajajHong2015.IT-pls" and plot.stat().st_size > 0
@@ -386,7 +392,7 @@ def test_cli_tradeoff_on_the_leaderboard(tmp_path, capsys):
 
 def test_cli_tradeoff_on_the_results_database(tmp_path, capsys):
     db = _results_db(tmp_path, population(n=20))
-    assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Synthetic.IT", "--bootstrap", "50",
+    assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Synthetic.IT", "--resamples", "50",
                  "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "peak accuracy" in out and "20 non-harmonized" in out
@@ -394,7 +400,7 @@ def test_cli_tradeoff_on_the_results_database(tmp_path, capsys):
     flagged = {}
     for interval in ("prediction", "confidence"):
         extra = [] if interval == "prediction" else ["--interval", interval]
-        assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Synthetic.IT", "--bootstrap", "50",
+        assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Synthetic.IT", "--resamples", "50",
                      "--json", *extra]) == 0
         data = json.loads(capsys.readouterr().out)
         assert data["interval"] == interval
@@ -417,7 +423,7 @@ def test_cli_tradeoff_on_results_and_leaderboard(tmp_path, capsys, monkeypatch):
     db = ResultsDB(tmp_path / "results.sqlite")
     db.record("efficientnet_lite0", "MajajHong2015.IT-pls", 0.50, benchmark_version=4, weights_hash="w")
     assert main(["tradeoff", "--results", str(db.path), "--leaderboard", "--benchmark", "MajajHong2015.IT-pls",
-                 "--bootstrap", "30", "--json"]) == 0
+                 "--resamples", "30", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["n_models"] == 430
     ours = next(m for m in data["models"] if m["model"] == "efficientnet_lite0")
