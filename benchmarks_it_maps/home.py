@@ -7,6 +7,9 @@ complete, so an interrupted import, download or conversion leaves either the old
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -75,10 +78,50 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder itself (no lock file left behind); released when the block ends, also
+    when the process dies."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not Linux, or a C library without it
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # file system without RENAME_EXCHANGE
+        return False
+    raise OSError(error, os.strerror(error), str(a), None, str(b))
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` (an existing one is swapped out).
 
-    On any exception the temporary folder is deleted and ``path`` is untouched.
+    On any exception the temporary folder is deleted and ``path`` is untouched. Concurrent writers of the same
+    folder (parallel imports, sweep workers) each build their own temporary folder; the swap itself holds an
+    exclusive lock on the parent folder and is one atomic exchange where the system has one, so ``path`` never
+    disappears, the last writer wins, and no ``.NAME.*.old`` folders are left (older leftovers are removed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,13 +130,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _folder_lock(path.parent):
+            for old in path.parent.glob(f".{path.name}.*.old"):  # left by writers before this lock existed
+                shutil.rmtree(old, ignore_errors=True)
+            if not path.exists():
+                os.replace(tmp, path)
+            elif not _exchange(tmp, path):  # two renames: path is missing for a moment (no atomic exchange)
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # after an exchange it holds the previous content
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -126,3 +126,52 @@ def test_zip_members_outside_the_layout_are_not_extracted_and_bad_crc_is_one_lin
     monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(tmp_path / "home2"))
     _one_line_exit_2(capsys, ["data", "import", "arcaro2020", str(tmp_path / "crc.zip")], "img_a.png",
                      "corrupt", "download the archive again")
+
+
+# --------------------------------------------------------------------------------------------- 4. atomic_dir race
+_WRITER = """
+import sys
+from pathlib import Path
+from benchmarks_it_maps.home import atomic_dir
+target, writer, swaps = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(swaps):
+    with atomic_dir(target) as tmp:
+        for k in range(3):
+            (tmp / f"part{k}.txt").write_text(f"{writer}-{i}")
+        (tmp / "complete").write_text(f"{writer}-{i}")
+"""
+_READER = """
+import sys
+from pathlib import Path
+target, stop = Path(sys.argv[1]), Path(sys.argv[2])
+missing = reads = 0
+while not stop.exists():
+    reads += 1
+    if not (target / "complete").is_file():
+        missing += 1
+print(missing, reads)
+"""
+
+
+def test_concurrent_atomic_dir_writers_leave_no_junk_and_no_gap(tmp_path):
+    """4 processes x 60 swaps of one folder while a reader watches it: no writer fails, the folder never lacks its
+    content, and nothing but the folder remains (no .NAME.*.old / .partial)."""
+    import os
+    import subprocess
+    import sys
+    target, stop = tmp_path / "data" / "Arcaro2020", tmp_path / "stop"
+    target.parent.mkdir()
+    (target.parent / ".Arcaro2020.abc.old").mkdir()  # a leftover of an older version: cleaned at the next swap
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", _WRITER, str(target), "w", "1"], check=True, env=env)
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(target), str(stop)], stdout=subprocess.PIPE,
+                              env=env, text=True)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(target), f"w{n}", "60"], env=env,
+                                stderr=subprocess.PIPE, text=True) for n in range(4)]
+    errors = [(w.wait(timeout=600), w.stderr.read()) for w in writers]
+    stop.touch()
+    missing, reads = map(int, reader.communicate(timeout=60)[0].split())
+    assert all(code == 0 for code, _ in errors), errors
+    assert missing == 0 and reads > 0
+    assert sorted(p.name for p in target.parent.iterdir()) == ["Arcaro2020"]
+    assert len({(target / f"part{k}.txt").read_text() for k in range(3)} | {(target / "complete").read_text()}) == 1
