@@ -6,6 +6,7 @@ Public API (imported lazily, so ``import harmonized_models`` stays cheap)::
     list_models(category=None) -> list[ModelEntry]
     get_entry(identifier) -> ModelEntry
     weights_hash(identifier) -> str
+    committed_region_layer_map(identifier) -> dict   (the layers load_model commits to)
     model_from_network(network, identifier, preprocessing, it_layer, **kw) -> ModelCommitment
     TorchActivationsModel, Preprocessing, ModelEntry, register_model, UnknownModelError
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 _EXPORTS = {
     "load_model": "registry", "list_models": "registry", "get_entry": "registry", "weights_hash": "registry",
-    "register_model": "registry", "load_errors": "registry", "ModelEntry": "registry", "UnknownModelError": "registry",
+    "register_model": "registry", "load_errors": "registry",
+    "committed_region_layer_map": "registry", "ModelEntry": "registry", "UnknownModelError": "registry",
     "CATEGORIES": "registry", "model_from_network": "commitment", "TorchActivationsModel": "activations",
     "Preprocessing": "preprocessing",
 }

@@ -259,6 +259,13 @@ def _downloaded_harmonized_sha256(identifier: str) -> str | None:
     return read_manifest()["files"].get(get_spec(identifier).filename, {}).get("sha256")
 
 
+def committed_region_layer_map(identifier: str) -> dict[str, str]:
+    """The region -> layer map :func:`load_model` commits ``identifier`` to: the one stored by ``brainscore
+    commit-layers`` if any, else the entry's rule. Part of a score's identity (the results database's key)."""
+    entry = get_entry(identifier)
+    return load_stored_region_layer_map(entry.identifier) or dict(entry.region_layer_map)
+
+
 def load_errors() -> tuple[type[Exception], ...]:
     """The exceptions of :func:`load_model` whose message tells the user what to fix (CLIs print them as one line).
 
@@ -282,7 +289,7 @@ def load_model(identifier: str, *, device: str = "auto", batch_size: int | None 
     from .activations import TorchActivationsModel
     entry = get_entry(identifier)
     network = entry.build(pretrained=pretrained)
-    region_layer_map = load_stored_region_layer_map(entry.identifier) or dict(entry.region_layer_map)
+    region_layer_map = committed_region_layer_map(entry.identifier)
     activations = TorchActivationsModel(network, entry.identifier, entry.preprocessing, device=device,
                                         batch_size=batch_size, autocast=autocast, **activations_kwargs)
     layers = list(dict.fromkeys([*entry.candidate_layers, *region_layer_map.values()]))

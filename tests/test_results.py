@@ -58,6 +58,39 @@ def test_upsert_replaces_same_key_and_keeps_others(tmp_path):
     assert list(frame.columns) == list(COLUMNS) and len(frame) == 4
 
 
+def test_config_hash_is_part_of_the_key_and_old_databases_are_migrated(tmp_path):
+    """Two layer commitments of one model are two rows; a database written before the config hash existed keeps
+    its rows (config hash '', so a sweep does not trust them) and accepts new keys."""
+    path = tmp_path / "old.sqlite"
+    old_schema = ("CREATE TABLE scores (id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, benchmark TEXT "
+                  "NOT NULL, benchmark_version INTEGER NOT NULL, package_version TEXT NOT NULL, weights_hash TEXT NOT "
+                  "NULL, score REAL, raw REAL, ceiling REAL, error REAL, layer TEXT, seconds REAL, host TEXT NOT "
+                  "NULL, created_at TEXT NOT NULL, attrs_json TEXT NOT NULL DEFAULT '{}', UNIQUE (model, benchmark, "
+                  "benchmark_version, package_version, weights_hash));"
+                  "CREATE INDEX scores_model_benchmark ON scores (model, benchmark);")
+    with sqlite3.connect(path) as connection:
+        connection.executescript(old_schema)
+        connection.execute("INSERT INTO scores (model, benchmark, benchmark_version, package_version, weights_hash, "
+                           "score, layer, host, created_at) VALUES ('m', 'b', 1, 'p', 'w', 0.41, '_blocks.10', 'h', "
+                           "'2026-01-01T00:00:00+00:00')")
+    connection.close()
+    db = ResultsDB(path)
+    (old,) = db.rows()
+    assert old["score"] == pytest.approx(0.41) and old["config_hash"] == ""
+    assert not db.has("m", "b", benchmark_version=1, package_version="p", weights_hash="w", config_hash="cfg:a")
+    db.record("m", "b", 0.50, benchmark_version=1, package_version="p", weights_hash="w", config_hash="cfg:a",
+              layer="_blocks.11")
+    db.record("m", "b", 0.41, benchmark_version=1, package_version="p", weights_hash="w", config_hash="cfg:b",
+              layer="_blocks.10")
+    assert len(db.rows()) == 3
+    assert db.get("m", "b", config_hash="cfg:a")["layer"] == "_blocks.11"
+    with sqlite3.connect(path) as connection:
+        assert tuple(r[1] for r in connection.execute("PRAGMA table_info(scores)")) == COLUMNS
+        indexes = [r[1] for r in connection.execute("PRAGMA index_list(scores)")]
+    connection.close()
+    assert "scores_model_benchmark" in indexes
+
+
 def test_export_csv(tmp_path):
     db = ResultsDB(tmp_path / "r.sqlite")
     db.record("m", "b", 0.3, benchmark_version=1, weights_hash="w", layer="l")

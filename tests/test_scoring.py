@@ -119,7 +119,10 @@ def test_cli_score_json_results_and_lists(sim_small, tmp_path, capsys):
     assert main(["results", "list", "--results", str(db)]) == 0
     assert "efficientnet_lite0" in capsys.readouterr().out
     assert main(["results", "show", "--model", "efficientnet_lite0", "--results", str(db)]) == 0
-    assert "Arcaro2020sim.M2ML-map_alignment" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "Arcaro2020sim.M2ML-map_alignment" in shown
+    config = json.loads(shown.split("scoring_config", 1)[1].splitlines()[0])
+    assert config["region_layer_map"]["IT"] == out["layer"] and config["precision"] == "float32"
     assert main(["results", "export", "--csv", str(tmp_path / "all.csv"), "--results", str(db)]) == 0
     with open(tmp_path / "all.csv") as f:
         assert [row["model"] for row in csv.DictReader(f)] == ["efficientnet_lite0"]
@@ -136,7 +139,11 @@ def test_cli_score_json_results_and_lists(sim_small, tmp_path, capsys):
 
 
 def test_cli_demo_on_a_small_twin(tmp_path, monkeypatch, capsys):
+    """The demo scores both models at the registry rule's layer, whatever ``commit-layers`` stored locally."""
+    from harmonized_models.commitment import store_region_layer_map
     monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(tmp_path / "home"))  # never touch the session's twin
+    store_region_layer_map("efficientnet_lite0", {"V1": "_blocks.4", "V2": "_blocks.4", "V4": "_blocks.4",
+                                                  "IT": "_blocks.11"})  # a local commitment the demo must ignore
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--images", "3", "--grid", "5", "5", "--device", "cpu",
                  "--results", str(tmp_path / "demo.sqlite")]) == 0
@@ -146,6 +153,7 @@ def test_cli_demo_on_a_small_twin(tmp_path, monkeypatch, capsys):
         assert name in table
     rows = ResultsDB(tmp_path / "demo.sqlite").rows()
     assert len(rows) == 4 and len({r["weights_hash"] for r in rows}) == 2
+    assert {r["layer"] for r in rows} == {"_blocks.10"}  # the entry's rule, for the pretrained and the random copy
     figures = sorted(out.glob("maps/*/*/*.png"))
     assert len(figures) == 2 * 3 * 3  # 2 models x 3 sites x 3 images
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from tiny_checkpoints import make_tiny_model
 
+import harmonized_models
 from benchmarks_it_maps.runs import sweep
 from benchmarks_it_maps.cli import main
 from benchmarks_it_maps.runs.results import ResultsDB
@@ -141,8 +142,9 @@ def test_resume_key_is_benchmark_version_package_version_and_weights_hash(tmp_pa
     key = dict(benchmark_version=job.benchmark_version, package_version=job.package_version,
                weights_hash=job.weights_hash)
     assert job.weights_hash.startswith("sha256:") and job.benchmark_version == sweep.benchmark_version(BENCHMARK)
+    key["config_hash"] = job.config_hash
     db = ResultsDB(results)
-    for part, other in (("benchmark_version", job.benchmark_version + 1),
+    for part, other in (("benchmark_version", job.benchmark_version + 1), ("config_hash", "cfg:0"),
                         ("package_version", job.package_version + "+other"), ("weights_hash", "sha256:0")):
         db.record(job.model, job.benchmark, 0.5, **dict(key, **{part: other}))
         assert [j.status for j in sweep.plan([job.model], [BENCHMARK], results)] == ["pending"], part
@@ -152,13 +154,46 @@ def test_resume_key_is_benchmark_version_package_version_and_weights_hash(tmp_pa
     assert [j.status for j in sweep.plan([job.model], [BENCHMARK], results)] == ["pending"]
 
 
+def test_resume_key_includes_the_layer_map_and_scoring_options(tmp_path, sim_small):
+    """A score stored by ``brainscore score`` is found by the sweep's plan under the same key; committing another
+    layer (``commit-layers``), another benchmark option or another precision makes the pair run again."""
+    from benchmarks_it_maps.benchmarks.arcaro2020 import load
+    from benchmarks_it_maps.runs import scoring
+    from harmonized_models.commitment import region_layer_map_path, store_region_layer_map
+    results = tmp_path / "results.sqlite"
+    model = make_tiny_model(tmp_path / "model", seed=7)  # committed to layer2 by its checkpoint
+    scored = scoring.score(model, BENCHMARK, device="cpu", results=results)
+    assert scored.attrs["scoring_config"]["region_layer_map"]["IT"] == "layer2"
+    assert scored.attrs["scoring_config"]["precision"] == "float32"
+    (job,) = sweep.plan([model], [BENCHMARK], results, device="cpu")
+    assert job.status == "skipped" and job.config_hash == scored.attrs["config_hash"]
+    try:
+        store_region_layer_map(harmonized_models.get_entry(model).identifier,
+                               {"V1": "layer1", "V2": "layer1", "V4": "layer1", "IT": "layer1"})
+        (job,) = sweep.plan([model], [BENCHMARK], results, device="cpu")
+        assert job.status == "pending" and job.config_hash != scored.attrs["config_hash"]
+        rescored = scoring.score(model, BENCHMARK, device="cpu", results=results)
+        assert rescored.attrs["layer"] == "layer1" and rescored.attrs["config_hash"] == job.config_hash
+        assert [j.status for j in sweep.plan([model], [BENCHMARK], results, device="cpu")] == ["skipped"]
+        assert len(ResultsDB(results).rows()) == 2  # both layers kept, each under its own key
+    finally:
+        region_layer_map_path(harmonized_models.get_entry(model).identifier).unlink(missing_ok=True)
+    assert [j.status for j in sweep.plan([model], [BENCHMARK], results, device="cpu")] == ["skipped"]
+    assert [j.status for j in sweep.plan([model], [BENCHMARK], results, device="cuda")] == ["pending"]
+    assert [j.status for j in sweep.plan([model], [BENCHMARK], results, cuda_available=True)] == ["pending"]
+    default = sweep.planned_config_hash(model, load(BENCHMARK), device="cpu")
+    for option in (dict(ceiling_method="cross_channel"), dict(n_components=5), dict(window=(120, 220))):
+        assert sweep.planned_config_hash(model, load(BENCHMARK, **option), device="cpu") != default, option
+
+
 def test_dry_run_lists_jobs_and_skips_scored_pairs(tmp_path, tiny_models, capsys):
     results = tmp_path / "results.sqlite"
     jobs = sweep.plan(tiny_models, [BENCHMARK], results)
     assert [job.status for job in jobs] == ["pending", "pending"]
     first = jobs[0]
     ResultsDB(results).record(first.model, first.benchmark, 0.5, benchmark_version=first.benchmark_version,
-                              weights_hash=first.weights_hash, package_version=first.package_version)
+                              weights_hash=first.weights_hash, package_version=first.package_version,
+                              config_hash=first.config_hash)
     assert main(["sweep", "--models", ",".join(tiny_models), "--benchmarks", BENCHMARK, "--results", str(results),
                  "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -154,6 +154,8 @@ def _results_show(args) -> int:
         scalars = {k: v for k, v in row["attrs"].items() if isinstance(v, (int, float, str))}
         if scalars:
             print(f"{'attrs':18s} {json.dumps(scalars)}")
+        if row["attrs"].get("scoring_config"):
+            print(f"{'scoring_config':18s} {json.dumps(row['attrs']['scoring_config'], sort_keys=True)}")
         print()
     return 0
 

@@ -8,8 +8,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep", help="score many models on many benchmarks (local workers or Slurm), resumable",
         description="One job per (model, benchmark) pair. Pairs already in the results database with the same "
-                    "benchmark version, package version and weights hash are skipped, so re-running a sweep "
-                    "resumes it. Failed jobs are recorded with their traceback (table sweep_attempts) and retried.")
+                    "benchmark version, package version, weights hash and scoring configuration (committed layers, "
+                    "benchmark options, precision) are skipped, so re-running a sweep resumes it. Failed jobs are recorded with their traceback (table sweep_attempts) and retried.")
     parser.add_argument("--models", required=True,
                         help="ID,ID | @FILE (one id per line) | category:NAME (e.g. category:Harmonized)")
     parser.add_argument("--benchmarks", required=True, help="ID,ID | @FILE | all")
@@ -46,7 +46,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     try:
         models = sweep.parse_models(args.models)
         benchmarks = sweep.parse_benchmarks(args.benchmarks)
-        jobs = sweep.plan(models, benchmarks, args.results, rerun=args.rerun)
+        cuda = (args.gpus or 0) > 0 if args.executor == "slurm" else None  # None: workers see this machine's GPUs
+        jobs = sweep.plan(models, benchmarks, args.results, rerun=args.rerun, device=args.device,
+                          cuda_available=cuda)
     except sweep.SweepError as error:
         raise UserError(str(error)) from None
     pending = [job for job in jobs if job.status == "pending"]
@@ -54,7 +56,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         for job in jobs:
             state = "run " if job.status == "pending" else "skip"
             print(f"{state}  {job.model}  {job.benchmark}  (benchmark v{job.benchmark_version}, "
-                  f"weights {_short_hash(job.weights_hash)})")
+                  f"weights {_short_hash(job.weights_hash)}, {job.config_hash or 'config -'})")
         print(f"{len(pending)} job(s) to run, {len(jobs) - len(pending)} already scored "
               f"({len(models)} model(s) x {len(benchmarks)} benchmark(s), executor {args.executor})")
         return 0

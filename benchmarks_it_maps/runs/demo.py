@@ -18,7 +18,7 @@ import torch
 import harmonized_models
 from benchmarks_it_maps.benchmarks.arcaro2020 import load
 from benchmarks_it_maps.data import simulate
-from benchmarks_it_maps.runs.scoring import resolve_model, score, score_summary, write_map_figures
+from benchmarks_it_maps.runs.scoring import score, score_summary, write_map_figures
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +27,25 @@ DEMO_RANDOM_SEED = 0
 DEMO_BENCHMARKS = ("Arcaro2020sim.IT-pls", "Arcaro2020sim.IT-map_alignment")
 
 
-def random_twin(identifier: str = DEMO_MODEL, seed: int = DEMO_RANDOM_SEED, **activations_kwargs):
-    """The registry model ``identifier`` with randomly initialised weights (``torch.manual_seed(seed)``), under the
-    identifier ``<identifier>-random_init_seed<seed>`` and the same layer commitments."""
+def demo_model(identifier: str = DEMO_MODEL, *, pretrained: bool = True, seed: int = DEMO_RANDOM_SEED,
+               **activations_kwargs):
+    """The registry model ``identifier`` committed to its entry's own layer rule, never to a map stored by
+    ``brainscore commit-layers``: the demo's table must reproduce on every machine, and its two models must be
+    compared at the same layer. ``pretrained=False``: randomly initialised weights (``torch.manual_seed(seed)``),
+    identifier ``<identifier>-random_init_seed<seed>``."""
     entry = harmonized_models.get_entry(identifier)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        network = entry.build(pretrained=False)
+        network = entry.build(pretrained=pretrained)
+    name = identifier if pretrained else f"{identifier}-random_init_seed{seed}"
     return harmonized_models.model_from_network(
-        network.eval(), f"{identifier}-random_init_seed{seed}", entry.preprocessing, entry.region_layer_map["IT"],
+        network.eval(), name, entry.preprocessing, entry.region_layer_map["IT"],
         region_layer_map=dict(entry.region_layer_map), visual_degrees=entry.visual_degrees, **activations_kwargs)
+
+
+def random_twin(identifier: str = DEMO_MODEL, seed: int = DEMO_RANDOM_SEED, **activations_kwargs):
+    """:func:`demo_model` with randomly initialised weights (seed ``seed``) and the same layer commitments."""
+    return demo_model(identifier, pretrained=False, seed=seed, **activations_kwargs)
 
 
 def run_demo(out_dir: str | os.PathLike = "brainscore_demo", *, results=None, device: str = "auto",
@@ -48,7 +57,7 @@ def run_demo(out_dir: str | os.PathLike = "brainscore_demo", *, results=None, de
     """
     logger.info("ensuring the simulated twin is imported (simulated once, then reused)")
     simulate.ensure_simulated_twin(**(twin or {}))
-    models = [(resolve_model(DEMO_MODEL, device=device, batch_size=batch_size), None),
+    models = [(demo_model(device=device, batch_size=batch_size), None),
               (random_twin(device=device, batch_size=batch_size), f"random_init_seed{DEMO_RANDOM_SEED}")]
     rows = []
     out_dir = Path(out_dir)

@@ -1,8 +1,11 @@
 """The results database: every score the package computes, in one SQLite file.
 
-A row is keyed by (model, benchmark, benchmark version, package version, weights hash): scoring the same weights on
-the same benchmark version with the same package version again replaces the row (upsert), anything that could change
-the number gives a new row. Each row also records the time it took, the host and the creation time (ISO 8601, UTC),
+A row is keyed by (model, benchmark, benchmark version, package version, weights hash, config hash): scoring the same
+weights on the same benchmark version with the same package version and the same scoring configuration (the model's
+region -> layer map, the benchmark's options, the arithmetic: ``runs.scoring.scoring_config``, stored in the row's
+attrs as ``scoring_config``) again replaces the row (upsert); anything that could change the number gives a new row.
+Databases written before the config hash existed are migrated on first use (their rows get an empty config hash,
+so a sweep scores those pairs again rather than trusting a key that did not see the layers). Each row also records the time it took, the host and the creation time (ISO 8601, UTC),
 plus the score's attributes as JSON (per-fold values and the like) for later inspection.
 
 The file lives at ``data_home()/'results.sqlite'`` unless a path is given, is created on first use, and every write
@@ -32,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FILENAME = "results.sqlite"
 #: Columns of the ``scores`` table, in order.
-COLUMNS = ("id", "model", "benchmark", "benchmark_version", "package_version", "weights_hash", "score", "raw",
-           "ceiling", "error", "layer", "seconds", "host", "created_at", "attrs_json")
-KEY_COLUMNS = ("model", "benchmark", "benchmark_version", "package_version", "weights_hash")
+COLUMNS = ("id", "model", "benchmark", "benchmark_version", "package_version", "weights_hash", "config_hash",
+           "score", "raw", "ceiling", "error", "layer", "seconds", "host", "created_at", "attrs_json")
+KEY_COLUMNS = ("model", "benchmark", "benchmark_version", "package_version", "weights_hash", "config_hash")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
@@ -44,6 +47,7 @@ CREATE TABLE IF NOT EXISTS scores (
     benchmark_version INTEGER NOT NULL,
     package_version TEXT NOT NULL,
     weights_hash TEXT NOT NULL,
+    config_hash TEXT NOT NULL DEFAULT '',
     score REAL,
     raw REAL,
     ceiling REAL,
@@ -53,7 +57,7 @@ CREATE TABLE IF NOT EXISTS scores (
     host TEXT NOT NULL,
     created_at TEXT NOT NULL,
     attrs_json TEXT NOT NULL DEFAULT '{}',
-    UNIQUE (model, benchmark, benchmark_version, package_version, weights_hash)
+    UNIQUE (model, benchmark, benchmark_version, package_version, weights_hash, config_hash)
 );
 CREATE INDEX IF NOT EXISTS scores_model_benchmark ON scores (model, benchmark);
 """
@@ -106,6 +110,29 @@ def _dumps(attrs: Mapping[str, Any]) -> str:
     return json.dumps(_jsonable(dict(attrs)), allow_nan=False)  # NaN/inf were turned into null
 
 
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring a ``scores`` table written before the config hash existed to the current key (rows kept, config hash
+    '' so they never match a new key). One transaction; a no-op when the table is current."""
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(scores)")]
+    if "config_hash" in columns:
+        return
+    names = [c for c in COLUMNS if c in columns]
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute("DROP INDEX IF EXISTS scores_model_benchmark")
+        connection.execute("ALTER TABLE scores RENAME TO scores_before_config_hash")
+        for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript would commit half-way
+            connection.execute(statement)
+        connection.execute(f"INSERT INTO scores ({', '.join(names)}) "
+                           f"SELECT {', '.join(names)} FROM scores_before_config_hash")
+        connection.execute("DROP TABLE scores_before_config_hash")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    logger.info("results database migrated: key now includes the scoring configuration (config_hash)")
+
+
 class ResultsDB:
     """SQLite store of scores (see the module docstring). ``path=None`` uses ``data_home()/'results.sqlite'``."""
 
@@ -118,6 +145,7 @@ class ResultsDB:
         connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         connection.row_factory = sqlite3.Row
         connection.executescript(_SCHEMA)
+        _migrate(connection)
         return connection
 
     @contextlib.contextmanager
@@ -138,11 +166,11 @@ class ResultsDB:
     def record(self, model: str, benchmark: str, score: Any, *, benchmark_version: int | str,
                weights_hash: str | None, layer: str | None = None, seconds: float | None = None,
                package_version: str | None = None, raw: Any = None, ceiling: Any = None, error: Any = None,
-               attrs: Mapping[str, Any] | None = None) -> int:
+               attrs: Mapping[str, Any] | None = None, config_hash: str | None = None) -> int:
         """Insert or replace the row for this key; returns its id.
 
-        ``score`` is a Brain-Score ``Score`` (``raw``, ``ceiling``, ``error``, ``layer`` and its other attrs are read
-        from it unless given explicitly) or a plain number.
+        ``score`` is a Brain-Score ``Score`` (``raw``, ``ceiling``, ``error``, ``layer``, ``config_hash`` and its
+        other attrs are read from it unless given explicitly) or a plain number.
         """
         if not model or not benchmark:
             raise ValueError("ResultsDB.record: 'model' and 'benchmark' must be non-empty strings")
@@ -158,10 +186,12 @@ class ResultsDB:
         error = _scalar(error if error is not None else score_attrs.get("error"))
         if layer is None and score_attrs.get("layer") is not None:
             layer = str(score_attrs["layer"])
+        if config_hash is None:
+            config_hash = str(score_attrs.get("config_hash") or "")
         all_attrs = {**score_attrs, **dict(attrs or {})}
         row = dict(model=model, benchmark=benchmark, benchmark_version=benchmark_version,
                    package_version=package_version or globals()["package_version"](),
-                   weights_hash=weights_hash or "", score=value, raw=raw, ceiling=ceiling, error=error,
+                   weights_hash=weights_hash or "", config_hash=config_hash, score=value, raw=raw, ceiling=ceiling, error=error,
                    layer=layer, seconds=None if seconds is None else float(seconds), host=socket.gethostname(),
                    created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    attrs_json=_dumps(all_attrs))
@@ -201,16 +231,20 @@ class ResultsDB:
         return result
 
     def get(self, model: str, benchmark: str, benchmark_version: int | str | None = None,
-            package_version: str | None = None, weights_hash: str | None = None) -> dict | None:
+            package_version: str | None = None, weights_hash: str | None = None,
+            config_hash: str | None = None) -> dict | None:
         """The newest row matching the given key parts (None parts match anything), as a dict; None if absent."""
         rows = self._select(dict(model=model, benchmark=benchmark, benchmark_version=benchmark_version,
-                                 package_version=package_version, weights_hash=weights_hash), limit=1)
+                                 package_version=package_version, weights_hash=weights_hash,
+                                 config_hash=config_hash), limit=1)
         return rows[0] if rows else None
 
     def has(self, model: str, benchmark: str, benchmark_version: int | str | None = None,
-            package_version: str | None = None, weights_hash: str | None = None) -> bool:
+            package_version: str | None = None, weights_hash: str | None = None,
+            config_hash: str | None = None) -> bool:
         """Whether :meth:`get` would find a row."""
-        return self.get(model, benchmark, benchmark_version, package_version, weights_hash) is not None
+        return self.get(model, benchmark, benchmark_version, package_version, weights_hash,
+                        config_hash) is not None
 
     def rows(self, model: str | None = None, benchmark: str | None = None) -> list[dict]:
         """All rows (newest first), optionally filtered by model and/or benchmark."""

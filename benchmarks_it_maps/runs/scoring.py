@@ -6,6 +6,8 @@ back to brainscore-vision's own registries (``brainscore_vision.load_model`` / `
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -91,6 +93,91 @@ def _version(benchmark) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# what makes two scores comparable: the scoring configuration (part of the results database's key)
+# ----------------------------------------------------------------------------------------------------------------
+#: Benchmark attributes that change a score without changing the benchmark's identifier or version.
+BENCHMARK_OPTIONS = ("ceiling_method", "window", "n_components", "max_pca_components", "shift_canvas_px",
+                     "pls_solver")
+
+
+def benchmark_options(benchmark: Any) -> dict:
+    """The options a benchmark object was built with (``benchmark.scoring_options()`` when it defines one, else
+    the :data:`BENCHMARK_OPTIONS` attributes it has; a composite answers for its sites). {} for foreign benchmarks
+    (brainscore-vision's are fixed by identifier and version)."""
+    if hasattr(benchmark, "scoring_options"):
+        return dict(benchmark.scoring_options())
+    target = (getattr(benchmark, "children", None) or [benchmark])[0]
+    options = {}
+    for name in BENCHMARK_OPTIONS:
+        if hasattr(target, name):
+            value = getattr(target, name)
+            options[name] = list(value) if isinstance(value, tuple) else value
+    return options
+
+
+def _candidate_precision(candidate: Any) -> Optional[str]:
+    activations = getattr(candidate, "activations_model", None)
+    if activations is None or not hasattr(activations, "autocast_dtype"):
+        return None
+    dtype = activations.autocast_dtype
+    return "float32" if dtype is None else str(dtype).replace("torch.", "")
+
+
+def _candidate_layer_map(candidate: Any) -> Optional[dict]:
+    layer_model = getattr(getattr(candidate, "layer_model", None), "_layer_model", None)
+    layer_map = getattr(layer_model, "region_layer_map", None)
+    return None if layer_map is None else {str(k): str(v) for k, v in dict(layer_map).items()}
+
+
+def expected_precision(device: str = "auto", cuda_available: Optional[bool] = None) -> str:
+    """The arithmetic our models score with on ``device`` (bf16 autocast on CUDA, float32 elsewhere), for planning
+    a sweep whose workers may run elsewhere (``cuda_available``: whether they see a GPU; default: this machine)."""
+    if device == "auto":
+        if cuda_available is None:
+            import torch
+            cuda_available = torch.cuda.is_available()
+        device = "cuda" if cuda_available else "cpu"
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+def scoring_config(model: Any, benchmark: Any, *, candidate: Any = None, precision: Optional[str] = None) -> dict:
+    """Everything besides (model, benchmark identifier and version, package version, weights) that changes a score:
+    the model's region -> layer map (a ``brainscore commit-layers`` choice changes it), the benchmark's options and
+    the arithmetic (``float32`` / ``bfloat16``).
+
+    ``model``: a registry identifier (the map ``load_model`` commits to; nothing is built), a brainscore-vision
+    identifier (map None: its plugin fixes the layers) or a built model (its own map). ``candidate``: the built
+    model, whose precision is read (else ``precision``, e.g. :func:`expected_precision` when planning a sweep).
+    ``benchmark``: an identifier or a benchmark object.
+    """
+    if isinstance(model, str):
+        layer_map = harmonized_models.committed_region_layer_map(model) if is_registry_model(model) else None
+    else:
+        candidate = model if candidate is None else candidate
+        layer_map = _candidate_layer_map(model)
+    if candidate is not None:
+        precision = _candidate_precision(candidate)
+    if isinstance(benchmark, str):
+        benchmark = resolve_benchmark(benchmark)
+    return dict(region_layer_map=layer_map, benchmark_options=benchmark_options(benchmark), precision=precision)
+
+
+def is_registry_model(model_identifier: str) -> bool:
+    """Whether ``harmonized_models`` knows ``model_identifier`` (else it is left to brainscore-vision)."""
+    try:
+        harmonized_models.get_entry(model_identifier)
+        return True
+    except (KeyError, ValueError):
+        return False
+
+
+def config_hash(config: dict) -> str:
+    """A short stable identity of a :func:`scoring_config` (``cfg:`` + 16 hex digits of a sha256)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return "cfg:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # scoring
 # ----------------------------------------------------------------------------------------------------------------
 def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "auto",
@@ -122,12 +209,17 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
         if layer_map is not None:
             result.attrs["layer"] = str(dict(layer_map).get("IT", "")) or None
     logger.info("%s on %s: %.4f (%.1f s)", model_id, benchmark.identifier, float(result), seconds)
+    config = scoring_config(model_identifier if isinstance(model_identifier, str) else candidate, benchmark,
+                            candidate=candidate)
+    result.attrs["scoring_config"] = config
+    result.attrs["config_hash"] = config_hash(config)
     if record:
         db = _results_db(results)
         db.record(model_id, benchmark.identifier, result, benchmark_version=_version(benchmark),
                   weights_hash=weights_hash_value or weights_hash(model_id), seconds=seconds,
-                  layer=result.attrs.get("layer"))
+                  layer=result.attrs.get("layer"), config_hash=result.attrs["config_hash"])
     return result
+
 
 
 def score_summary(result) -> dict:

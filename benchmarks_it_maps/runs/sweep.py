@@ -5,7 +5,10 @@ consistent results database.
 
 Design
 - One *job* per (model, benchmark) pair. A job's identity in the results database is (model, benchmark, benchmark
-  version, package version, weights hash); a pair already scored under that key is skipped (resume).
+  version, package version, weights hash, config hash); a pair already scored under that key is skipped (resume).
+  The config hash covers everything else that changes a score (``runs.scoring.scoring_config``): the region ->
+  layer map the model is committed to (so ``brainscore commit-layers`` makes its pairs run again), the benchmark's
+  options and the arithmetic (float32 on CPU, bf16 autocast on CUDA).
 - Each *attempt* of a job runs in a worker (a local subprocess, or a Slurm array task submitted through submitit).
   The worker never touches the SQLite database: it scores with ``record=False`` and writes its result (the Score, or
   the traceback) atomically to ``<attempt dir>/result.json`` (JSON, never pickle: the coordinator reads files in
@@ -47,7 +50,8 @@ import harmonized_models
 from benchmarks_it_maps.home import atomic_file, data_home
 from benchmarks_it_maps.runs.results import ResultsDB, _jsonable, _scalar
 from benchmarks_it_maps.runs.results import package_version as _package_version
-from benchmarks_it_maps.runs.scoring import ScoringError, _version, resolve_benchmark, weights_hash
+from benchmarks_it_maps.runs.scoring import (ScoringError, _version, config_hash, expected_precision,
+                                             is_registry_model, resolve_benchmark, scoring_config, weights_hash)
 from harmonized_models import CATEGORIES, list_models
 
 logger = logging.getLogger(__name__)
@@ -212,6 +216,7 @@ class Job:
     benchmark_version: Any
     package_version: str
     weights_hash: str
+    config_hash: str = ""  #: :func:`runs.scoring.config_hash` of the scoring configuration
     status: str = "pending"  # pending | running | done | failed | skipped
     attempts: int = 0
     score: float | None = None
@@ -248,24 +253,48 @@ def benchmark_version(benchmark: str) -> Any:
         raise SweepError(f"--benchmarks: {error}") from None
 
 
+def planned_config_hash(model: str, benchmark: Any, *, device: str = "auto",
+                        cuda_available: bool | None = None) -> str:
+    """The config hash a worker will score ``model`` on ``benchmark`` (an identifier or object) under, computed
+    without building the model: its committed layer map, the benchmark's options, the precision on ``device``
+    (``cuda_available``: whether the workers see a GPU)."""
+    precision = expected_precision(device, cuda_available) if is_registry_model(model) else None
+    try:
+        return config_hash(scoring_config(model, benchmark, precision=precision))
+    except ValueError as error:  # an unreadable stored region -> layer map
+        raise SweepError(f"--models {model}: {error}") from None
+
+
 def plan(models: Sequence[str], benchmarks: Sequence[str], results_path: str | os.PathLike | None = None,
-         *, rerun: bool = False) -> list[Job]:
-    """All (model, benchmark) jobs; those already in the results database under the same key are 'skipped'."""
+         *, rerun: bool = False, device: str = "auto", cuda_available: bool | None = None) -> list[Job]:
+    """All (model, benchmark) jobs; those already in the results database under the same key are 'skipped'.
+
+    ``device`` / ``cuda_available`` (whether the workers see a GPU; default: this machine) give the precision
+    the workers will score with, part of the key."""
     results = ResultsDB(Path(results_path) if results_path else default_results_path())
     version = package_version()
     for model in models:
         check_model(model)
     hashes = {model: model_weights_hash(model) for model in models}
-    versions = {benchmark: benchmark_version(benchmark) for benchmark in benchmarks}
+    loaded = {benchmark: _load_benchmark(benchmark) for benchmark in benchmarks}
+    versions = {benchmark: _version(loaded[benchmark]) for benchmark in benchmarks}
     jobs = []
     for model in models:
         for benchmark in benchmarks:
-            job = Job(model, benchmark, versions[benchmark], version, hashes[model])
+            config = planned_config_hash(model, loaded[benchmark], device=device, cuda_available=cuda_available)
+            job = Job(model, benchmark, versions[benchmark], version, hashes[model], config)
             if not rerun and results.has(model, benchmark, benchmark_version=versions[benchmark],
-                                         package_version=version, weights_hash=hashes[model]):
+                                         package_version=version, weights_hash=hashes[model], config_hash=config):
                 job.status = "skipped"
             jobs.append(job)
     return jobs
+
+
+def _load_benchmark(benchmark: str) -> Any:
+    try:
+        return resolve_benchmark(benchmark)
+    except ScoringError as error:
+        raise SweepError(f"--benchmarks: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------------- the worker
@@ -287,7 +316,8 @@ def run_attempt(spec: dict) -> dict:
                       batch_size=spec.get("batch_size"), record=False)
         # the hash of the weights just scored (a first download turns a weights URL into its sha256)
         result = {"ok": True, "score": value, "seconds": time.time() - t0, "host": started["host"],
-                  "weights_hash": model_weights_hash(spec["model"])}
+                  "weights_hash": model_weights_hash(spec["model"]),
+                  "config_hash": value.attrs.get("config_hash")}  # the configuration it actually scored
     except BaseException as error:  # noqa: BLE001 - every failure must reach the coordinator
         result = {"ok": False, "error": f"{type(error).__name__}: {error}", "traceback": _traceback.format_exc(),
                   "seconds": time.time() - t0, "host": started["host"]}
@@ -742,8 +772,12 @@ class Coordinator:
                 logger.info("%s: weights hash %s at planning, %s when scored (recorded)", job.model,
                             job.weights_hash, result["weights_hash"])
                 job.weights_hash = result["weights_hash"]
+            if result.get("config_hash") and result["config_hash"] != job.config_hash:
+                logger.info("%s x %s: config %s at planning, %s when scored (recorded)", job.model, job.benchmark,
+                            job.config_hash, result["config_hash"])
+                job.config_hash = str(result["config_hash"])
             self.results.record(job.model, job.benchmark, value, benchmark_version=job.benchmark_version,
-                weights_hash=job.weights_hash, package_version=job.package_version,
+                weights_hash=job.weights_hash, package_version=job.package_version, config_hash=job.config_hash,
                 layer=None if attrs.get("layer") is None else str(attrs["layer"]), seconds=result.get("seconds"),
                 raw=attrs.get("raw"), ceiling=attrs.get("ceiling"), error=attrs.get("error"), attrs=attrs)
             self.attempts.update(handle.attempt_id, status="done", finished_at=_now(), host=result.get("host"),
