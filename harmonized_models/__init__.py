@@ -8,6 +8,7 @@ Public API (imported lazily, so ``import harmonized_models`` stays cheap)::
     weights_hash(identifier) -> str
     committed_region_layer_map(identifier) -> dict   (the layers load_model commits to)
     model_from_network(network, identifier, preprocessing, it_layer, **kw) -> ModelCommitment
+    extract_features(model, stimuli, layers=None, *, device='auto') -> {layer: DataArray}
     TorchActivationsModel, Preprocessing, ModelEntry, register_model, UnknownModelError
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ _EXPORTS = {
     "register_model": "registry", "load_errors": "registry",
     "committed_region_layer_map": "registry", "ModelEntry": "registry", "UnknownModelError": "registry",
     "CATEGORIES": "registry", "model_from_network": "commitment", "TorchActivationsModel": "activations",
-    "Preprocessing": "preprocessing",
+    "Preprocessing": "preprocessing", "extract_features": "features",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,7 @@ from typing import Sequence
 COMMAND_MODULES = (
     "data",         # brainscore data fetch|import|simulate|summary
     "scoring",      # brainscore score | results | list | maps | layers | demo
+    "features",     # brainscore features | score-features
     "models",       # brainscore commit-layers
     "keras",        # brainscore convert-keras
     "leaderboard",  # brainscore leaderboard show|compare
