@@ -11,7 +11,9 @@ def test_help_lists_every_command_group(capsys):
     for expected in ("data", "score", "results", "list", "maps", "layers", "demo", "commit-layers",
                      "convert-keras", "leaderboard", "tradeoff", "harmonize", "sweep", "submission"):
         assert expected in commands
-    assert len(COMMAND_MODULES) == 9
+    assert len(COMMAND_MODULES) == 11
+    for expected in ("features", "score-features", "integration"):
+        assert expected in commands
     assert main([]) == 2  # no command: help, exit 2
 
 

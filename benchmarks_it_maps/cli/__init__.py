@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "harmonize",    # brainscore harmonize train|evaluate
     "sweep",        # brainscore sweep
     "submission",   # brainscore submission
+    "integration",  # brainscore integration enable|disable|status
 )
 
 

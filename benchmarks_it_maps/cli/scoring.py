@@ -72,8 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_benchmark_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model identifier (brainscore list models)")
-    parser.add_argument("--benchmark", required=True, help="benchmark identifier (brainscore list benchmarks)")
+    # --model_identifier / --benchmark_identifier: the spelling of `python -m brainscore_vision score`
+    parser.add_argument("--model", "--model_identifier", dest="model", required=True,
+                        help="model identifier (brainscore list models)")
+    parser.add_argument("--benchmark", "--benchmark_identifier", dest="benchmark", required=True,
+                        help="benchmark identifier (brainscore list benchmarks)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=None)
 
