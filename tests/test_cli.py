@@ -11,8 +11,8 @@ def test_help_lists_every_command_group(capsys):
     for expected in ("data", "score", "results", "list", "maps", "layers", "demo", "commit-layers",
                      "convert-keras", "leaderboard", "tradeoff", "harmonize", "sweep", "submission"):
         assert expected in commands
-    assert len(COMMAND_MODULES) == 11
-    for expected in ("features", "score-features", "integration"):
+    assert len(COMMAND_MODULES) == 12
+    for expected in ("features", "score-features", "integration", "report"):
         assert expected in commands
     assert main([]) == 2  # no command: help, exit 2
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "keras",        # brainscore convert-keras
     "leaderboard",  # brainscore leaderboard show|compare
     "tradeoff",     # brainscore tradeoff
+    "report",       # brainscore report
     "harmonize",    # brainscore harmonize train|evaluate
     "sweep",        # brainscore sweep
     "submission",   # brainscore submission
