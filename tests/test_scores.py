@@ -159,3 +159,43 @@ def test_composite_value_and_joint_bootstrap_error_on_correlated_sites():
     assert bm.composite_score(per_image, ceilings, monkeys) == result  # seeded
     with pytest.raises(ValueError, match="same images"):
         bm.composite_score({**per_image, "M1ML": per_image["M1ML"][:-1]}, ceilings, monkeys)
+
+
+# ---------------------------------------------------------------- the no-repetition ceiling
+def _binned(counts_1ms, width=10):
+    """[..., T ms] -> [..., T / width] bins (sums)."""
+    return counts_1ms.reshape(*counts_1ms.shape[:-1], -1, width).sum(-1)
+
+
+def test_lag1_autocorrelation_of_independent_and_smoothed_bins():
+    """Poisson counts: ~0. Gaussian smoothing (sigma 1 ms) of 1-ms counts before 10-ms binning correlates adjacent
+    bins by ~0.05 (kernel overlap across the bin edge); the signal's time course (rank <= 3) does not count."""
+    from scipy.ndimage import gaussian_filter1d
+    from benchmarks_it_maps.benchmarks import ceiling
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(1.0, 5.0, size=(20, 25, 8, 1))
+    course = np.concatenate([np.linspace(0.2, 1.0, 40), np.ones(110)]) * 0.05  # rise then plateau, per ms
+    counts = rng.poisson(maps * course).astype(float)                          # [20, 25, 8, 150]
+    assert abs(ceiling.lag1_autocorrelation(_binned(counts))) < 0.015  # sampling SE ~ 0.006
+    smoothed = gaussian_filter1d(counts, 1.0, axis=-1, mode="nearest")
+    assert ceiling.lag1_autocorrelation(_binned(smoothed)) == pytest.approx(0.055, abs=0.015)
+
+
+def test_time_split_ceiling_recovers_known_reliability_and_refuses_smoothed_bins():
+    from scipy.ndimage import gaussian_filter1d
+    from benchmarks_it_maps.benchmarks import ceiling
+    rng = np.random.default_rng(1)
+    signal = rng.uniform(0.5, 1.5, size=(8, 100, 5, 1)) * 0.2  # spikes per ms
+    counts = rng.poisson(np.broadcast_to(signal, (8, 100, 5, 150))).astype(float)
+    bins = _binned(counts)
+    truth = signal[..., 0] * 150
+    full = counts.sum(-1)
+    oracle = np.mean(np.median(metric.pearson_maps(truth, full) ** 2, axis=1))
+    result = ceiling.time_split_ceiling(bins, label="hand.site")
+    assert result.extra["block_bins"] == 1 and result.method == "time_split_spearman_brown"
+    assert result.value == pytest.approx(oracle, rel=0.05)
+    # unequal halves (15 bins: 8 odd, 7 even) are corrected for their sizes
+    np.testing.assert_allclose(ceiling.spearman_brown_unequal(np.array([0.5]), 1, 1), ceiling.spearman_brown(0.5))
+    smoothed = _binned(gaussian_filter1d(counts, 10.0, axis=-1, mode="nearest"))
+    with pytest.raises(ceiling.SmoothedTimeCourseError, match=r"^hand\.site: adjacent time bins are correlated"):
+        ceiling.time_split_ceiling(smoothed, label="hand.site")

@@ -545,9 +545,10 @@ class ArcaroSiteBenchmark(BenchmarkBase):
             result = self._estimate(method)
         reliability = result.reliability
         if not reliability >= MIN_RELIABILITY:
-            raise ValueError(f"{self.identifier}: the {result.method} reliability of {self.assembly_identifier} is "
-                             f"{reliability:.3f}, below {MIN_RELIABILITY}: no ceiling can be estimated for this site, "
-                             "so its scores cannot be normalised")
+            raise ceilings.CeilingError(
+                f"{self.identifier}: the {result.method} reliability of {self.assembly_identifier} is "
+                f"{reliability:.3f}, below {MIN_RELIABILITY}: no ceiling can be estimated for this site, so its "
+                "scores cannot be normalised")
         return _score(reliability, error=result.reliability_error(), method=result.method, scale="reliability",
                       estimator_value=result.value, estimator_scale=result.scale,
                       per_channel=np.asarray(result.per_channel), per_image=np.asarray(result.per_image),
@@ -559,9 +560,10 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         n_img, grid, _, n_chan = data.targets.shape
         if method == "split_half":
             if data.trials is None:
-                raise ValueError(f"{self.identifier}: ceiling_method='split_half' needs repeated trials, but "
-                                 f"{self.assembly_identifier} has none; use 'time_split' (the default without "
-                                 "repetitions), 'cross_channel' or 'pairwise'")
+                raise ceilings.CeilingError(
+                    f"{self.identifier}: ceiling_method='split_half' needs repeated trials, but "
+                    f"{self.assembly_identifier} has none; use 'time_split' (the default without repetitions), "
+                    "'cross_channel' or 'pairwise'")
             trials = data.trials.mean(axis=3, keepdims=True) if channel_mean else data.trials
             return ceilings.split_half_ceiling(trials.reshape(n_img, grid * grid, trials.shape[3], -1),
                                                residual=self.residual, spearman=spearman)
@@ -571,8 +573,8 @@ class ArcaroSiteBenchmark(BenchmarkBase):
                                                residual=self.residual, spearman=spearman,
                                                label=self.assembly_identifier)
         if self.residual:
-            raise ValueError(f"{self.identifier}: ceiling_method={method!r} has no residual-map version; use "
-                             "'split_half' or 'time_split'")
+            raise ceilings.CeilingError(f"{self.identifier}: ceiling_method={method!r} has no residual-map version; "
+                                        "use 'split_half' or 'time_split'")
         if self.protocol == "map_alignment":  # the former default: split halves of the channels
             result = ceilings.split_half_ceiling(data.targets.reshape(n_img, grid * grid, 1, -1), spearman=True)
             result.method = "channel_split_half_channel_mean"
@@ -683,7 +685,8 @@ class ArcaroSiteBenchmark(BenchmarkBase):
             position_only_ceiled=ceiled_value(floor["position_only"], ceiling_value)[0],
             shuffled_image=floor["shuffled_image"],
             shuffled_image_ceiled=ceiled_value(floor["shuffled_image"], ceiling_value)[0],
-            per_image=_per_image(fit, alignment, self.protocol), layer=result.layer, protocol=self.protocol, model_identifier=result.model_identifier,
+            per_image=_per_image(fit, alignment, self.protocol), layer=result.layer, protocol=self.protocol,
+            model_identifier=result.model_identifier,
             benchmark_identifier=self.identifier, ceiling_method=ceiling.attrs.get("method"),
             stimulus_ids=np.asarray(result.data.stimulus_ids, dtype=str), channels=np.asarray(result.data.channels),
             per_fold=fit.per_fold, per_channel=fit.per_channel, pls_raw=fit.score, pls_error=fit.error,

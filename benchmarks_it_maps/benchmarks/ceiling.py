@@ -138,34 +138,64 @@ def _reliability_result(corrected: np.ndarray, method: str, residual: bool, spea
 
 #: Largest lag-1 autocorrelation of the bin-to-bin residuals (pooled over channels) for which time bins count as
 #: independent samples of the response (Poisson firing, no smoothing); above it, wider blocks are interleaved.
-MAX_LAG1_AUTOCORRELATION = 0.1
+MAX_LAG1_AUTOCORRELATION = 0.025
 #: Time components removed per channel before measuring that autocorrelation: a response ``spont + (m - spont)
 #: h(t)`` is rank 2 in (presentation, time); one more absorbs a latency or shape difference.
 SIGNAL_RANK = 3
 
 
-class SmoothedTimeCourseError(ValueError):
+class CeilingError(ValueError):
+    """No valid ceiling for this site's data (the message names the site and what to do, in one line)."""
+
+
+class SmoothedTimeCourseError(CeilingError):
     """The time bins are not independent samples (e.g. a smoothed file): no time-split ceiling is possible."""
 
 
 def lag1_autocorrelation(bins: np.ndarray, signal_rank: int = SIGNAL_RANK) -> float:
-    """Lag-1 autocorrelation of the residuals of ``bins`` ``[I, P, K, T]`` after removing, per channel, the best
-    rank-``signal_rank`` (presentation x time) approximation: about 0 for independent (Poisson) bins, clearly
-    positive when the time course was smoothed before binning."""
-    bins = np.asarray(bins, dtype=np.float64)
+    """Lag-1 autocorrelation of the noise between adjacent time bins of ``bins`` ``[I, P, K, T]``: about 0 for
+    independent (Poisson) bins, clearly positive when the time course was smoothed before binning.
+
+    Per channel, each presentation's mean and the best rank-``signal_rank`` (presentation x time) approximation are
+    projected out (projector Q over time); the rest is noise. Projection alone biases the residuals' lag-1
+    correlation (negative for white noise, and it hides part of a positive one), so the noise's own correlation rho
+    is solved from the moment equation of noise with covariance D^1/2 (I + rho M) D^1/2 (M = S + S^T, S the lag-1
+    shift: correlation reaching one bin, as smoothing narrower than a bin gives; D = diag of each bin's mean count,
+    Poisson variance following the time course): measured sum(e_t e_t+1) / sum(e_t^2) =
+    (tr(B) + rho tr(B M)) / (tr(G) + rho tr(G M)) with B = D^1/2 Q A Q D^1/2, G = D^1/2 Q D^1/2, A = M / 2. Channels
+    are pooled by their residual energy.
+    """
+    raw = np.asarray(bins, dtype=np.float64)
+    bins = raw
     n_img, n_pos, n_chan, n_t = bins.shape
-    if n_t < 3:
-        raise ValueError(f"need at least 3 time bins to measure their autocorrelation, got {n_t}")
-    num = den = 0.0
+    if n_t < signal_rank + 3:
+        raise ValueError(f"need at least {signal_rank + 3} time bins to measure their autocorrelation, got {n_t}")
+    shift = np.eye(n_t, k=1)
+    m_sym = shift + shift.T
+    a_sym = m_sym / 2
+    total = weight = 0.0
     for k in range(n_chan):
         m = bins[:, :, k, :].reshape(n_img * n_pos, n_t)
-        u, sv, vt = np.linalg.svd(m, full_matrices=False)
-        rank = min(signal_rank, n_t - 2)
-        resid = m - (u[:, :rank] * sv[:rank]) @ vt[:rank]
-        resid -= resid.mean(axis=1, keepdims=True)
-        num += float((resid[:, 1:] * resid[:, :-1]).sum())
-        den += float((resid ** 2).sum())
-    return num / den if den > 0 else 0.0
+        m = m - m.mean(axis=1, keepdims=True)
+        _, _, vt = np.linalg.svd(m, full_matrices=False)
+        basis, _ = np.linalg.qr(np.column_stack([np.ones(n_t), vt[:signal_rank].T]))
+        q = np.eye(n_t) - basis @ basis.T
+        resid = m @ q
+        energy = float((resid ** 2).sum())
+        if energy <= 0:
+            continue
+        ratio = float((resid[:, 1:] * resid[:, :-1]).sum()) / energy
+        # Poisson noise: variance proportional to the mean count of each bin (the time course), D = diag(mean)
+        scale = np.sqrt(np.clip(raw[:, :, k, :].mean(axis=(0, 1)), 1e-12, None))
+        b = scale[:, None] * (q @ a_sym @ q) * scale[None, :]
+        g = scale[:, None] * q * scale[None, :]
+        denom = ratio * np.trace(g @ m_sym) - np.trace(b @ m_sym)
+        if abs(denom) < 1e-12:
+            continue
+        rho = (np.trace(b) - ratio * np.trace(g)) / denom
+        total += energy * rho
+        weight += energy
+    return float(total / weight) if weight > 0 else 0.0
 
 
 def _blocks(bins: np.ndarray, width: int) -> np.ndarray:
@@ -177,11 +207,11 @@ def _blocks(bins: np.ndarray, width: int) -> np.ndarray:
 def interleave_width(bins: np.ndarray, *, max_autocorrelation: float = MAX_LAG1_AUTOCORRELATION,
                      label: str = "the data") -> tuple[int, float]:
     """The narrowest block width (in bins) whose block-averaged residuals have a lag-1 autocorrelation at most
-    ``max_autocorrelation``, and that autocorrelation; at least 4 blocks must remain. Raises
+    ``max_autocorrelation``, and that autocorrelation; at least ``SIGNAL_RANK + 3`` blocks must remain. Raises
     :class:`SmoothedTimeCourseError` (one line naming ``label``) when no width qualifies."""
     n_t = bins.shape[-1]
     measured = []
-    for width in range(1, n_t // 4 + 1):
+    for width in range(1, max(1, n_t // (SIGNAL_RANK + 3)) + 1):
         rho = lag1_autocorrelation(_blocks(bins, width))
         measured.append(f"{width}: {rho:.2f}")
         if rho <= max_autocorrelation:

@@ -232,7 +232,8 @@ def score_summary(result) -> dict:
         except (TypeError, ValueError):
             return None
     return dict(model=result.attrs.get("model_identifier"), benchmark=result.attrs.get("benchmark_identifier"),
-                score=number(result), floor=number(result.attrs.get("position_only_ceiled")), raw=number(result.attrs.get("raw")), ceiling=number(result.attrs.get("ceiling")),
+                score=number(result), floor=number(result.attrs.get("position_only_ceiled")),
+                raw=number(result.attrs.get("raw")), ceiling=number(result.attrs.get("ceiling")),
                 error=number(result.attrs.get("error")), layer=result.attrs.get("layer"),
                 seconds=number(result.attrs.get("seconds")))
 
@@ -251,6 +252,7 @@ class LayerAnalysis:
     selected: list                  #: [I] layer chosen for each held-out image (from the other images only)
     per_fold: np.ndarray            #: [I] raw statistic of each held-out image with its selected layer
     ceiling: float                  #: the site's reliability
+    floor: float = 0.0              #: ceiled score of the image-blind predictor (position_only_ceiled)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -350,7 +352,8 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
             benchmark_identifier=site.identifier, layers=list(layers),
             layer_scores=np.array([bm.ceiled_value(float(v), ceiling)[1] for v in result["layer_scores"]]),
             layer_errors=np.array([bm.ceiled_error(float(np.mean(v)), sem(v), ceiling) for v in per_image]),
-            selected=result["selected"], per_fold=result["per_fold"], ceiling=ceiling))
+            selected=result["selected"], per_fold=result["per_fold"], ceiling=ceiling,
+            floor=bm.ceiled_value(site._statistic(metric.training_mean_maps(targets), targets), ceiling)[0]))
         logger.info("%s: nested score %.3f; layers chosen %s", site.identifier, analyses[-1].nested_score,
                     sorted(set(result["selected"])))
     if out is not None:
@@ -386,6 +389,7 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
                            label=f"{analysis.benchmark_identifier} (nested {analysis.nested_score:.3f} "
                                  f"± {analysis.nested_error:.3f})")
         ax.axhline(analysis.nested_score, color=line[0].get_color(), linestyle="--", linewidth=1)
+        ax.axhline(analysis.floor, color=line[0].get_color(), linestyle=":", linewidth=1.2)
         counts = {layer: analysis.selected.count(layer) for layer in analysis.layers}
         for d, layer in zip(depth, analysis.layers):
             if counts[layer]:
@@ -395,7 +399,8 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
     ax.set_xticklabels(analyses[0].layers, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("layer (by depth)")
     ax.set_ylabel("ceiled score (leave-one-image-out)")
-    ax.set_title(title + "\n(dashed: nested score; Nx: times chosen for a held-out image)", fontsize=9)
+    ax.set_title(title + "\n(dashed: nested score; dotted: floor = image-blind predictor; Nx: times chosen for a "
+                 "held-out image)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out, format="png", dpi=120)
@@ -415,8 +420,9 @@ def site_results(benchmark) -> list:
 
 def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: Optional[Sequence[str]] = None,
                       prefix: str = "") -> list[Path]:
-    """One PNG per (site, image) from the benchmark's last run: the image, the channel-averaged neural map and the
-    channel-averaged predicted map (held-out prediction), side by side, with colour bars."""
+    """One PNG per (site, image) from the benchmark's last run: the image, the channel-averaged neural map, the
+    channel-averaged predicted map (held-out prediction) and the floor's prediction (the image-blind predictor: the
+    mean neural map of the other images), side by side, with colour bars."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -427,13 +433,18 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
         data = result.data
         neural = data.targets.mean(axis=-1)
         predicted = result.predictions.mean(axis=-1)
+        n_img, grid, _, n_chan = data.targets.shape
+        blind = metric.training_mean_maps(data.targets.reshape(n_img, grid * grid, n_chan)).reshape(
+            data.targets.shape).mean(axis=-1)
+        floor = result.floor.get("position_only")
         for i, sid in enumerate(data.stimulus_ids):
-            fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+            fig, axes = plt.subplots(1, 4, figsize=(14.5, 3.6))
             with Image.open(data.stimulus_set.get_stimulus(sid)) as image:
                 axes[0].imshow(np.asarray(image.convert("RGB")), extent=(0, 1, 1, 0))
             axes[0].set_title(f"{sid}", fontsize=8)
             for ax, values, name in ((axes[1], neural[i], "neural map (channel mean)"),
-                                     (axes[2], predicted[i], "predicted map (held out)")):
+                                     (axes[2], predicted[i], "predicted map (held out)"),
+                                     (axes[3], blind[i], "floor: mean map of the other images")):
                 # grid points span the image edge to edge: pixel k is centred at k/(G-1)
                 g = values.shape[0]
                 half = 0.5 / (g - 1)
@@ -444,7 +455,8 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
                 ax.set_xticks([])
                 ax.set_yticks([])
             fig.suptitle(f"{child.identifier} · {result.model_identifier} · layer {result.layer} · "
-                         f"median r {result.fit.per_fold[i]:.2f} · Spearman {result.alignment['full'][i]:.2f}",
+                         f"median r {result.fit.per_fold[i]:.2f} · Spearman {result.alignment['full'][i]:.2f}"
+                         + (f" · floor (image-blind) r {floor:.2f} (all images)" if floor is not None else ""),
                          fontsize=9)
             fig.tight_layout()
             path = out_dir / f"{prefix}{child.identifier}" / f"{sid}.png"
