@@ -48,9 +48,22 @@ def _remove_stale_partials(path: Path) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def make_parent(path: Path) -> None:
+    """Create ``path``'s folder; one clear error when something on the way is a file (``--out FILE/x``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder; choose an output path in a folder",
+                                 str(above)) from None
+
+
 def data_home() -> Path:
     """The data home: ``$BRAINSCORE_ITMAPS_HOME`` or ``~/.brainscore_itmaps`` (created on first use)."""
     home = Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+    if home.exists() and not home.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"the data home is not a folder; point {HOME_ENV} at a folder",
+                                 str(home))
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -63,7 +76,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     were killed hard (SIGKILL, power loss) carry their pid and are removed by the next write to the same path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     _remove_stale_partials(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent)
     os.close(fd)
@@ -71,6 +84,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
     try:
         yield tmp_path
+        if tmp_path.is_file():  # writers that replace the file (safetensors) bring back mkstemp's 0600
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -124,7 +139,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     disappears, the last writer wins, and no ``.NAME.*.old`` folders are left (older leftovers are removed).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     _remove_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700

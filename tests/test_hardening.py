@@ -3,6 +3,7 @@ and never execute code; concurrent writers leave no junk. Everything here is rea
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import tracemalloc
@@ -21,14 +22,17 @@ from test_data_import import write_tiny
 
 
 def _one_line_exit_2(capsys, argv: list[str], *needles: str) -> str:
-    """Run the CLI in process: exit code 2, exactly one line on stderr containing every needle, no traceback."""
+    """Run the CLI in process: exit code 2, exactly one line on stderr (besides tqdm bars) containing every needle,
+    no traceback."""
     capsys.readouterr()
     assert main(argv) == 2
     captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
+    lines = [line for line in captured.err.replace("\r", "\n").splitlines()
+             if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars are not messages
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     for needle in needles:
         assert needle in lines[0], lines[0]
+    _one_line_exit_2.out = captured.out  # what the command printed before failing
     return lines[0]
 
 
@@ -175,3 +179,136 @@ def test_concurrent_atomic_dir_writers_leave_no_junk_and_no_gap(tmp_path):
     assert missing == 0 and reads > 0
     assert sorted(p.name for p in target.parent.iterdir()) == ["Arcaro2020"]
     assert len({(target / f"part{k}.txt").read_text() for k in range(3)} | {(target / "complete").read_text()}) == 1
+
+
+# ------------------------------------------------------------------------- 6. one line, exit 2, for every bad input
+def _checkpoint_cases(root: Path) -> dict[str, tuple[Path, str]]:
+    """Damaged copies of a tiny harmonizer checkpoint: folder -> (folder, text the one-line error must contain)."""
+    import pickle
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from tiny_checkpoints import make_tiny_model
+    good = Path(make_tiny_model(root / "good", seed=3).split(":", 1)[1])
+    cases = {}
+
+    def copy(name: str) -> Path:
+        folder = root / name
+        shutil.copytree(good, folder)
+        return folder
+
+    state = load_file(str(good / "model.safetensors"))
+    folder = copy("nan")
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    save_file({**state, first: torch.full_like(state[first], float("nan"))}, str(folder / "model.safetensors"))
+    cases["nan"] = (folder, "hold NaN or Inf")
+    folder = copy("truncated")
+    data_bytes = (good / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data_bytes[: len(data_bytes) // 2])
+    cases["truncated"] = (folder, "not a readable safetensors file")
+    folder = copy("empty")
+    (folder / "model.safetensors").write_bytes(b"")
+    cases["empty"] = (folder, "not a readable safetensors file")
+    folder = copy("pickle")
+    (folder / "model.safetensors").write_bytes(pickle.dumps(state))
+    cases["pickle"] = (folder, "not a readable safetensors file")
+    for name, change, needle in (("arch", {"architecture": "no_such_net"}, "do not build a timm model"),
+                                 ("kwargs", {"model_kwargs": {"no_such_kwarg": 1}}, "do not build a timm model"),
+                                 ("classes", {"num_classes": 7}, "does not match test_resnet")):
+        folder = copy(name)
+        meta = json.loads((folder / "model.json").read_text())
+        (folder / "model.json").write_text(json.dumps({**meta, **change}))
+        cases[name] = (folder, needle)
+    return cases
+
+
+def _db_cases(root: Path) -> dict[str, tuple[Path, str]]:
+    import sqlite3
+    from benchmarks_it_maps.runs.results import ResultsDB
+    cases = {}
+    root.mkdir()
+    garbage = root / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    cases["garbage"] = (garbage, "not a results database")
+    real = root / "real.sqlite"
+    ResultsDB(real).record("m", "b", 0.5, benchmark_version=1, weights_hash="h")
+    truncated = root / "truncated.sqlite"
+    truncated.write_bytes(real.read_bytes()[:1500])
+    cases["truncated"] = (truncated, "not a results database")
+    other = root / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE scores (x INTEGER)")
+    cases["schema"] = (other, "has another schema")
+    folder = root / "folder.sqlite"
+    folder.mkdir()
+    cases["folder"] = (folder, "is a folder, not a results database")
+    return cases
+
+
+def test_every_cli_error_path_is_one_line_exit_2(tmp_path, capsys, monkeypatch, sim_small):
+    """Damaged checkpoints, results databases, data homes and output paths: exit code 2, one line naming the file
+    (and what to do), no traceback."""
+    for name, (folder, needle) in _checkpoint_cases(tmp_path / "ckpt").items():
+        _one_line_exit_2(capsys, ["score", "--model", f"harmonized:{folder}", "--benchmark", "Arcaro2020sim.M1ML-pls", "--no-record",
+                                  "--device", "cpu"], str(folder.name), needle)
+    for name, (path, needle) in _db_cases(tmp_path / "db").items():
+        for argv in (["results", "list", "--results", str(path)],
+                     ["results", "show", "--model", "m", "--results", str(path)]):
+            _one_line_exit_2(capsys, argv, str(path), needle)
+    not_a_folder = tmp_path / "home-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(not_a_folder))
+    _one_line_exit_2(capsys, ["data", "summary"], str(not_a_folder), "point BRAINSCORE_ITMAPS_HOME at a folder")
+    _one_line_exit_2(capsys, ["results", "list"], str(not_a_folder), "not a folder")
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(sim_small["home"]))
+    _one_line_exit_2(capsys, ["data", "simulate", "--out", str(not_a_folder / "twin.zip"), "--images", "2",
+                              "--grid", "3"], str(not_a_folder), "is a file, not a folder")
+    _one_line_exit_2(capsys, ["results", "export", "--csv", str(not_a_folder / "x.csv"), "--results",
+                              str(tmp_path / "db" / "real.sqlite")], str(not_a_folder), "is a file, not a folder")
+
+
+# ---------------------------------------------------- 7. a finished score survives a database that cannot take it
+_HOLDER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_locked_database_names_its_holder_and_a_finished_score_is_kept(tmp_path, capsys, monkeypatch, sim_small):
+    """A results DB another process holds: the wait is announced with the holder's pid, times out (here after
+    1 s) in one line; a score computed meanwhile is printed and kept in <data home>/unrecorded/ before exit 2."""
+    import subprocess
+    import sys
+    from benchmarks_it_maps.runs.results import ResultsDB, ResultsDBError
+    from tiny_checkpoints import make_tiny_model
+    path = tmp_path / "results.sqlite"
+    ResultsDB(path).record("m", "b", 0.5, benchmark_version=1, weights_hash="h")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("BRAINSCORE_ITMAPS_DB_TIMEOUT", "1")
+        with pytest.raises(ResultsDBError, match=rf"locked by pid {holder.pid} .* for more than 1 s"):
+            ResultsDB(path).rows()
+        model = make_tiny_model(tmp_path / "model", seed=4)
+        home = tmp_path / "home"
+        shutil.copytree(sim_small["home"], home)
+        monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(home))
+        line = _one_line_exit_2(capsys, ["score", "--model", model, "--benchmark", "Arcaro2020sim.M1ML-pls",
+                                         "--results", str(path), "--device", "cpu", "--json"],
+                                "scored", "but it was not recorded", f"locked by pid {holder.pid}", "kept in")
+    finally:
+        holder.communicate("", timeout=30)
+    (side,) = (home / "unrecorded").iterdir()
+    kept = json.loads(side.read_text())
+    assert str(side) in line and kept["model"] == model and kept["benchmark"] == "Arcaro2020sim.M1ML-pls"
+    assert kept["attrs"]["ceiling"] is not None and kept["weights_hash"]
+    assert json.loads(_one_line_exit_2.out)["score"] == kept["score"]  # printed before the error
+    capsys.readouterr()
+    assert main(["score", "--model", model, "--benchmark", "Arcaro2020sim.M1ML-pls", "--results", str(path),
+                 "--device", "cpu", "--json"]) == 0  # once the lock is gone, the same score is recorded
+    recorded = json.loads(capsys.readouterr().out)
+    assert recorded["score"] == pytest.approx(kept["score"], abs=0) and len(ResultsDB(path).rows()) == 2

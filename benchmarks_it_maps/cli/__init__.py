@@ -64,6 +64,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print("brainscore: error: interrupted (Ctrl-C); files are written atomically, run the same command again "
+              "to redo or resume it", file=sys.stderr)
+        return 2
+    except _input_errors() as error:  # bad files or folders the command was given: one line, not a traceback
+        if args.verbose:
+            raise
+        hint = "" if isinstance(error, ValueError) else " (run with -v for the traceback)"
+        print(f"brainscore: error: {_describe(error)}{hint}", file=sys.stderr)
+        return 2
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that come from the files, folders and databases a command reads or writes (not from a bug): the
+    package's own one-line errors that a command did not catch, and OS / SQLite / zip / decoding errors."""
+    import sqlite3
+    import zipfile
+
+    from benchmarks_it_maps.data.fetch import FetchError
+    from benchmarks_it_maps.data.matfile import MatFileError
+    from benchmarks_it_maps.runs.results import ResultsDBError
+    from benchmarks_it_maps.runs.scoring import ScoringError
+    from harmonized_models.harmonizer.checkpoint import CheckpointError
+    from harmonized_models.keras.h5 import KerasFormatError
+    return (ResultsDBError, ScoringError, MatFileError, FetchError, CheckpointError, KerasFormatError, OSError,
+            sqlite3.DatabaseError, UnicodeDecodeError, zipfile.BadZipFile)
+
+
+def _describe(error: BaseException) -> str:
+    """One line naming the file and what is wrong with it."""
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+        if getattr(error, "filename2", None):
+            text += f" (-> {error.filename2})"
+    elif isinstance(error, UnicodeDecodeError):
+        text = f"a file is not UTF-8 text ({error.reason} at byte {error.start}); pass the intended file"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

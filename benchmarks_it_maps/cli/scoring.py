@@ -115,15 +115,24 @@ def _score(args) -> int:
     try:
         result = scoring.score(args.model, args.benchmark, device=args.device, batch_size=args.batch_size,
                                results=args.results, record=not args.no_record)
+    except scoring.ScoreNotRecordedError as error:  # the finished score first, then the one-line error
+        _print_score(args, error.result)
+        raise _user_error(error) from None
     except _known_errors() as error:
         raise _user_error(error) from None
+    _print_score(args, result)
+    return 0
+
+
+def _print_score(args, result) -> None:
+    from benchmarks_it_maps.runs import scoring
     summary = scoring.score_summary(result)
     if args.json:
         print(json.dumps({k: summary[k] for k in ("model", "benchmark", "score", "floor", "raw", "ceiling", "error",
                                                   "layer")}))
     else:
         print(format_table([summary]))
-    return 0
+    sys.stdout.flush()
 
 
 def _db(args):

@@ -419,6 +419,9 @@ def simulate_archive(out: str | Path, seed: int = 0, images: int = 14, grids: tu
 def _check_out(out: Path) -> None:
     """Refuse an ``out`` whose replacement would destroy something other than an earlier twin: writing a folder
     swaps out the whole existing folder, so it must be absent, empty, or a twin (holding ``generator.json``)."""
+    file_above = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if file_above is not None:
+        raise ValueError(f"--out {out}: {file_above} is a file, not a folder; choose an output path in a folder")
     if out.suffix == ".zip":
         if out.is_dir():
             raise ValueError(f"{out} is a folder; give a new .zip file name (or a folder path without .zip)")

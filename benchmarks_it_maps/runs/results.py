@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import sqlite3
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -29,7 +30,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from benchmarks_it_maps.home import atomic_file, data_home
+from benchmarks_it_maps.home import _umask, atomic_file, data_home
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,43 @@ def _migrate(connection: sqlite3.Connection) -> None:
     logger.info("results database migrated: key now includes the scoring configuration (config_hash)")
 
 
+#: How long a write waits for another process's lock on the database (seconds; env BRAINSCORE_ITMAPS_DB_TIMEOUT).
+LOCK_TIMEOUT_ENV = "BRAINSCORE_ITMAPS_DB_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+
+
+class ResultsDBError(ValueError):
+    """The results database cannot be used (not a database, another schema, a folder, locked too long); one line
+    naming the file and the fix."""
+
+
+def _lock_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S)))
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT_S
+
+
+def _holders(path: Path) -> list[str]:
+    """``pid (command)`` of other processes that have ``path`` open (from /proc; empty where it is not readable)."""
+    target, found = str(path.resolve()), []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = fd_dir.parent.name
+        if pid == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
+                command = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"pid {pid} ({' '.join(command.split())[:80]})")
+        except OSError:
+            continue
+    return found
+
+
+def _is_locked(error: sqlite3.Error) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
+
+
 class ResultsDB:
     """SQLite store of scores (see the module docstring). ``path=None`` uses ``data_home()/'results.sqlite'``."""
 
@@ -140,19 +178,66 @@ class ResultsDB:
         self.path = Path(path).expanduser() if path is not None else data_home() / DEFAULT_FILENAME
 
     # -- connection ------------------------------------------------------------------------------------------------
+    def _while_locked(self, step, what: str):
+        """Run ``step()``; while another process holds the database, say who (once) and retry until the timeout."""
+        deadline, warned = time.monotonic() + _lock_timeout(), False
+        while True:
+            try:
+                return step()
+            except sqlite3.Error as error:
+                if not _is_locked(error):
+                    raise
+                holders = ", ".join(_holders(self.path)) or "another process"
+                if time.monotonic() >= deadline:
+                    raise ResultsDBError(f"{self.path}: locked by {holders} for more than {_lock_timeout():g} s "
+                                         f"({what}); wait for it to finish, stop it, or set {LOCK_TIMEOUT_ENV} "
+                                         "to wait longer") from None
+                if not warned:
+                    logger.warning("%s is locked by %s; waiting up to %g s (%s)", self.path, holders,
+                                   _lock_timeout(), what)
+                    warned = True
+                time.sleep(0.2)
+
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        if self.path.is_dir():
+            raise ResultsDBError(f"{self.path}: is a folder, not a results database; pass --results FILE.sqlite "
+                                 "or move the folder away")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ResultsDBError(f"{self.path}: cannot create its folder ({error.strerror}); pass --results "
+                                 "FILE.sqlite in a writable folder") from None
+        created = not self.path.exists()
+        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
         connection.row_factory = sqlite3.Row
-        connection.executescript(_SCHEMA)
-        _migrate(connection)
+        try:
+            columns = {row[1] for row in self._while_locked(
+                lambda: connection.execute("PRAGMA table_info(scores)").fetchall(), "opening it")}
+            # a table from before the config hash is migrated below; anything else missing is another schema
+            missing = [c for c in COLUMNS if c not in columns and c != "config_hash"] if columns else []
+            if not missing:
+                self._while_locked(lambda: connection.executescript(_SCHEMA), "opening it")
+                self._while_locked(lambda: _migrate(connection), "migrating it")
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise ResultsDBError(f"{self.path}: not a results database ({error}); move it away or pass --results "
+                                 "NEW.sqlite") from None
+        except BaseException:
+            connection.close()
+            raise
+        if missing:
+            connection.close()
+            raise ResultsDBError(f"{self.path}: table 'scores' has another schema (no column(s) {missing}); it was "
+                                 "not written by this package: pass --results NEW.sqlite")
+        if created:
+            os.chmod(self.path, 0o666 & ~_umask())  # SQLite creates 0644 whatever the umask
         return connection
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self._connect()
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            self._while_locked(lambda: connection.execute("BEGIN IMMEDIATE"), "writing a score")
             try:
                 yield connection
                 connection.execute("COMMIT")
@@ -217,7 +302,8 @@ class ResultsDB:
             return []
         connection = self._connect()
         try:
-            return [self._row_dict(row) for row in connection.execute(sql, params).fetchall()]
+            rows = self._while_locked(lambda: connection.execute(sql, params).fetchall(), "reading scores")
+            return [self._row_dict(row) for row in rows]
         finally:
             connection.close()
 

@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +26,37 @@ from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.benchmarks import metric
 from benchmarks_it_maps.benchmarks.arcaro2020 import _reorder, grid_features_from_responses
 from benchmarks_it_maps.benchmarks.metric import sem
-from benchmarks_it_maps.home import save_figure
-from benchmarks_it_maps.runs.results import ResultsDB
+from benchmarks_it_maps.home import atomic_file, data_home, save_figure
+from benchmarks_it_maps.runs.results import ResultsDB, ResultsDBError, _jsonable
 
 logger = logging.getLogger(__name__)
 
 
 class ScoringError(ValueError):
     """A model or benchmark that cannot be found or used (message says which and what to do)."""
+
+
+class ScoreNotRecordedError(ScoringError):
+    """The score was computed but the results database could not store it; ``result`` holds the Score and
+    ``side_file`` the JSON copy written to the data home (None when that failed too)."""
+
+    def __init__(self, message: str, result: Any, side_file: Path | None):
+        super().__init__(message)
+        self.result, self.side_file = result, side_file
+
+
+def _save_unrecorded(row: dict) -> Path | None:
+    """Keep a score the database refused: ``<data home>/unrecorded/<time>-<model>-<benchmark>.json``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stamp}-{row['model']}-{row['benchmark']}")[:150] + ".json"
+    try:
+        path = data_home() / "unrecorded" / name
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(row, indent=1, default=str))
+        return path
+    except OSError as error:
+        logger.error("could not keep the score in the data home either: %s", error)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,9 +240,19 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
     result.attrs["config_hash"] = config_hash(config)
     if record:
         db = _results_db(results)
-        db.record(model_id, benchmark.identifier, result, benchmark_version=_version(benchmark),
-                  weights_hash=weights_hash_value or weights_hash(model_id), seconds=seconds,
-                  layer=result.attrs.get("layer"), config_hash=result.attrs["config_hash"])
+        key = dict(benchmark_version=_version(benchmark), weights_hash=weights_hash_value or weights_hash(model_id),
+                   seconds=seconds, layer=result.attrs.get("layer"), config_hash=result.attrs["config_hash"])
+        try:
+            db.record(model_id, benchmark.identifier, result, **key)
+        except (ResultsDBError, sqlite3.Error, OSError) as error:  # the score is finished: never throw it away
+            row = {"model": model_id, "benchmark": benchmark.identifier, "score": float(result), **key,
+                   "results_db": str(getattr(db, "path", db)), "db_error": str(error),
+                   "attrs": _jsonable(dict(result.attrs))}
+            side = _save_unrecorded(row)
+            raise ScoreNotRecordedError(
+                f"{model_id} on {benchmark.identifier} scored {float(result):.4f} but it was not recorded: "
+                f"{' '.join(str(error).split())}; " + (f"kept in {side}" if side else "not kept anywhere else"),
+                result, side) from None
     return result
 
 

@@ -41,6 +41,9 @@ def save_final(model: nn.Module, out_dir: str | os.PathLike, *, architecture: st
     with atomic_dir(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"architecture": architecture})
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~mask)  # safetensors writes 0600 whatever the umask
     return Path(out_dir)
 
 
@@ -53,8 +56,10 @@ def read_meta(path: str | os.PathLike) -> dict:
                               f"use the 'final' folder a `brainscore harmonize train` run wrote")
     try:
         meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{meta_file}: invalid JSON ({error})") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{meta_file}: invalid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_file}: expected a JSON object with keys {list(REQUIRED_KEYS)}")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{meta_file}: missing key(s) {missing}")
@@ -67,11 +72,36 @@ def load_final(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     from safetensors.torch import load_file
 
     meta = read_meta(path)
-    network = timm.create_model(meta["architecture"], pretrained=False, num_classes=meta["num_classes"],
-                                **meta.get("model_kwargs", {}))
-    state = load_file(str(Path(path) / WEIGHTS_FILE), device=str(device))
-    result = network.load_state_dict(state, strict=False)
+    meta_file, weights_file = Path(path) / META_FILE, Path(path) / WEIGHTS_FILE
+    kwargs = meta.get("model_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{meta_file}: field 'model_kwargs' must be an object of timm.create_model arguments, "
+                              f"got {kwargs!r}")
+    try:
+        network = timm.create_model(meta["architecture"], pretrained=False, num_classes=meta["num_classes"],
+                                    **kwargs)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as error:  # unknown name, bad kwargs
+        raise CheckpointError(f"{meta_file}: fields 'architecture'/'num_classes'/'model_kwargs' do not build a timm "
+                              f"model ({type(error).__name__}: {_one_line(error)}); fix model.json") from None
+    try:
+        state = load_file(str(weights_file), device=str(device))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error type for every malformed file
+        raise CheckpointError(f"{weights_file}: not a readable safetensors file ({type(error).__name__}: "
+                              f"{_one_line(error)}); write it again with save_final") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{weights_file}: tensor(s) {bad[:5]} hold NaN or Inf values; the weights are "
+                              "broken (a diverged training?), use an earlier checkpoint")
+    try:
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"{weights_file}: does not match {meta['architecture']} ({_one_line(error)[:300]})") \
+            from None
     if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{Path(path) / WEIGHTS_FILE}: does not match {meta['architecture']} (missing "
+        raise CheckpointError(f"{weights_file}: does not match {meta['architecture']} (missing "
                               f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
     return network.to(device).eval(), meta
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

@@ -677,6 +677,10 @@ def convert_keras(h5_path: str | os.PathLike, arch: str, out_path: str | os.Path
     h5_path, out_path = Path(h5_path), Path(out_path)
     h5 = read_h5(h5_path)
     module, config, tensors = convert_h5_model(h5, arch)
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise KerasFormatError(f"{h5_path}: tensor(s) {broken[:5]} hold NaN or Inf values; nothing written (the "
+                               "Keras weights are broken; export them again)")
     digest = sha256_file(h5_path)
     metadata = {"format": "pt", "arch": arch, "config": json.dumps(config), "source": h5_path.name,
                 "source_sha256": digest, "keras_model": str(h5.name), "keras_version": str(h5.keras_version)}

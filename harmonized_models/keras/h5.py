@@ -258,6 +258,9 @@ def _check_declared(path: Path, datasets: dict[str, dict[str, Any]], max_bytes: 
     total = 0
     for layer, tensors in datasets.items():
         for key, ds in tensors.items():
+            if ds.dtype.kind not in "fiub":
+                raise KerasFormatError(f"{path}: dataset '{layer}/{key}' holds {ds.dtype} values, not numbers; "
+                                       "a weight must be a numeric array (use the original .h5)")
             declared = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize if ds.shape else ds.dtype.itemsize
             stored = ds.id.get_storage_size()
             if declared > _RATIO_FREE_BYTES and declared > MAX_STORAGE_RATIO * stored:
