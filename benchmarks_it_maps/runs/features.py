@@ -337,7 +337,7 @@ def score_features(path: str | os.PathLike, benchmark_identifier: str, **benchma
     evaluation and scoring (only the model's feature step is replaced by the file). Returns the Score."""
     blocks, attrs = read_features(path)
     benchmark = bm.load(benchmark_identifier, **benchmark_kwargs)
-    want = "shift" if benchmark.protocol == "shift" else "maps"
+    want = benchmark.readout  # "maps" or "shift" (the residual benchmarks read like their plain twins)
     if attrs["protocol"] != want:
         raise FeatureFileError(f"{path}: holds {attrs['protocol']}-protocol features, {benchmark_identifier} needs "
                                f"{want} (brainscore features --protocol {want})")
