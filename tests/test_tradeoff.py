@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -429,3 +430,285 @@ def test_cli_tradeoff_on_results_and_leaderboard(tmp_path, capsys, monkeypatch):
     ours = next(m for m in data["models"] if m["model"] == "efficientnet_lite0")
     assert ours["source"] == "results" and ours["in_fit"]
     assert ours["accuracy"] == pytest.approx(harmonized_models.get_entry("efficientnet_lite0").top1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 15: families, the upper frontier, the two-lines test, Holm, every choice shown
+# ---------------------------------------------------------------------------------------------------------------------
+from benchmarks_it_maps.analysis import families as fam  # noqa: E402
+from benchmarks_it_maps.analysis import twolines as tl  # noqa: E402
+
+FAMILY_CASES = {
+    "mobilenet_v2_1.0_224-tf": "mobilenet", "mobilenet_v1_0.25_128": "mobilenet",
+    "resnet-50-robust": "resnet", "resnet50 (#1369)": "resnet", "imagenet_l2_3_0": "resnet",
+    "AdvProp_efficientnet-b4": "efficientnet", "effnetb1_272x240": "efficientnet",
+    "resnext101_32x8d_wsl": "resnext", "SWSL_resnext101_32x8d": "resnext", "antialiased-rnext101_32x8d": "resnext",
+    "BiT-S-R50x1": "bit", "inception_resnet_v2": "inception", "xception-keras": "xception", "CORnet-S": "cornet",
+    "voneresnet-50-non_stochastic": "vonenet", "Model 123": "anonymous:Model 123",
+    "regnety_040.ra3_in1k": "regnet",          # not in the table: timm's own module
+    "mystery-net (#12)": "mystery-net",        # unknown: its own family, the leaderboard's (#id) suffix dropped
+}
+
+
+def test_family_assignment_on_a_fixed_name_list(tmp_path):
+    assert dict(fam.assign_families(FAMILY_CASES)) == FAMILY_CASES
+    # a user's table wins, by exact name or by the name without its (#id)
+    table = tmp_path / "families.csv"
+    table.write_text("model,family\nmystery-net,resnet\nCORnet-S,cornet-s\n")
+    overrides = fam.read_family_overrides(table)
+    assert fam.family_of("mystery-net (#12)", overrides) == "resnet" and fam.family_of("CORnet-S", overrides) == \
+        "cornet-s"
+    # the leaderboard's named models with top-1 >= 0.36: MobileNets are one family, anonymised models their own
+    board = lb.load_leaderboard(SNAPSHOT)
+    named = tr.population_from_leaderboard(board, "MajajHong2015.IT-pls", min_accuracy=0.36, exclude_anonymous=True)
+    counts = named["family"].value_counts()
+    assert len(named) == 141 and len(counts) == 22 and counts["mobilenet"] == 38 and counts["resnet"] == 31
+    everyone = tr.population_from_leaderboard(board, "MajajHong2015.IT-pls")
+    anonymous = everyone["model"].map(tr.is_anonymous)
+    assert everyone.loc[anonymous, "family"].is_unique
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,family\na,b\n", "needs the columns model,family"),
+    ("model,family\na,\n", "line 2: fields 'model' and 'family' must both be non-empty"),
+    ("model,family\na,b\na,c\n", "line 3: model 'a' is given two families"),
+    (b"model,family\n\xff\xfe,b\n", "is not UTF-8"),
+])
+def test_family_table_errors_are_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "families.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(fam.FamilyTableError, match=message):
+        fam.read_family_overrides(path)
+    assert main(["tradeoff", "--leaderboard", str(SNAPSHOT), "--families", str(path), "--resamples", "10"]) == 2
+    err = capsys.readouterr().err
+    assert message.split(":")[0].split("(")[0] in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _clustered_hinge(seed: int, n_families: int = 24, size: int = 6):
+    """Models in families: a family shares its accuracy (within 0.015) and a score offset (sd 0.03, 6x the model
+    noise), as architecture variants do. Truth: the hinge (0.70, 0.50, +0.8, -1.0)."""
+    rng = np.random.default_rng(seed)
+    family = np.repeat(np.arange(n_families), size)
+    x = rng.uniform(0.45, 0.90, n_families)[family] + rng.normal(0, 0.015, n_families * size)
+    y = (hinge(x, 0.70, 0.50, 0.8, -1.0) + rng.normal(0, 0.03, n_families)[family]
+         + rng.normal(0, 0.005, n_families * size))
+    return x, y, family.astype(str)
+
+
+def test_family_bootstrap_covers_the_truth_under_clustered_errors_and_the_model_bootstrap_does_not():
+    truth = np.array([0.70, 0.50, 0.8, -1.0])      # breakpoint, level, slope below, slope above
+    cover = {"families": np.zeros(4), "models": np.zeros(4)}
+    replicates = 40
+    for replicate in range(replicates):
+        x, y, family = _clustered_hinge(replicate)
+        grid = tr.breakpoint_grid(x, 3, 101)
+        for unit in cover:
+            weights = tr.bootstrap_weights(family, 200, np.random.default_rng(replicate), unit)
+            params = tr._bootstrap_hinge(x, y, grid, weights, 3)
+            low, high = np.nanquantile(params, [0.025, 0.975], axis=0)
+            cover[unit] += (low <= truth) & (truth <= high)
+    families, models = cover["families"] / replicates, cover["models"] / replicates
+    assert (families >= 0.85).all(), families     # measured 0.95 0.875 0.90 0.90
+    assert (models <= 0.75).all(), models         # measured 0.625 0.55 0.50 0.55: far too narrow
+    # a family draw brings all its members: weights are constant within a family and sum to whole families
+    weights = tr.bootstrap_weights(np.array(["a", "a", "b", "c", "c", "c"]), 50, np.random.default_rng(0),
+                                   "families")
+    assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
+    np.testing.assert_array_equal(weights[:, [0, 2, 3]].sum(1), np.full(50, 3))
+
+
+def test_analysis_reports_both_bootstrap_units_side_by_side():
+    x, y, family = _clustered_hinge(7)
+    table = pd.DataFrame({"model": [f"m{i}" for i in range(len(x))], "accuracy": x, "score": y, "family": family})
+    result = tr.analyze_tradeoff(table, n_bootstrap=200, seed=0)
+    data = result.to_json()
+    assert tuple(data) == tr.JSON_KEYS
+    assert data["bootstrap"] == "families" and data["n_models"] == 144 and data["n_families"] == 24
+    assert set(data["intervals"]) == {"families", "models"}
+    width = {unit: np.diff(data["intervals"][unit]["slope_above_ci"])[0] for unit in ("families", "models")}
+    assert width["families"] > 1.3 * width["models"]
+    assert data["peak_ci"] == data["intervals"]["families"]["peak_ci"]
+    assert data["two_lines"]["se"] == "CR1" and data["two_lines"]["df"] == 23
+    by_models = tr.analyze_tradeoff(table, n_bootstrap=200, seed=0, bootstrap="models").to_json()
+    assert by_models["peak_ci"] == by_models["intervals"]["models"]["peak_ci"]
+    assert by_models["two_lines"]["se"] == "HC3"
+    with pytest.raises(tr.TradeoffInputError, match="only 1 families.*--bootstrap models"):
+        tr.analyze_tradeoff(table.assign(family="one"), n_bootstrap=20)
+    with pytest.raises(tr.TradeoffInputError, match="bootstrap must be one of"):
+        tr.analyze_tradeoff(table, bootstrap="clusters")
+
+
+def _envelope_population(seed: int, n: int = 160):
+    """A planted upper envelope: flat after 0.72 (the best models do not get worse), while the typical shortfall
+    below it grows with accuracy (exponential, scale 0.02 + 0.1 (x - 0.4)). The 90 % quantile curve is then the
+    hinge (0.72, 0.55 - 0.0105 * s(0.72), +0.8 - 0.0105, -0.0105); the mean curve declines above 0.72 (-0.1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.40, 0.90, n)
+    scale = 0.02 + 0.1 * (x - 0.4)
+    y = hinge(x, 0.72, 0.55, 0.8, 0.0) - rng.exponential(scale)
+    return pd.DataFrame({"model": [f"m{i}" for i in range(n)], "accuracy": x, "score": y})
+
+
+UPPER_Q = -math.log(0.9) * 0.1          # 0.9 quantile of the shortfall: scale * ln(1/0.9); its slope in x
+
+
+def test_quantile_hinge_recovers_a_planted_upper_envelope():
+    table = _envelope_population(0)
+    x, y = table["accuracy"].to_numpy(), table["score"].to_numpy()
+    upper = tr.fit_quantile_hinge(x, y, tau=0.9)
+    assert upper.breakpoint == pytest.approx(0.72, abs=0.03)
+    assert upper.slope_above == pytest.approx(-UPPER_Q, abs=0.1) and upper.slope_below == pytest.approx(0.8, abs=0.15)
+    mean = tr.fit_hinge(x, y)
+    assert mean.slope_above < upper.slope_above - 0.05     # the mean curve declines, the envelope does not
+    # the vectorised (majorise-minimise) profile agrees with the exact linear programme at every candidate
+    grid = tr.breakpoint_grid(x, 3, 21)
+    loss, _ = tr._profile_quantile(x, y, np.ones((1, len(x))), grid, 0.9, 3)
+    exact = np.array([tr._quantile_at(x, y, c, 0.9)[0] for c in grid])
+    np.testing.assert_allclose(loss[0], exact, rtol=3e-3)
+    # about 90 % of the models lie below the fitted upper frontier
+    assert (y <= upper(x)).mean() == pytest.approx(0.9, abs=0.02)
+    # through the analysis: the upper frontier's bootstrap interval holds the envelope's slope, not the mean's
+    result = tr.analyze_tradeoff(table, n_bootstrap=100, seed=0, frontier="upper", bootstrap="models")
+    assert result.frontier_kind == "upper" and result.frontier == upper
+    assert result.slope_above_ci[0] <= -UPPER_Q <= result.slope_above_ci[1]
+    assert result.peak_ci[0] <= 0.72 <= result.peak_ci[1]
+    data = result.to_json()
+    assert data["frontier"] == "upper" and set(data["curves"]) == {"mean", "upper"}
+    assert data["curves"]["upper"]["slope_above"] == pytest.approx(upper.slope_above)
+
+
+def _two_lines_rate(truth, replicates: int, n: int = 120, noise: float = 0.03, seed: int = 0) -> float:
+    hits = 0
+    for replicate in range(replicates):
+        rng = np.random.default_rng(seed + replicate)
+        x = rng.uniform(0.4, 0.9, n)
+        hits += tl.two_lines_test(x, truth(x) + rng.normal(0, noise, n)).p < 0.05
+    return hits / replicates
+
+
+def test_two_lines_test_size_on_plateau_and_monotone_truths_and_power_on_an_inverted_u():
+    replicates = 150
+    slack = 2 * math.sqrt(0.05 * 0.95 / replicates)    # two Monte-Carlo standard errors
+    plateau = _two_lines_rate(lambda x: 0.3 + 0.8 * np.minimum(x - 0.65, 0), replicates)
+    monotone = _two_lines_rate(lambda x: 0.3 + 0.4 * x, replicates, seed=1000)
+    assert plateau <= 0.05 + slack and monotone <= 0.05 + slack, (plateau, monotone)   # measured 0.05, 0.027
+    power = _two_lines_rate(lambda x: hinge(x, 0.7, 0.5, 0.4, -0.4), 60, seed=2000)
+    assert power >= 0.8, power
+
+
+def test_two_lines_test_on_a_known_inverted_u_and_clustered_errors():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.4, 0.9, 100)
+    test = tl.two_lines_test(x, hinge(x, 0.7, 0.5, 0.8, -1.0) + rng.normal(0, 0.01, 100))
+    assert test.inverted_u and test.p < 1e-6 and test.p == max(test.p_below, test.p_above)
+    assert 0.6 < test.breakpoint < 0.8 and test.flat_region[0] <= test.breakpoint <= test.flat_region[1]
+    # a rising line: no inverted U (the "falling" side is a few noisy models at the top)
+    rising = tl.two_lines_test(x, 0.3 + 0.4 * x + rng.normal(0, 0.01, 100))
+    assert rising.p > 0.05 and rising.p_below < 1e-6
+    # a falling line: the same, mirrored
+    falling = tl.two_lines_test(x, 0.7 - 0.4 * x + rng.normal(0, 0.01, 100))
+    assert falling.p > 0.05 and falling.p_above < 1e-6
+    # a slope of the wrong sign has p = 1: a U (its maximum at the left end) is no inverted U
+    u_shape = tl.two_lines_test(x, hinge(x, 0.7, 0.5, -0.8, 1.0) + rng.normal(0, 0.01, 100))
+    assert u_shape.p_below == 1.0 and u_shape.p == 1.0 and not u_shape.inverted_u
+    # family-clustered errors: CR1 standard errors are wider than HC3 ones, with families - 1 degrees of freedom
+    family, y = np.repeat(np.arange(20), 5), None
+    y = hinge(x, 0.7, 0.5, 0.8, -1.0) + rng.normal(0, 0.03, 20)[family] + rng.normal(0, 0.005, 100)
+    clustered, plain = tl.two_lines_test(x, y, clusters=family), tl.two_lines_test(x, y)
+    assert clustered.df == 19 and clustered.se_kind == "CR1" and plain.se_kind == "HC3"
+
+
+def test_holm_on_a_hand_case():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005, 3 x 0.01, 2 x 0.03, max(0.06, 1 x 0.04): in input order
+    np.testing.assert_allclose(tl.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(tl.holm([0.5, 0.9]), [1.0, 1.0])     # step-down: never below an earlier one
+    np.testing.assert_allclose(tl.holm([0.2, 0.01]), [0.2, 0.02])
+    np.testing.assert_allclose(tl.holm([0.02]), [0.02])
+
+
+def test_sensitivity_output_shape_and_plot(tmp_path):
+    def make(benchmark, version, minimum, exclude_anonymous):
+        x, y, family = _clustered_hinge({"A": 1, "B": 2}[benchmark] + (version or 0))
+        table = pd.DataFrame({"model": [f"m{i}" for i in range(len(x))], "accuracy": x, "score": y,
+                              "family": family})
+        if exclude_anonymous:
+            table = table.iloc[::2]
+        return table[table["accuracy"] >= minimum] if minimum < 0.8 else table.head(5)
+
+    sweep = tr.sensitivity(make, {"A": [1], "B": [1, 2]}, min_accuracies=(0.30, 0.50, 0.85),
+                           anonymous=("in", "out"), n_bootstrap=30, seed=0)
+    assert tuple(sweep.columns) == tr.SENSITIVITY_COLUMNS
+    assert len(sweep) == 3 * 3 * 2 * 2      # (benchmark, version) x min accuracy x anonymised x bootstrap unit
+    failed = sweep[sweep["min_accuracy"] == 0.85]
+    assert failed["peak"].isna().all() and failed["note"].str.contains("at least").all()
+    ok = sweep[sweep["min_accuracy"] < 0.85]
+    assert ok["peak"].notna().all() and (ok["peak_low"] <= ok["peak_high"]).all()
+    assert (ok["n_families"] == 24).all() or (ok["n_families"] <= 24).all()
+    # Holm across the three (benchmark, version) analyses of the same choice
+    for _, group in ok.groupby(["min_accuracy", "anonymous", "bootstrap"]):
+        assert len(group) == 3
+        np.testing.assert_allclose(group["two_lines_p_holm"], tl.holm(group["two_lines_p"]))
+    text = tr.format_sensitivity(sweep)
+    assert len(text.splitlines()) == len(sweep) + 2
+    png = tr.plot_sensitivity(sweep, tmp_path / "sensitivity.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_sensitivity_on_the_leaderboard(capsys, tmp_path):
+    assert main(["tradeoff", "--leaderboard", str(SNAPSHOT), "--benchmark", "Sanghavi2020.IT-pls", "--sensitivity",
+                 "--min-accuracy-sweep", "0.36,0.6", "--resamples", "20", "--json",
+                 "--plot", str(tmp_path / "s.png")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 * 2 * 2 and {row["version"] for row in rows} == {2}
+    assert {(row["min_accuracy"], row["anonymous"], row["bootstrap"]) for row in rows} == {
+        (m, a, b) for m in (0.36, 0.6) for a in ("in", "out") for b in ("families", "models")}
+    named = [row for row in rows if row["anonymous"] == "out" and row["min_accuracy"] == 0.36]
+    assert {row["n_models"] for row in named} == {141} and {row["n_families"] for row in named} == {22}
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        main(["tradeoff", "--leaderboard", str(SNAPSHOT), "--sensitivity", "--min-accuracy-sweep", "0.3,x"])
+    assert "expected comma-separated fractions" in capsys.readouterr().err
+
+
+README_DB_MODELS = ("resnet18.tv_in1k", "resnet50.tv_in1k", "resnet50.a1_in1k", "convnext_tiny.fb_in1k",
+                    "efficientnet_b0.ra_in1k", "efficientnet_lite0", "vgg16.tv_in1k", "densenet121.tv_in1k",
+                    "mobilenetv3_large_100.ra_in1k", "regnety_032.ra_in1k", "deit_small_patch16_224.fb_in1k",
+                    "inception_v3.tv_in1k")
+
+
+def _sweep_db(tmp_path) -> ResultsDB:
+    """A results database like a sweep's: registry models (their top-1 from the registry) scored on our two IT
+    benchmarks, plus a randomly initialised network, which has no top-1."""
+    import harmonized_models
+
+    db = ResultsDB(tmp_path / "results.sqlite")
+    rng = np.random.default_rng(0)
+    for model in README_DB_MODELS:
+        top1 = harmonized_models.get_entry(model).top1
+        for benchmark in ("Arcaro2020.IT-residual_pls", "Arcaro2020.IT-pls"):
+            db.record(model, benchmark, float(hinge(top1) - 0.2 + rng.normal(0, 0.01)), benchmark_version=2,
+                      weights_hash="w", error=0.01)
+    db.record("efficientnet_lite0-random_init_seed0", "Arcaro2020.IT-residual_pls", 0.3, benchmark_version=2,
+              weights_hash="w")
+    return db
+
+
+def test_readme_tradeoff_example_on_a_sweep_database(tmp_path, capsys):
+    """README: brainscore tradeoff --results DB --benchmark Arcaro2020.IT-residual_pls (and -pls)."""
+    db = _sweep_db(tmp_path)
+    assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Arcaro2020.IT-residual_pls",
+                 "--bootstrap", "models", "--resamples", "50"]) == 0
+    captured = capsys.readouterr()
+    assert "12 non-harmonized in the fit" in captured.out and "two-lines test" in captured.out
+    assert "efficientnet_lite0-random_init_seed0" in captured.err and "without a top-1 accuracy left out" in \
+        captured.err
+    assert main(["tradeoff", "--results", str(db.path), "--benchmark",
+                 "Arcaro2020.IT-residual_pls,Arcaro2020.IT-pls", "--resamples", "30", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)["results"]
+    assert [d["benchmark"] for d in data] == ["Arcaro2020.IT-residual_pls", "Arcaro2020.IT-pls"]
+    assert all(d["n_models"] == 12 and d["n_families"] >= 8 for d in data)
+    ps = [d["two_lines"]["p"] for d in data]
+    np.testing.assert_allclose([d["two_lines"]["p_holm"] for d in data], tl.holm(ps))
+    # the version filter: a version the database does not hold is one clear error
+    assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Arcaro2020.IT-pls", "--version", "1"]) == 2
+    assert "has version(s) 2" in capsys.readouterr().err

@@ -880,8 +880,10 @@ def population_from_leaderboard(frame: pd.DataFrame, benchmark: str, *, accuracy
 
 
 def registry_info(model: str) -> dict:
-    """top1 / category / harmonized of one of our models: the model registry (``harmonized_models.get_entry``), or the
-    ``model.json`` of a ``harmonized:PATH`` checkpoint folder. Raises :class:`TradeoffInputError` when unknown."""
+    """top1 / category / harmonized / family of one of our models: the model registry
+    (``harmonized_models.get_entry``; the family from the timm name, not the entry's ``family``, which is the layer
+    rule's block type such as 'mbconv'), or the ``model.json`` of a ``harmonized:PATH`` checkpoint folder (family of
+    its 'architecture'). Raises :class:`TradeoffInputError` when unknown."""
 
     if model.startswith("harmonized:"):
         path = Path(model.split(":", 1)[1]).expanduser() / "model.json"
