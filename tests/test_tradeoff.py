@@ -602,6 +602,10 @@ def test_two_lines_test_on_a_known_inverted_u_and_clustered_errors():
     test = tl.two_lines_test(x, hinge(x, 0.7, 0.5, 0.8, -1.0) + rng.normal(0, 0.01, 100))
     assert test.inverted_u and test.p < 1e-6 and test.p == max(test.p_below, test.p_above)
     assert 0.6 < test.breakpoint < 0.8 and test.flat_region[0] <= test.breakpoint <= test.flat_region[1]
+    # Robin Hood: with a steep rise and a shallow fall, the break moves left of the flat region's median, giving the
+    # weaker (falling) line more models
+    weak = tl.two_lines_test(x, hinge(x, 0.7, 0.5, 0.8, -0.15) + rng.normal(0, 0.01, 100))
+    assert weak.breakpoint < weak.first_breakpoint and weak.flat_region[0] <= weak.breakpoint
     # a rising line: no inverted U (the "falling" side is a few noisy models at the top)
     rising = tl.two_lines_test(x, 0.3 + 0.4 * x + rng.normal(0, 0.01, 100))
     assert rising.p > 0.05 and rising.p_below < 1e-6
