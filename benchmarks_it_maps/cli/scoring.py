@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     score.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
     score.add_argument("--no-record", action="store_true", help="do not store the score")
+    score.add_argument("--stock-pls", action="store_true",
+                       help="brainscore-vision benchmarks only: keep scikit-learn's NIPALS PLS instead of the exact "
+                            "solver (slower; the two agree to NIPALS' tolerance, see benchmarks/RESULTS.md)")
     score.set_defaults(func=_score)
 
     results = subparsers.add_parser("results", help="list, show or export stored scores")
@@ -114,7 +117,7 @@ def _score(args) -> int:
     from benchmarks_it_maps.runs import scoring
     try:
         result = scoring.score(args.model, args.benchmark, device=args.device, batch_size=args.batch_size,
-                               results=args.results, record=not args.no_record)
+                               results=args.results, record=not args.no_record, stock=args.stock_pls)
     except scoring.ScoreNotRecordedError as error:  # the finished score first, then the one-line error
         _print_score(args, error.result)
         raise _user_error(error) from None

@@ -27,6 +27,7 @@ from benchmarks_it_maps.benchmarks import metric
 from benchmarks_it_maps.benchmarks.arcaro2020 import _reorder, grid_features_from_responses
 from benchmarks_it_maps.benchmarks.metric import sem
 from benchmarks_it_maps.home import atomic_file, data_home, save_figure
+from benchmarks_it_maps.runs import upstream
 from benchmarks_it_maps.runs.results import ResultsDB, ResultsDBError, _jsonable
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,8 @@ def expected_precision(device: str = "auto", cuda_available: Optional[bool] = No
     return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
-def scoring_config(model: Any, benchmark: Any, *, candidate: Any = None, precision: Optional[str] = None) -> dict:
+def scoring_config(model: Any, benchmark: Any, *, candidate: Any = None, precision: Optional[str] = None,
+                   stock: bool = False) -> dict:
     """Everything besides (model, benchmark identifier and version, package version, weights) that changes a score:
     the model's region -> layer map (a ``brainscore commit-layers`` choice changes it), the benchmark's options and
     the arithmetic (``float32`` / ``bfloat16``).
@@ -173,7 +175,8 @@ def scoring_config(model: Any, benchmark: Any, *, candidate: Any = None, precisi
     ``model``: a registry identifier (the map ``load_model`` commits to; nothing is built), a brainscore-vision
     identifier (map None: its plugin fixes the layers) or a built model (its own map). ``candidate``: the built
     model, whose precision is read (else ``precision``, e.g. :func:`expected_precision` when planning a sweep).
-    ``benchmark``: an identifier or a benchmark object.
+    ``benchmark``: an identifier or a benchmark object. For brainscore-vision's benchmarks the configuration also
+    names the PLS solver they run with (``regression_solver``: exact unless ``stock``, see :mod:`.upstream`).
     """
     if isinstance(model, str):
         layer_map = harmonized_models.committed_region_layer_map(model) if is_registry_model(model) else None
@@ -184,7 +187,15 @@ def scoring_config(model: Any, benchmark: Any, *, candidate: Any = None, precisi
         precision = _candidate_precision(candidate)
     if isinstance(benchmark, str):
         benchmark = resolve_benchmark(benchmark)
-    return dict(region_layer_map=layer_map, benchmark_options=benchmark_options(benchmark), precision=precision)
+    config = dict(region_layer_map=layer_map, benchmark_options=benchmark_options(benchmark), precision=precision)
+    if not is_ours(benchmark):
+        config[upstream.SOLVER_ATTR] = upstream.planned_solver(benchmark, stock=stock)
+    return config
+
+
+def is_ours(benchmark: Any) -> bool:
+    """Whether ``benchmark`` is one of this package's Arcaro2020 benchmarks (else brainscore-vision's)."""
+    return isinstance(benchmark, (bm.ArcaroSiteBenchmark, bm.ArcaroCompositeBenchmark))
 
 
 def is_registry_model(model_identifier: str) -> bool:
@@ -207,19 +218,23 @@ def config_hash(config: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "auto",
           batch_size: Optional[int] = None, results: Any = None, record: bool = True,
-          weights_hash_value: Optional[str] = None):
+          weights_hash_value: Optional[str] = None, stock: bool = False):
     """Score a model on a benchmark, time it, and (``record=True``) store it in the results DB.
 
     ``model_identifier``/``benchmark_identifier`` are identifiers (ours first, then brainscore-vision's) or
     already-built BrainModel / Benchmark objects. ``results``: a ResultsDB, a path, or None for the default DB.
     Returns the ceiled Score with attrs raw, ceiling, error, layer, model_identifier, benchmark_identifier,
     ``seconds`` (and, for this package's benchmarks, the floor: ``position_only(_ceiled)``, ``shuffled_image``).
+    A brainscore-vision neural benchmark with the ``pls`` metric runs with the exact PLS solver
+    (:mod:`benchmarks_it_maps.runs.upstream`) unless ``stock=True``; attr ``regression_solver`` says which ran
+    (it is part of the scoring configuration, so stock and exact scores are stored apart).
     """
     benchmark = (resolve_benchmark(benchmark_identifier)
                  if isinstance(benchmark_identifier, str) else benchmark_identifier)
     candidate = (resolve_model(model_identifier, device=device, batch_size=batch_size)
                  if isinstance(model_identifier, str) else model_identifier)
     model_id = model_identifier if isinstance(model_identifier, str) else candidate.identifier
+    solver = None if is_ours(benchmark) else (upstream.STOCK if stock else upstream.accelerate(benchmark))
     start = time.perf_counter()
     if hasattr(benchmark, "preallocate_memory") and os.environ.get("BRAINSCORE_SKIP_MEMORY_CHECK") != "1":
         benchmark.preallocate_memory(candidate)
@@ -228,6 +243,8 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
     result.attrs["model_identifier"] = model_id
     result.attrs["benchmark_identifier"] = benchmark.identifier
     result.attrs["seconds"] = seconds
+    if solver is not None:
+        result.attrs[upstream.SOLVER_ATTR] = solver
     if "layer" not in result.attrs:
         layer_map = getattr(getattr(getattr(candidate, "layer_model", None), "_layer_model", None),
                             "region_layer_map", None)
@@ -235,7 +252,7 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
             result.attrs["layer"] = str(dict(layer_map).get("IT", "")) or None
     logger.info("%s on %s: %.4f (%.1f s)", model_id, benchmark.identifier, float(result), seconds)
     config = scoring_config(model_identifier if isinstance(model_identifier, str) else candidate, benchmark,
-                            candidate=candidate)
+                            candidate=candidate, stock=stock)
     result.attrs["scoring_config"] = config
     result.attrs["config_hash"] = config_hash(config)
     if record:
