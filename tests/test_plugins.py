@@ -4,6 +4,7 @@ TEMPORARY COPY of the installed brainscore-vision tree (generic plugin tests, ea
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -151,6 +152,32 @@ def test_python_m_brainscore_vision_score_end_to_end(brainscore_copy):
     value = float(done.stdout.split("array(", 1)[1].split(")", 1)[0])
     assert -1 <= value <= 2
     assert (brainscore_copy.parent / f"conda_score--{TEST_MODEL}_{SIM_BENCHMARK}.pkl").is_file()  # in the copy
+
+
+def test_plugin_model_reads_its_own_region_layer_map(brainscore_copy, tiny_model):
+    """brainscore-vision's ModelCommitment reads the plugin folder's region_layer_map/<id>.json, and a map committed
+    locally with `brainscore commit-layers` (for the model or its checkpoint) does not override it; behaviour reads
+    the pre-logits layer; load_model_bibtex finds model.get_bibtex."""
+    from harmonized_models.commitment import store_region_layer_map
+    plugin_json = brainscore_copy / "models" / TEST_MODEL / "region_layer_map" / f"{TEST_MODEL}.json"
+    expected = json.loads(plugin_json.read_text())
+    local = {"V1": "layer1", "V2": "layer1", "V4": "layer1", "IT": "layer1"}
+    paths = [store_region_layer_map(name, local, benchmark="test") for name in (TEST_MODEL, tiny_model)]
+    try:
+        code = ("import json, brainscore_vision\n"
+                f"model = brainscore_vision.load_model({TEST_MODEL!r})\n"
+                "print('MAP', json.dumps(dict(model.layer_model._layer_model.region_layer_map)))\n"
+                "print('READOUT', model.behavior_model.mapping[model.Task.probabilities].readout[0])\n"
+                f"print('BIBTEX', brainscore_vision.load_model_bibtex({TEST_MODEL!r}).split(',')[0])\n")
+        done = run_in_copy(brainscore_copy, ["-c", code])
+    finally:
+        for path in paths:
+            path.unlink()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.split(" ")[0] in
+                 ("MAP", "READOUT", "BIBTEX"))
+    assert json.loads(lines["MAP"]) == expected != local
+    assert lines["READOUT"] == "global_pool" and lines["BIBTEX"] == "@inproceedings{linsley2023"
 
 
 # ---------------------------------------------------------------------------------------------------- integration

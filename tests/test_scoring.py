@@ -111,7 +111,9 @@ def test_cli_score_json_results_and_lists(sim_small, tmp_path, capsys):
                  "--json", "--device", "cpu", "--batch-size", "4", "--results", str(db)])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(out) == {"model", "benchmark", "score", "floor", "raw", "ceiling", "error", "layer"}
+    assert set(out) == {"model", "benchmark", "score", "floor", "raw", "ceiling", "error", "layer",
+                        "region_layer_map_source"}
+    assert out["region_layer_map_source"] == "registry"  # no map committed locally for this model
     assert out["model"] == "efficientnet_lite0" and out["benchmark"] == "Arcaro2020sim.M2ML-map_alignment"
     assert out["score"] == pytest.approx(min(max(np.sign(out["raw"]) * out["raw"] ** 2 / out["ceiling"], 0), 1))
     assert out["layer"] and 0 <= out["floor"] <= 1

@@ -132,9 +132,11 @@ def _print_score(args, result) -> None:
     summary = scoring.score_summary(result)
     if args.json:
         print(json.dumps({k: summary[k] for k in ("model", "benchmark", "score", "floor", "raw", "ceiling", "error",
-                                                  "layer")}))
+                                                  "layer", "region_layer_map_source")}))
     else:
         print(format_table([summary]))
+        if summary["region_layer_map_source"]:
+            print(f"region_layer_map: {summary['region_layer_map_source']}")
     sys.stdout.flush()
 
 
@@ -195,10 +197,20 @@ def _list(args) -> int:
         entries = harmonized_models.list_models(args.category)
     except ValueError as error:  # unknown --category
         raise UserError(str(error)) from None
-    print(format_table([dict(model=e.identifier, category=e.category,
-                             top1=None if e.top1 is None else float(e.top1), it_layer=e.region_layer_map.get("IT"),
-                             weights=e.weights_source) for e in entries],
-                       ("model", "category", "top1", "it_layer", "weights")))
+    rows, committed = [], 0
+    for e in entries:
+        try:
+            layer_map, source = harmonized_models.region_layer_map_with_source(e.identifier)
+        except ValueError as error:  # a stored map that is not valid JSON / not a map: names the file and the fix
+            raise UserError(str(error)) from None
+        local = source != "registry"
+        committed += local
+        rows.append(dict(model=e.identifier, category=e.category, top1=None if e.top1 is None else float(e.top1),
+                         it_layer=layer_map["IT"] + (" *" if local else ""), weights=e.weights_source))
+    print(format_table(rows, ("model", "category", "top1", "it_layer", "weights")))
+    if committed:
+        print(f"* {committed} model(s) use a region_layer_map committed locally with `brainscore commit-layers` "
+              "(data home region_layer_maps/); Brain-Score plugin folders keep their own region_layer_map/*.json")
     return 0
 
 

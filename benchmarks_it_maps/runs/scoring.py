@@ -250,6 +250,8 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
                             "region_layer_map", None)
         if layer_map is not None:
             result.attrs["layer"] = str(dict(layer_map).get("IT", "")) or None
+    if getattr(candidate, "region_layer_map_source", None):  # harmonized_models.load_model: registry or local
+        result.attrs["region_layer_map_source"] = candidate.region_layer_map_source
     logger.info("%s on %s: %.4f (%.1f s)", model_id, benchmark.identifier, float(result), seconds)
     config = scoring_config(model_identifier if isinstance(model_identifier, str) else candidate, benchmark,
                             candidate=candidate, stock=stock)
@@ -287,7 +289,8 @@ def score_summary(result) -> dict:
                 score=number(result), floor=number(result.attrs.get("position_only_ceiled")),
                 raw=number(result.attrs.get("raw")), ceiling=number(result.attrs.get("ceiling")),
                 error=number(result.attrs.get("error")), layer=result.attrs.get("layer"),
-                seconds=number(result.attrs.get("seconds")))
+                seconds=number(result.attrs.get("seconds")),
+                region_layer_map_source=result.attrs.get("region_layer_map_source"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

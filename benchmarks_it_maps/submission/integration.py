@@ -91,25 +91,8 @@ def our_identifiers() -> dict[str, dict[str, Callable[..., Any]]]:
                           for site in conventions.SITES},
         "stimulus_set_registry": {dataset: functools.partial(plugin_stimulus_set, dataset)
                                   for dataset in (conventions.IDENTIFIER, conventions.SIM_IDENTIFIER)},
-        "metric_registry": {},
     }
-    metric = _tradeoff_metric_factory()
-    if metric is not None:
-        registries["metric_registry"][metric[0]] = metric[1]
-    return registries
-
-
-def _tradeoff_metric_factory() -> tuple[str, Callable[..., Any]] | None:
-    """The accuracy/IT trade-off metric (helper E's module), when this version of the package has it."""
-    try:
-        from benchmarks_it_maps.analysis import tradeoff
-    except ImportError:
-        return None
-    metric_class = getattr(tradeoff, "TradeoffMetric", None)
-    if metric_class is None:
-        return None
-    identifier = getattr(tradeoff, "METRIC_IDENTIFIER", "accuracy_it_tradeoff")
-    return identifier, metric_class
+    return registries  # no metric: the accuracy/IT trade-off compares models with each other (an analysis)
 
 
 def enable_brainscore_integration(*, overwrite: bool = False) -> dict[str, list[str]]:

@@ -18,7 +18,9 @@ pretrained tag) the script takes
   ``mae``, ``fcmae``, ``dino``, or a BEiT architecture); ``Extra data`` = pretraining beyond ImageNet-1k (tag
   ``in21k``/``in22k``/``in12k``, ``jft`` (noisy student), ``ig1b`` (WSL/SWSL), ``yfcc100m`` (SSL), ``laion``/
   ``openai`` (CLIP)); otherwise ``Transformer`` if any module is an attention module, else ``CNN``;
-* the region -> layer map and candidate layers of :func:`harmonized_models.layer_rules.commit_layers`.
+* the region -> layer map and candidate layers of :func:`harmonized_models.layer_rules.commit_layers`;
+* the behavioural readout layer (pre-logits features) of
+  :func:`harmonized_models.layer_rules.behavioral_readout_layer`.
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ ATTENTION = re.compile(r"Attn|Attention|XCA")
 NOT_TRANSFORMER = {"SplitAttn"}  # ResNeSt's split attention is a channel gating, not self-attention
 COLUMNS = ("identifier", "architecture", "tag", "category", "family", "rule", "pretraining", "image_size", "mean",
            "std", "interpolation", "crop_pct", "top1", "top1_source", "param_count_m", "fixed_input_size",
-           "region_layer_map", "candidate_layers")
+           "region_layer_map", "candidate_layers", "behavioral_readout_layer")
 
 
 def categorize(identifier: str, model: torch.nn.Module) -> str:
@@ -150,7 +152,7 @@ def results_row(identifier: str, image_size: int, results: dict[str, list[dict[s
 
 def make_row(identifier: str, expected_category: str, results, results_path: Path, metadata) -> dict:
     import timm
-    from harmonized_models.layer_rules import commit_layers
+    from harmonized_models.layer_rules import behavioral_readout_layer, commit_layers
     torch.manual_seed(0)
     model = timm.create_model(identifier, pretrained=False).eval()
     cfg = model.pretrained_cfg
@@ -172,6 +174,7 @@ def make_row(identifier: str, expected_category: str, results, results_path: Pat
         "param_count_m": float(row["param_count"].replace(",", "")),
         "fixed_input_size": bool(cfg.get("fixed_input_size", False)),
         "region_layer_map": json.dumps(rule.region_layer_map), "candidate_layers": json.dumps(rule.candidate_layers),
+        "behavioral_readout_layer": behavioral_readout_layer(model, image_size),
     }
 
 

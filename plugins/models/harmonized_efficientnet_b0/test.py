@@ -9,6 +9,7 @@ import brainscore_vision
 
 IDENTIFIER = 'harmonized_efficientnet_b0'
 PLUGIN = 'brainscore_vision.models.harmonized_efficientnet_b0'
+FOLDER = Path(__file__).parent
 
 
 def test_registration():
@@ -17,9 +18,22 @@ def test_registration():
 
 
 def test_region_layer_map():
-    stored = json.loads((Path(__file__).parent / 'region_layer_map' / f'{IDENTIFIER}.json').read_text())
+    stored = json.loads((FOLDER / 'region_layer_map' / f'{IDENTIFIER}.json').read_text())
     assert set(stored) == {'V1', 'V2', 'V4', 'IT'}
-    assert all(isinstance(layer, str) and layer for layer in stored.values())
+    layers = importlib.import_module(PLUGIN + '.model').get_layers(IDENTIFIER)
+    assert set(stored.values()) <= set(layers)
+
+
+def test_bibtex():
+    """One entry that brainscore-core's own reference parser accepts (into a real, in-memory SQLite)."""
+    from peewee import SqliteDatabase
+    from brainscore_core.submission.database import reference_from_bibtex
+    from brainscore_core.submission.database_models import Reference, database_proxy
+    database = SqliteDatabase(':memory:')
+    database_proxy.initialize(database)
+    database.create_tables([Reference])
+    reference = reference_from_bibtex(brainscore_vision.load_model_bibtex(IDENTIFIER))
+    assert reference is not None and (reference.author, int(reference.year)) == ('Linsley', 2023)
 
 
 @pytest.mark.travis_slow
