@@ -312,3 +312,63 @@ def test_locked_database_names_its_holder_and_a_finished_score_is_kept(tmp_path,
                  "--device", "cpu", "--json"]) == 0  # once the lock is gone, the same score is recorded
     recorded = json.loads(capsys.readouterr().out)
     assert recorded["score"] == pytest.approx(kept["score"], abs=0) and len(ResultsDB(path).rows()) == 2
+
+
+# ------------------------------------------------------------------------------------------------- 5. bad data
+def _scaled(factor: float | None, offset: float = 0.0):
+    def mutate(monkey, variables, image_dir):
+        rf = variables[cv.KEY_RESPONSES]
+        variables[cv.KEY_RESPONSES] = rf * 0 if factor is None else rf * factor + offset
+    return mutate
+
+
+def test_values_beyond_float32_all_zero_and_negative_rates(tmp_path, caplog):
+    """Finite float64 values that would become inf in float32 and all-zero data are refused (one line, nothing
+    written); negative rates import with a clear warning."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name, mutate, expected in (("huge", _scaled(1e36), "stored as float32"),
+                                   ("zero", _scaled(None), "all values 0: no recorded signal")):
+        archive = write_tiny(tmp_path / name, mutate=mutate)
+        with pytest.raises(data.ArcaroDataError) as info:
+            data.import_arcaro2020(archive, home=home)
+        message = str(info.value)
+        assert "\n" not in message and "george_060118_data.mat" in message and expected in message, message
+        assert list(home.iterdir()) == []
+    archive = write_tiny(tmp_path / "negative", mutate=_scaled(1.0, offset=-50.0))
+    summary = data.import_arcaro2020(archive, home=home)
+    assert summary["status"] == "imported"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "negative values" in
+                r.getMessage()]
+    assert warnings and "baseline-subtracted" in warnings[0]
+    assembly = data.load_assembly("Arcaro2020.M2ML", home=home)
+    assert np.isfinite(assembly.values).all()
+
+
+def test_images_changed_in_the_data_home_are_detected_at_load(tmp_path, sim_small, capsys, monkeypatch):
+    """Two PNGs swapped in the data home (same sizes as files can be), a missing image and a corrupt .nc: each is
+    one line naming the file, before any score is computed."""
+    home = tmp_path / "home"
+    shutil.copytree(sim_small["home"], home)
+    folder = home / "Arcaro2020sim"
+    assert len(data.load_stimulus_set("Arcaro2020sim", home=home)) == 8  # intact: loads (and is remembered)
+    images = sorted((folder / cv.M1.image_path).iterdir())
+    a, b = images[0], images[1]
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)
+    with pytest.raises(data.ArcaroDataError, match=rf"{a.name}: field 'image_sha256'.*a changed file"):
+        data.load_stimulus_set("Arcaro2020sim", home=home)
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(home))
+    _one_line_exit_2(capsys, ["data", "plot", "Arcaro2020sim.M1ML", "--out", str(tmp_path / "m.png")], a.name,
+                     "import the archive again with --force")
+    a.write_bytes(a_bytes)
+    b.unlink()
+    with pytest.raises(data.ArcaroDataError, match=rf"{b.name}: field 'image'.*missing"):
+        data.load_stimulus_set("Arcaro2020sim", home=home)
+    b.write_bytes(b_bytes)
+    nc = next(folder.glob("*M2ML*.nc"))
+    nc.write_bytes(nc.read_bytes()[:200])
+    with pytest.raises(data.ArcaroDataError, match=rf"{nc.name}: field 'file'.*unreadable"):
+        data.load_assembly("Arcaro2020sim.M2ML", home=home)
+    assert data.load_assembly("Arcaro2020sim.M1ML", home=home).sizes["neuroid"] > 0  # the intact site still loads

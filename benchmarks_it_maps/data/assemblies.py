@@ -159,7 +159,32 @@ def _check_array(value, label: str, key: str, ndim: int, monkey: cv.Monkey, grid
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ArcaroDataError(label, key, "finite values", f"{int(bad.sum())} non-finite values (first at "
                                   f"index {first} of [{', '.join(axes)}])")
+    _check_values(array, label, key, axes)
     return array
+
+
+#: The largest |value| imported: stored as float32 after binning and a counts->rate scale of up to 1000, so larger
+#: values would become inf (finite in float64 is not enough).
+MAX_ABS_VALUE = float(np.finfo(np.float32).max) / 1e4
+
+
+def _check_values(array: np.ndarray, label: str, key: str, axes: Sequence[str]) -> None:
+    """Refuse values that do not survive the float32 cast and data without any signal; warn about negative rates."""
+    if array.size == 0:
+        return
+    magnitude = np.abs(array.astype(np.float64, copy=False))
+    largest = float(magnitude.max())
+    if largest > MAX_ABS_VALUE:
+        first = tuple(int(i) for i in np.unravel_index(int(magnitude.argmax()), array.shape))
+        raise ArcaroDataError(label, key, f"|values| below {MAX_ABS_VALUE:.3g} (stored as float32)",
+                              f"{largest:.3g} at index {first} of [{', '.join(axes)}]; the file is corrupt or not "
+                              "in spikes/s")
+    if largest == 0:
+        raise ArcaroDataError(label, key, "responses (spike rates)", "all values 0: no recorded signal")
+    negative = int((array < 0).sum())
+    if negative:
+        logger.warning("%s: %s holds %d negative values (min %.3g); spike rates are >= 0, so this is taken as "
+                       "baseline-subtracted data: check the file", label, key, negative, float(array.min()))
 
 
 def _check_trial_units(responses: np.ndarray, trials: np.ndarray, label: str) -> None:
@@ -546,9 +571,46 @@ def load_stimulus_set(identifier: str, *, home: str | Path | None = None):
     if identifier != family:
         raise KeyError(f"unknown stimulus set '{identifier}': expected '{family}'")
     folder, _ = _require_import(family, Path(home) if home else None)
-    stimulus_set = StimulusSet.from_files(folder / f"stimulus_{family}.csv", folder)
+    csv = folder / f"stimulus_{family}.csv"
+    try:
+        missing = [name for name in pd.read_csv(csv)["filename"] if not (folder / name).is_file()]
+        if missing:
+            raise ArcaroDataError(folder / missing[0], "image", "the image imported into the data home",
+                                  f"missing ({len(missing)} in all); import the archive again with --force")
+        stimulus_set = StimulusSet.from_files(csv, folder)
+    except (OSError, ValueError, KeyError) as error:
+        if isinstance(error, ArcaroDataError):
+            raise
+        raise ArcaroDataError(csv, "file", "the stimulus table written at import", f"unreadable ({type(error).__name__}"
+                              f": {' '.join(str(error).split())[:120]}); import the archive again with --force") \
+            from None
+    _verify_images(stimulus_set, folder)
     stimulus_set.identifier = family
     return stimulus_set
+
+
+#: Images already checked in this process: path -> (size, mtime_ns) at the time their sha256 matched.
+_VERIFIED: dict[str, tuple[int, int]] = {}
+
+
+def _verify_images(stimulus_set, folder: Path) -> None:
+    """Every image must still be the one imported (sha256 recorded in the stimulus table): a changed or swapped file
+    would silently change scores. Cheap: the full hash is computed only when size or mtime changed since the last
+    check in this process."""
+    for stimulus_id, digest in zip(stimulus_set["stimulus_id"], stimulus_set["image_sha256"]):
+        path = Path(stimulus_set.stimulus_paths[stimulus_id])
+        try:
+            stat = path.stat()
+        except OSError:
+            raise ArcaroDataError(path, "image", "the image imported into the data home",
+                                  f"missing; import the archive again with --force ({folder})") from None
+        key = (stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED.get(str(path)) == key:
+            continue
+        if sha256_file(path) != digest:
+            raise ArcaroDataError(path, "image_sha256", f"the image imported (sha256 {str(digest)[:12]}...)",
+                                  "a changed file; import the archive again with --force")
+        _VERIFIED[str(path)] = key
 
 
 def load_assembly(identifier: str, *, home: str | Path | None = None):
@@ -571,8 +633,14 @@ def load_assembly(identifier: str, *, home: str | Path | None = None):
     subset = stimulus_set[stimulus_set["monkey"] == monkey].reset_index(drop=True)
     subset.identifier = f"{family}.{monkey}"  # never the parent's identifier: Brain-Score caches by identifier
     subset.stimulus_paths = {sid: stimulus_set.stimulus_paths[sid] for sid in subset["stimulus_id"]}
-    with xr.open_dataarray(folder / _assembly_file(family, site)) as raw:
-        raw = raw.load()
+    nc_file = folder / _assembly_file(family, site)
+    try:
+        with xr.open_dataarray(nc_file) as raw:
+            raw = raw.load()
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ArcaroDataError(nc_file, "file", "the assembly written at import", f"unreadable ({type(error).__name__}"
+                              f": {' '.join(str(error).split())[:120]}); import the archive again with --force") \
+            from None
     loader = StimulusReferenceAssemblyLoader(NeuroidAssembly, folder / _assembly_file(family, site),
                                              stimulus_set_identifier=family, stimulus_set=subset)
     assembly = NeuroidAssembly(loader.correct_stimulus_id_name(raw))
