@@ -179,7 +179,7 @@ def _check_values(array: np.ndarray, label: str, key: str, axes: Sequence[str]) 
         raise ArcaroDataError(label, key, f"|values| below {MAX_ABS_VALUE:.3g} (stored as float32)",
                               f"{largest:.3g} at index {first} of [{', '.join(axes)}]; the file is corrupt or not "
                               "in spikes/s")
-    if largest == 0:
+    if largest == 0 and key == cv.KEY_RESPONSES:  # (trial counts are checked against it later)
         raise ArcaroDataError(label, key, "responses (spike rates)", "all values 0: no recorded signal")
     negative = int((array < 0).sum())
     if negative:
