@@ -58,6 +58,16 @@ def make_parent(path: Path) -> None:
                                  str(above)) from None
 
 
+def private_tempdir(prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder named ``<prefix><pid>-...`` in the system temp dir; folders of the same prefix whose
+    process is gone (killed before it could clean up) are removed first."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and stale.is_dir() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+
+
 def data_home() -> Path:
     """The data home: ``$BRAINSCORE_ITMAPS_HOME`` or ``~/.brainscore_itmaps`` (created on first use)."""
     home = Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()

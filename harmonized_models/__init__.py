@@ -26,6 +26,7 @@ _EXPORTS = {
     "CATEGORIES": "registry", "model_from_network": "commitment", "TorchActivationsModel": "activations",
     "Preprocessing": "preprocessing", "extract_features": "features", "activations_model": "registry",
     "model_layers": "registry", "region_layer_map_with_source": "registry",
+    "canonical_identifier": "registry",
 }
 
 __all__ = sorted(_EXPORTS)

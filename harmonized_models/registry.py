@@ -170,10 +170,26 @@ def list_models(category: str | None = None) -> list[ModelEntry]:
     return [e for e in _entries().values() if category is None or e.category == category]
 
 
+def _checkpoint_folder(identifier: str) -> Path:
+    rest = identifier[len(CHECKPOINT_PREFIX):]
+    if not rest.strip():
+        raise ValueError(f"{identifier!r}: give the checkpoint folder after '{CHECKPOINT_PREFIX}' (an empty path "
+                         "would mean the current folder), e.g. harmonized:runs/x/final")
+    return Path(rest).expanduser().resolve()
+
+
+def canonical_identifier(identifier: str) -> str:
+    """The identifier scores are recorded under: ``harmonized:PATH`` with PATH resolved (``ckpt/a``, ``./ckpt/a`` and
+    ``ckpt/../ckpt/a`` are one model), anything else unchanged."""
+    if isinstance(identifier, str) and identifier.startswith(CHECKPOINT_PREFIX):
+        return f"{CHECKPOINT_PREFIX}{_checkpoint_folder(identifier)}"
+    return identifier
+
+
 def get_entry(identifier: str) -> ModelEntry:
     """The registry entry of ``identifier`` (or of a local checkpoint ``'harmonized:PATH'``)."""
     if identifier.startswith(CHECKPOINT_PREFIX):
-        folder = Path(identifier[len(CHECKPOINT_PREFIX):]).expanduser().resolve()
+        folder = _checkpoint_folder(identifier)
         key = (str(folder), *_file_stamps(folder))
         if key not in _CHECKPOINTS:
             _CHECKPOINTS[key] = checkpoint_entry(folder)

@@ -118,9 +118,13 @@ def test_zip_members_outside_the_layout_are_not_extracted_and_bad_crc_is_one_lin
     original = data._find_root
     monkeypatch.setattr(data, "_find_root", lambda folder, label: seen.append(sorted(
         str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())) or original(folder, label))
+    scratch = tmp_path / "tmp"
+    (scratch / "arcaro2020-4194303-killed").mkdir(parents=True)  # left by an import killed with SIGKILL
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     home = tmp_path / "home"
     summary = data.import_arcaro2020(zipped, home=home)
     assert summary["status"] == "imported" and not any("junk" in name for name in seen[0])
+    assert list(scratch.iterdir()) == []  # the killed import's folder was removed, ours cleaned up
     # a member whose bytes were damaged after zipping (stored, so its bytes are findable): CRC mismatch, one line
     png = (tiny_archive / cv.M2.image_path / "img_a.png").read_bytes()
     raw = bytearray(_zip_of(tiny_archive, tmp_path / "crc.zip").read_bytes())
@@ -372,3 +376,47 @@ def test_images_changed_in_the_data_home_are_detected_at_load(tmp_path, sim_smal
     with pytest.raises(data.ArcaroDataError, match=rf"{nc.name}: field 'file'.*unreadable"):
         data.load_assembly("Arcaro2020sim.M2ML", home=home)
     assert data.load_assembly("Arcaro2020sim.M1ML", home=home).sizes["neuroid"] > 0  # the intact site still loads
+
+
+# ------------------------------------------------------------------------------------------------ 8. smaller ones
+def test_one_row_per_checkpoint_spelling_no_probe_leak_constant_model_flagged(tmp_path, sim_small, monkeypatch,
+                                                                            capsys, caplog):
+    """harmonized:ckpt/a, ./ckpt/a and ckpt/../ckpt/a are one model (one row); scoring leaves no
+    brainscore-resolution-probe-* folder behind; an all-zero-weights model's 0 +- 0 carries a note; an empty
+    harmonized: path is refused; checkpoint files follow the umask."""
+    import os
+    import torch
+    from safetensors.torch import load_file, save_file
+    from benchmarks_it_maps.runs.results import ResultsDB
+    from tiny_checkpoints import make_tiny_model
+    monkeypatch.chdir(tmp_path)
+    old_mask = os.umask(0o002)
+    try:
+        make_tiny_model(tmp_path / "ckpt" / "a", seed=7)
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "ckpt" / "a" / "model.safetensors").stat().st_mode & 0o777 == 0o664
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    results = tmp_path / "results.sqlite"
+    scores = []
+    for spelling in ("harmonized:ckpt/a", "harmonized:./ckpt/a", "harmonized:ckpt/../ckpt/a"):
+        capsys.readouterr()
+        assert main(["score", "--model", spelling, "--benchmark", "Arcaro2020sim.M1ML-pls", "--results",
+                     str(results), "--device", "cpu", "--json"]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["score"])
+        assert not [p.name for p in scratch.iterdir() if p.name.startswith("brainscore-resolution-probe-")]
+    rows = ResultsDB(results).rows()
+    assert len(set(scores)) == 1 and [r["model"] for r in rows] == [f"harmonized:{tmp_path / 'ckpt' / 'a'}"]
+    _one_line_exit_2(capsys, ["score", "--model", "harmonized:", "--benchmark", "Arcaro2020sim.M1ML-pls",
+                              "--no-record"], "give the checkpoint folder after 'harmonized:'")
+    zero = tmp_path / "ckpt" / "zero"
+    shutil.copytree(tmp_path / "ckpt" / "a", zero)
+    state = load_file(str(zero / "model.safetensors"))
+    save_file({k: torch.zeros_like(v) for k, v in state.items()}, str(zero / "model.safetensors"))
+    caplog.clear()
+    assert main(["score", "--model", f"harmonized:{zero}", "--benchmark", "Arcaro2020sim.M1ML-pls", "--no-record",
+                 "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["score"] == 0
+    assert any("do not vary (a constant model?)" in r.getMessage() for r in caplog.records)

@@ -214,8 +214,9 @@ def test_slurm_executor_without_slurm_is_one_clear_error(tmp_path, tiny_models, 
 
 # ---------------------------------------------------------------------------------------------- local executor
 @pytest.mark.timeout(300)
-def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small, caplog):
-    """A job that raises is retried max_retries times, then reported failed with the worker's traceback."""
+def test_local_failure_recorded_with_traceback_and_not_retried(tmp_path, sim_small, caplog):
+    """A job that raises an error its inputs always raise (not a checkpoint) is reported failed with the worker's
+    traceback at once, not retried (dead or timed-out workers are: see the timeout test)."""
     results = tmp_path / "results.sqlite"
     bad = f"harmonized:{tmp_path / 'not-a-checkpoint'}"
     (tmp_path / "not-a-checkpoint").mkdir()
@@ -223,14 +224,15 @@ def test_local_failure_recorded_with_traceback_and_retried(tmp_path, sim_small, 
     coordinator = sweep.Coordinator(sweep.LocalExecutor(gpus=0), results_path=results, workdir=tmp_path / "w",
                                     max_retries=1, poll_s=0.2, progress=False)
     summary = coordinator.run(jobs)
-    assert summary.counts()["failed"] == 1 and jobs[0].attempts == 2
+    assert summary.counts()["failed"] == 1 and jobs[0].attempts == 1
     failures = coordinator.attempts.failures(bad)
-    assert len(failures) == 2 and all(row["status"] == "failed" for row in failures)
+    assert len(failures) == 1 and all(row["status"] == "failed" for row in failures)
     assert "Traceback" in failures[0]["traceback"] and "not-a-checkpoint" in failures[0]["traceback"]
     assert ResultsDB(results).rows() == []
     assert "failed" in summary.table() and bad in summary.table()
     final = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "benchmarks_it_maps.runs.sweep"]
-    assert len(final) == 1 and "not-a-checkpoint" in final[0].getMessage()  # the traceback's tail is logged
+    assert len(final) == 2 and "not retried" in final[0].getMessage()
+    assert "not-a-checkpoint" in final[1].getMessage()  # the traceback's tail is logged
 
 
 @pytest.mark.timeout(300)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from tqdm.auto import tqdm
 
 from benchmarks_it_maps.data import conventions as cv
 from benchmarks_it_maps.data.matfile import MatFileError, read_mat
-from benchmarks_it_maps.home import atomic_dir, data_home, save_figure, sha256_file
+from benchmarks_it_maps.home import atomic_dir, data_home, private_tempdir, save_figure, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +224,7 @@ def open_archive(path: str | Path) -> Iterator[tuple[Path, str]]:
         return
     if not zipfile.is_zipfile(path):
         raise ArcaroDataError(path, "file", "a zip archive (or its extracted folder)", "not a zip file")
-    with tempfile.TemporaryDirectory(prefix="arcaro2020-") as tmp:
+    with private_tempdir("arcaro2020-") as tmp:  # a killed import's folder is removed by the next import
         with zipfile.ZipFile(path) as archive:
             _extract_capped(archive, path, Path(tmp))
         yield _find_root(Path(tmp), f"{path.name}:"), f"{path.name}:"

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 import harmonized_models
+from brainscore_vision.model_helpers.activations import core as activations_core
 from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.benchmarks import metric
 from benchmarks_it_maps.benchmarks.arcaro2020 import _reorder, grid_features_from_responses
@@ -44,6 +46,27 @@ class ScoreNotRecordedError(ScoringError):
     def __init__(self, message: str, result: Any, side_file: Path | None):
         super().__init__(message)
         self.result, self.side_file = result, side_file
+
+
+def _remove_resolution_probe() -> None:
+    """Delete the probe image brainscore-vision's extractor writes once per process into a temp folder it never
+    removes (``brainscore-resolution-probe-*``); it is written again if needed."""
+    path = getattr(activations_core, "_probe_image_path", None)
+    if path and Path(path).parent.name.startswith("brainscore-resolution-probe-"):
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
+        activations_core._probe_image_path = None
+
+
+def _flag_constant(result: Any, model_id: str) -> None:
+    """A model whose features carry nothing scores exactly 0 +- 0; say so instead of reporting it silently."""
+    error = result.attrs.get("error")
+    try:
+        zero = float(result) == 0 and (error is None or float(np.asarray(error)) == 0)
+    except (TypeError, ValueError):
+        return
+    if zero:
+        result.attrs["note"] = "score 0 +- 0: the model's IT features do not vary (a constant model?)"
+        logger.warning("%s: %s", model_id, result.attrs["note"])
 
 
 def _save_unrecorded(row: dict) -> Path | None:
@@ -233,12 +256,17 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
                  if isinstance(benchmark_identifier, str) else benchmark_identifier)
     candidate = (resolve_model(model_identifier, device=device, batch_size=batch_size)
                  if isinstance(model_identifier, str) else model_identifier)
-    model_id = model_identifier if isinstance(model_identifier, str) else candidate.identifier
+    # one spelling per checkpoint folder: harmonized:ckpt/a and harmonized:./ckpt/a are one row, not two
+    model_id = (harmonized_models.canonical_identifier(model_identifier) if isinstance(model_identifier, str)
+                else candidate.identifier)
     solver = None if is_ours(benchmark) else (upstream.STOCK if stock else upstream.accelerate(benchmark))
     start = time.perf_counter()
     if hasattr(benchmark, "preallocate_memory") and os.environ.get("BRAINSCORE_SKIP_MEMORY_CHECK") != "1":
         benchmark.preallocate_memory(candidate)
-    result = benchmark(candidate)
+    try:
+        result = benchmark(candidate)
+    finally:
+        _remove_resolution_probe()
     seconds = time.perf_counter() - start
     result.attrs["model_identifier"] = model_id
     result.attrs["benchmark_identifier"] = benchmark.identifier
@@ -253,6 +281,7 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
     if getattr(candidate, "region_layer_map_source", None):  # harmonized_models.load_model: registry or local
         result.attrs["region_layer_map_source"] = candidate.region_layer_map_source
     logger.info("%s on %s: %.4f (%.1f s)", model_id, benchmark.identifier, float(result), seconds)
+    _flag_constant(result, model_id)
     config = scoring_config(model_identifier if isinstance(model_identifier, str) else candidate, benchmark,
                             candidate=candidate, stock=stock)
     result.attrs["scoring_config"] = config

@@ -110,7 +110,10 @@ def parse_models(spec: str) -> list[str]:
             models.extend(_category(part[len("category:"):].strip()))
         elif part:
             models.append(part)
-    return _unique(models)
+    try:  # one spelling per checkpoint folder, so a sweep under another spelling resumes instead of re-scoring
+        return _unique(harmonized_models.canonical_identifier(model) for model in models)
+    except ValueError as error:
+        raise SweepError(f"--models: {error}") from None
 
 
 def _category(name: str) -> list[str]:
@@ -273,6 +276,10 @@ def plan(models: Sequence[str], benchmarks: Sequence[str], results_path: str | o
     the workers will score with, part of the key."""
     results = ResultsDB(Path(results_path) if results_path else default_results_path())
     version = package_version()
+    try:
+        models = _unique(harmonized_models.canonical_identifier(model) for model in models)
+    except ValueError as error:
+        raise SweepError(f"--models: {error}") from None
     for model in models:
         check_model(model)
     hashes = {model: model_weights_hash(model) for model in models}
@@ -320,9 +327,18 @@ def run_attempt(spec: dict) -> dict:
                   "config_hash": value.attrs.get("config_hash")}  # the configuration it actually scored
     except BaseException as error:  # noqa: BLE001 - every failure must reach the coordinator
         result = {"ok": False, "error": f"{type(error).__name__}: {error}", "traceback": _traceback.format_exc(),
-                  "seconds": time.time() - t0, "host": started["host"]}
+                  "seconds": time.time() - t0, "host": started["host"], "retry": _retryable(error)}
     _write_result(attempt_dir, result)
     return {key: value for key, value in result.items() if key != "score"}
+
+
+#: Errors that the same inputs raise again on every attempt (bad model or data, NaN features, unknown names): such
+#: an attempt is not retried. Anything else (killed, out of memory, I/O, CUDA) may pass on another try.
+DETERMINISTIC_ERRORS = (ValueError, LookupError, FloatingPointError, TypeError, AssertionError)
+
+
+def _retryable(error: BaseException) -> bool:
+    return not isinstance(error, DETERMINISTIC_ERRORS) or isinstance(error, MemoryError)
 
 
 def _write_result(attempt_dir: Path, result: dict) -> None:
@@ -792,8 +808,12 @@ class Coordinator:
         self.attempts.update(handle.attempt_id, status="failed", finished_at=_now(), error=error, traceback=trace,
                              host=(result or {}).get("host"))
         job.error = error
-        if job.attempts > self.max_retries:
+        final = result is not None and result.get("retry") is False  # the same error would come back
+        if final or job.attempts > self.max_retries:
             job.status = "failed"
+            if final:
+                logger.error("not retried: %s x %s raised an error that the same inputs raise again", job.model,
+                             job.benchmark)
             logger.error("failed %s x %s after %d attempt(s): %s\n%s\n(worker files: %s; all attempts: table "
                          "sweep_attempts in %s)", job.model, job.benchmark, job.attempts, error,
                          "\n".join((trace or "").strip().splitlines()[-15:]), handle.attempt_dir, self.results_path)
