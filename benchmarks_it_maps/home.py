@@ -86,6 +86,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     were killed hard (SIGKILL, power loss) carry their pid and are removed by the next write to the same path.
     """
     path = Path(path)
+    created = _missing_folders(path.parent)
     make_parent(path)
     _remove_stale_partials(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent)
@@ -99,7 +100,25 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        _remove_empty_folders(created)  # a failed download leaves no empty leaderboard/ or weights/ folder
         raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stops at the first one another writer has filled meanwhile
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager

@@ -11,17 +11,26 @@ reads the last registered leaf module, which would otherwise be the activation `
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
+import logging
+import os
+import socket
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import urlparse
 
+import timm
+from huggingface_hub import constants as hub_constants
 from torch import nn
 
 from .preprocessing import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
 from .registry import ModelEntry
+
+logger = logging.getLogger(__name__)
 
 TABLE = "baselines.csv"
 TABLE_COLUMNS = ("identifier", "architecture", "tag", "category", "family", "rule", "pretraining", "image_size",
@@ -38,18 +47,49 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def _timm_builder(identifier: str, pretrained: bool, **overrides: Any) -> nn.Module:
-    import timm
     if not pretrained:
         return timm.create_model(identifier, pretrained=False, **overrides)
+    reachable = hub_reachable()
     try:
-        return timm.create_model(identifier, pretrained=True, **overrides)
+        with _hub_offline(not reachable):  # offline: the cache or one clear error at once, not minutes of retries
+            return timm.create_model(identifier, pretrained=True, **overrides)
     except OSError as error:  # huggingface_hub's LocalEntryNotFoundError, connection errors
-        from huggingface_hub import constants
+        where = "" if reachable else f"; {hub_constants.ENDPOINT} is not reachable from here, so only the cache was tried"
         raise WeightsUnavailableError(
             f"{identifier}: timm's pretrained weights could not be obtained from the Hugging Face hub "
-            f"(https://huggingface.co/timm/{identifier}) nor from the cache {constants.HF_HUB_CACHE} "
-            f"({type(error).__name__}). Download them once with network access (the cache is reused offline; "
-            f"set HF_HUB_OFFLINE=1 to skip network retries).") from error
+            f"(https://huggingface.co/timm/{identifier}) nor from the cache {hub_constants.HF_HUB_CACHE} "
+            f"({type(error).__name__}{where}). Download them once with network access (the cache is reused "
+            f"offline; HF_HUB_OFFLINE=1 skips the network).") from error
+
+
+@functools.lru_cache(maxsize=None)
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (tried once per process, a few seconds at most).
+    False in offline mode (``HF_HUB_OFFLINE=1``); True behind an HTTPS proxy (the proxy decides)."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(hub_constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout_s):
+            return True
+    except OSError as error:
+        logger.info("the Hugging Face hub (%s) is not reachable (%s): timm weights come from the cache only",
+                    hub_constants.ENDPOINT, error)
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode for the block (it reads ``constants.HF_HUB_OFFLINE`` at call time)."""
+    saved = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = saved or offline
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = saved
 
 
 def _row_to_entry(row: dict[str, str], path: Path, line: int) -> ModelEntry:

@@ -139,7 +139,8 @@ def _entry_from_spec(name: str, spec: Any) -> ModelEntry:
         category="Harmonized", harmonized=True, region_layer_map=region_layer_map, candidate_layers=candidates,
         twin=_spec_get(spec, "twin", "twin_timm_id"), family="harmonized",
         architecture=str(_spec_get(spec, "arch", "architecture", default="")),
-        behavioral_readout_layer=_spec_get(spec, "behavioral_readout_layer") or None)
+        behavioral_readout_layer=_spec_get(spec, "behavioral_readout_layer") or None,
+        notes=str(_spec_get(spec, "notes", default="")))
 
 
 def _entries() -> dict[str, ModelEntry]:
@@ -163,10 +164,25 @@ def register_model(entry: ModelEntry, *, replace: bool = False) -> None:
     _EXTRA[entry.identifier] = entry
 
 
+def canonical_category(name: str) -> str:
+    """The category ``name`` means, in any case and with '-', '_' or ' ' alike (``extra-data`` -> ``Extra data``,
+    ``cnn`` -> ``CNN``); ValueError listing the categories otherwise."""
+    def key(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+    for category in CATEGORIES:
+        if key(category) == key(name):
+            return category
+    raise ValueError(f"unknown category {name!r}; choose one of {', '.join(_category_spellings())} (any case)")
+
+
+def _category_spellings() -> list[str]:
+    return [category.lower().replace(" ", "-") for category in CATEGORIES]
+
+
 def list_models(category: str | None = None) -> list[ModelEntry]:
-    """All registered models (optionally of one category), in registry order."""
-    if category is not None and category not in CATEGORIES:
-        raise ValueError(f"unknown category {category!r}; choose one of {CATEGORIES}")
+    """All registered models (optionally of one category, see :func:`canonical_category`), in registry order."""
+    if category is not None:
+        category = canonical_category(category)
     return [e for e in _entries().values() if category is None or e.category == category]
 
 

@@ -44,7 +44,9 @@ LEADERBOARD_URL = (f"https://raw.githubusercontent.com/brain-score/brain-score.w
                    "static/benchmarks/snapshots/vision/2024-01-01.json.gz")
 #: sha256 of that file (3,528,658 bytes).
 LEADERBOARD_SHA256 = "757dd145a4bba2ec231ff2b68d5e95584fcd320784e519b85ede4dcb527e16c5"
-#: Environment variable naming a local snapshot to use instead of the cached download.
+#: The same snapshot shipped inside the package (package data), used by default: no network needed.
+PACKAGED_LEADERBOARD = Path(__file__).resolve().parents[1] / "tables" / LEADERBOARD_FILENAME
+#: Environment variable naming a local snapshot to use instead of the packaged one.
 LEADERBOARD_ENV = "BRAINSCORE_ITMAPS_LEADERBOARD"
 #: Name of the ImageNet top-1 benchmark on the leaderboard (its ceiling is 1, so raw == ceiled value).
 ACCURACY_BENCHMARK = "ImageNet-top1"
@@ -99,12 +101,28 @@ def fetch_leaderboard(url: str = LEADERBOARD_URL, sha256: str | None = LEADERBOA
     return target
 
 
+def packaged_leaderboard_path() -> Path | None:
+    """The snapshot shipped with the package when it is installed and intact (sha256 checked once), else None."""
+    return PACKAGED_LEADERBOARD if _packaged_intact(PACKAGED_LEADERBOARD) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _packaged_intact(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    if sha256_file(path) != LEADERBOARD_SHA256:
+        _logger.warning("the packaged leaderboard %s has the wrong sha256; ignoring it", path)
+        return False
+    return True
+
+
 def resolve_leaderboard_path(path: str | os.PathLike | None = None) -> Path:
-    """The snapshot to read: ``path``, else ``$BRAINSCORE_ITMAPS_LEADERBOARD``, else the cached/downloaded one."""
+    """The snapshot to read: ``path``, else ``$BRAINSCORE_ITMAPS_LEADERBOARD``, else the one shipped with the package
+    (offline), else the cached or downloaded one (:func:`fetch_leaderboard`)."""
     if path is None:
         path = os.environ.get(LEADERBOARD_ENV) or None
     if path is None:
-        return fetch_leaderboard()
+        return packaged_leaderboard_path() or fetch_leaderboard()
     path = Path(path).expanduser()
     if not path.is_file():
         raise LeaderboardError(f"leaderboard file {path} does not exist; pass the path of a Brain-Score leaderboard "

@@ -10,7 +10,13 @@ import importlib
 import logging
 import os
 import sys
+import warnings
+from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
+
+# brainscore-core's Score class triggers this at import, on every command; it is not the user's business.
+warnings.filterwarnings("ignore", message=r"xarray subclass \w+ should explicitly define __slots__",
+                        category=FutureWarning)
 
 #: Command-group modules, in the order their commands appear in ``brainscore --help``.
 COMMAND_MODULES = (
@@ -33,10 +39,55 @@ class UserError(Exception):
     """An error caused by the user's input; printed as a single clear line (exit code 2)."""
 
 
+def package_version() -> str:
+    """The installed version of brainscore-itmaps (``0+unknown`` from a bare checkout)."""
+    try:
+        return version("brainscore-itmaps")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0+unknown"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help, once: not when the help already states a default, and not for
+    flags or options without a default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or any(action.default is value for value in (None, False, True))
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class TqdmLoggingHandler(logging.StreamHandler):
+    """Log records written through ``tqdm.write``, so they appear above a running progress bar, not inside it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """INFO (``-v``: DEBUG) to stderr through :class:`TqdmLoggingHandler`; chatty third-party loggers at WARNING."""
+    handler = TqdmLoggingHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    if not verbose:
+        for name in ("timm", "brainscore_vision", "brainscore_core", "brainio", "result_caching", "botocore",
+                     "urllib3", "httpx", "huggingface_hub", "PIL", "matplotlib", "submitit", "numexpr"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainscore",
-        description="Brain-Score spatial IT-map benchmarks, harmonized models and the accuracy/IT trade-off.")
+        description="Brain-Score spatial IT-map benchmarks, harmonized models and the accuracy/IT trade-off. "
+                    "Data, weights, results and default outputs live in the data home $BRAINSCORE_ITMAPS_HOME "
+                    "(default ~/.brainscore_itmaps).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (brainscore-itmaps) {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -48,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    configure_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
     fetch = commands.add_parser("fetch", help="download the public archive (resumable), check it, import it")
-    fetch.add_argument("dataset", choices=["arcaro2020"])
+    fetch.add_argument("dataset", choices=["arcaro2020"], help="the dataset (only arcaro2020)")
     fetch.add_argument("--url", default=None, help="archive URL (default: the public serrelab bucket)")
     fetch.add_argument("--sha256", default=None, help="expected sha256 of the archive (without it, or a hash "
                        "pinned in the package, the first download is trusted and its hash recorded)")
@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Import Arcaro2020.zip (or its extracted folder) as the StimulusSet "
                                           "'Arcaro2020' and assemblies 'Arcaro2020.M1PL|M1ML|M2ML'; a simulated twin "
                                           "(with generator.json) goes under 'Arcaro2020sim'.")
-    imp.add_argument("dataset", choices=["arcaro2020"])
-    imp.add_argument("path", type=Path)
+    imp.add_argument("dataset", choices=["arcaro2020"], help="the dataset (only arcaro2020)")
+    imp.add_argument("path", type=Path, help="Arcaro2020.zip, its extracted folder, or a simulated twin")
     imp.add_argument("--force", action="store_true", help="re-import even if identical content is imported")
     imp.set_defaults(func=_import)
 
@@ -36,12 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "low-rank readouts of a fixed-seed random timm CNN (sidecar "
                                           "generator.json). Import it with `brainscore data import arcaro2020 PATH`.")
     sim.add_argument("--out", type=Path, required=True, help="output .zip (or folder)")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=0,
+                     help="seed of the generating network, images and noise (default 0; the demo's twin)")
     sim.add_argument("--images", type=int, default=14, help="images per monkey (default 14)")
     sim.add_argument("--grid", type=int, nargs="+", default=[17, 9], metavar="G",
                      help="grid size for both monkeys, or M1 and M2 (default 17 9)")
-    sim.add_argument("--repetitions", type=int, default=4)
-    sim.add_argument("--mat-version", choices=["5", "7.3"], default="5")
+    sim.add_argument("--repetitions", type=int, default=4,
+                     help="trials per image and position (default 4; they give the split-half ceiling)")
+    sim.add_argument("--mat-version", choices=["5", "7.3"], default="5",
+                     help="MAT-file format of the archive: 5 (scipy) or 7.3 (HDF5), as the released files may be "
+                          "(default 5)")
     sim.add_argument("--import", dest="do_import", action="store_true", help="import it afterwards")
     sim.set_defaults(func=_simulate)
 

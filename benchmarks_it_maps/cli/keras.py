@@ -11,14 +11,38 @@ import json
 KNOWN_ARCHS = ("vgg16", "resnet50", "efficientnet_b0", "vit_b16", "levit128", "convnext_tiny", "maxvit_tiny")
 
 
+def resolve_arch(name: str) -> str:
+    """The converter arch for ``name``: an arch (``levit128``, also spelt ``levit_128``), a harmonized model id
+    (``harmonized_levit_128``) or a released file name (``levit_small_harmonized.h5``); unknown names unchanged
+    (the converter then lists the known ones)."""
+    from harmonized_models.harmonized import HARMONIZED
+
+    def key(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+    for arch in KNOWN_ARCHS:
+        if key(arch) == key(name):
+            return arch
+    for spec in HARMONIZED.values():
+        names = (spec.identifier, spec.identifier.removeprefix("harmonized_"), spec.filename,
+                 spec.filename.removesuffix(".h5"))
+        if key(name) in {key(n) for n in names}:
+            return spec.arch
+    return name
+
+
+def _arch_help() -> str:
+    from harmonized_models.harmonized import HARMONIZED
+    pairs = ", ".join(f"{spec.arch} ({spec.identifier}, {spec.filename})" for spec in HARMONIZED.values())
+    return f"architecture of the file, by arch, model id or released file name: {pairs}"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert-keras``."""
     parser = subparsers.add_parser(
         "convert-keras", help="convert a Keras .h5 model (e.g. a released harmonized model) to PyTorch safetensors",
         description=__doc__)
     parser.add_argument("h5", help="Keras .h5 file saved with model.save (legacy HDF5 format)")
-    parser.add_argument("--arch", required=True,
-                        help=f"architecture of the file: {', '.join(KNOWN_ARCHS)}")
+    parser.add_argument("--arch", required=True, type=resolve_arch, help=_arch_help())
     parser.add_argument("--out", required=True, help="output .safetensors file (written atomically)")
     parser.set_defaults(func=handle_convert)
 

@@ -49,7 +49,7 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: str = "ImageNet-top1",
+def compare_model(model: str, db, frame, *, tradeoff_benchmark: str | None = None, accuracy: str = "ImageNet-top1",
                   n_bootstrap: int = 1000, seed: int = 0, interval: str = "prediction",
                   plot: str | None = None) -> dict:
     """Rank and percentile of a local model's scores among the public ones, and its point on the trade-off plot.
@@ -57,7 +57,9 @@ def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: s
     The trade-off point is the model's score minus the leaderboard frontier at its top-1, with a ``interval``
     ('prediction' or 'confidence', see :mod:`benchmarks_it_maps.analysis.tradeoff`) bootstrap interval. It is None (and no plot
     is written) when the model has no local ``tradeoff_benchmark`` score or that benchmark is not on the leaderboard;
-    ``tradeoff_missing`` then says which."""
+    ``tradeoff_missing`` then says which. ``tradeoff_benchmark=None``: the first of the model's locally scored
+    benchmarks that is on the leaderboard (its own data, e.g. MajajHong2015's, is not public, so no default can be
+    assumed scorable)."""
     import pandas as pd
 
     from benchmarks_it_maps.analysis import leaderboard as lb
@@ -73,6 +75,9 @@ def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: s
                         + (f"; did you mean {', '.join(close)}?" if close else "; score it first (brainscore score)"))
     local = local.sort_values(["created_at", "id"]).groupby("benchmark").tail(1)
     on_board = set(lb.benchmarks(frame))
+    if tradeoff_benchmark is None:
+        scored_on_board = sorted(set(local["benchmark"]) & on_board - {accuracy})
+        tradeoff_benchmark = scored_on_board[0] if scored_on_board else None
     ranks = []
     for row in local.sort_values("benchmark").itertuples(index=False):
         entry = {"benchmark": row.benchmark, "score": float(row.score), "local_version": row.benchmark_version}
@@ -122,7 +127,10 @@ def compare_model(model: str, db, frame, *, tradeoff_benchmark: str, accuracy: s
                  "n_leaderboard_models": int(result.n_fit)}
     missing = None
     if point is None:
-        missing = (f"{tradeoff_benchmark} is not on the leaderboard (trade-off benchmarks: its IT benchmarks, e.g. "
+        missing = ("none of the model's local scores is on a leaderboard benchmark (the Arcaro2020 benchmarks are "
+                   "not on the public leaderboard; for a local population use brainscore tradeoff --results)"
+                   if tradeoff_benchmark is None else
+                   f"{tradeoff_benchmark} is not on the leaderboard (trade-off benchmarks: its IT benchmarks, e.g. "
                    f"{DEFAULT_LEADERBOARD_BENCHMARK}; for a local population use brainscore tradeoff --results)"
                    if tradeoff_benchmark not in on_board else
                    f"the model has no local {tradeoff_benchmark} score (pick one with --benchmark)")
@@ -183,11 +191,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--results", default=None, metavar="PATH",
                          help="results database (default: DATA_HOME/results.sqlite)")
     compare.add_argument("--leaderboard", default=None, metavar="PATH", help="snapshot file (.json[.gz])")
-    compare.add_argument("--benchmark", default=DEFAULT_LEADERBOARD_BENCHMARK, metavar="ID",
-                         help=f"benchmark of the trade-off point (default {DEFAULT_LEADERBOARD_BENCHMARK})")
-    compare.add_argument("--accuracy", default="ImageNet-top1", metavar="ID")
-    compare.add_argument("--bootstrap", type=int, default=1000, metavar="N")
-    compare.add_argument("--seed", type=int, default=0, metavar="S")
+    compare.add_argument("--benchmark", default=None, metavar="ID",
+                         help="benchmark of the trade-off point (default: the first of the model's local scores "
+                              "that is on the leaderboard, if any)")
+    compare.add_argument("--accuracy", default="ImageNet-top1", metavar="ID",
+                         help="accuracy benchmark of the trade-off's x axis (default ImageNet-top1)")
+    compare.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                         help="bootstrap resamples of the frontier's interval (default 1000)")
+    compare.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the bootstrap (default 0)")
     compare.add_argument("--interval", choices=("prediction", "confidence"), default="prediction",
                          help="interval of the trade-off point: frontier + population scatter (default; 'breaks the "
                               "trade-off' = above the scatter band) or frontier (+ own error) only (= above the mean "

@@ -20,11 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", nargs="+", default=None, help="candidate layers (default: the entry's)")
     parser.add_argument("--region", choices=["V1", "V2", "V4", "IT"], default=None,
                         help="region to commit (default: the benchmark's, else IT)")
-    parser.add_argument("--method", choices=["auto", "analysis", "rescore"], default="auto")
+    parser.add_argument("--method", choices=["auto", "analysis", "rescore"], default="auto",
+                        help="analysis: nested cross-validation in one pass (this package's -pls / -map_alignment); "
+                             "rescore: run the benchmark once per layer (any benchmark); auto picks (default)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the map in Brain-Score plugin format (region_layer_map/<id>.json)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available (bf16 autocast), else CPU (float32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: automatic, backs off on out-of-memory)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=_commit_layers)
 

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "brainscore-vision's as a fallback) and record it in the results DB.")
     _model_benchmark_args(score)
     score.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    score.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
+    score.add_argument("--results", type=Path, default=None,
+                       help="results database (default: DATA_HOME/results.sqlite)")
     score.add_argument("--no-record", action="store_true", help="do not store the score")
     score.add_argument("--stock-pls", action="store_true",
                        help="brainscore-vision benchmarks only: keep scikit-learn's NIPALS PLS instead of the exact "
@@ -29,21 +30,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = results.add_subparsers(dest="results_command", metavar="RESULTS_COMMAND")
     results.set_defaults(func=lambda args: results.print_help() or 2)
     listing = commands.add_parser("list", help="one line per stored score (newest first)")
-    show = commands.add_parser("show", help="all fields of the newest score of a model (and benchmark)")
-    show.add_argument("--model", required=True)
-    show.add_argument("--benchmark", default=None)
+    show = commands.add_parser("show", help="all fields of a model's newest score on each benchmark (or on "
+                                            "--benchmark), scoring configuration included")
+    show.add_argument("--model", required=True, help="model identifier as stored (brainscore results list)")
+    show.add_argument("--benchmark", default=None, help="only this benchmark (default: every benchmark)")
     export = commands.add_parser("export", help="write all stored scores to a CSV file")
     export.add_argument("--csv", type=Path, required=True, help="output CSV path")
     for sub, func in ((listing, _results_list), (show, _results_show), (export, _results_export)):
-        sub.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
+        sub.add_argument("--results", type=Path, default=None,
+                         help="results database (default: DATA_HOME/results.sqlite)")
         sub.set_defaults(func=func)
-    listing.add_argument("--model", default=None)
-    listing.add_argument("--benchmark", default=None)
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--model", default=None, help="only this model")
+    listing.add_argument("--benchmark", default=None, help="only this benchmark")
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
     lister = subparsers.add_parser("list", help="list available models or benchmarks")
-    lister.add_argument("what", choices=["models", "benchmarks"])
-    lister.add_argument("--category", default=None, help="models only: CNN, Transformer, Harmonized, ...")
+    lister.add_argument("what", choices=["models", "benchmarks"], help="what to list")
+    lister.add_argument("--category", default=None,
+                        help="models only: cnn, transformer, robust, self-supervised, extra-data or harmonized "
+                             "(any case)")
     lister.set_defaults(func=_list)
 
     maps = subparsers.add_parser("maps", help="per-image figures: image, neural map and predicted map")
@@ -55,19 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                   "depth")
     _model_benchmark_args(layers)
     layers.add_argument("--layers", nargs="+", default=None, help="layers to compare (default: candidate layers)")
-    layers.add_argument("--out", type=Path, default=None, help="PNG path (default: layers-<model>-<benchmark>.png)")
-    layers.add_argument("--json", action="store_true")
+    layers.add_argument("--out", type=Path, default=None,
+                        help="PNG path (default: DATA_HOME/figures/layers-<model>-<benchmark>.png)")
+    layers.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     layers.set_defaults(func=_layers)
 
     demo = subparsers.add_parser("demo", help="simulate the twin and score a pretrained and a random network",
                                  description="Simulate and import the Arcaro2020 twin if missing, score the "
                                              "ImageNet-pretrained efficientnet_lite0 and a randomly initialised "
                                              "copy on Arcaro2020sim.IT-pls and -map_alignment, print the table and "
-                                             "write the map figures.")
-    demo.add_argument("--out", type=Path, default=Path("brainscore_demo"), help="folder for the figures")
-    demo.add_argument("--results", type=Path, default=None, help="results database (default: data home)")
-    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    demo.add_argument("--batch-size", type=int, default=None)
+                                             "write the map figures (one per image and site of IT-pls). Both models "
+                                             "use the registry's layer rule, never a local commit-layers choice, "
+                                             "so the table reproduces README's.")
+    demo.add_argument("--out", type=Path, default=None, help="folder for the figures (default: DATA_HOME/demo)")
+    demo.add_argument("--results", type=Path, default=None,
+                      help="results database (default: DATA_HOME/results.sqlite)")
+    _device_args(demo)
     demo.add_argument("--images", type=int, default=14, help="images per monkey of the twin (default 14)")
     demo.add_argument("--grid", type=int, nargs=2, default=[17, 9], metavar=("G1", "G2"),
                       help="grid sizes of monkeys 1 and 2 (default 17 9); smaller values give a quick look")
@@ -80,8 +88,14 @@ def _model_benchmark_args(parser: argparse.ArgumentParser) -> None:
                         help="model identifier (brainscore list models)")
     parser.add_argument("--benchmark", "--benchmark_identifier", dest="benchmark", required=True,
                         help="benchmark identifier (brainscore list benchmarks)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=None)
+    _device_args(parser)
+
+
+def _device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available (bf16 autocast), else CPU (float32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: automatic, backs off on out-of-memory)")
 
 
 def _user_error(error: BaseException):
@@ -164,7 +178,10 @@ def _results_show(args) -> int:
     if not rows:
         raise UserError(f"no stored score for model {args.model!r}"
                         + (f" on {args.benchmark!r}" if args.benchmark else "") + f" in {db.path}")
-    for row in rows if args.benchmark is None else rows[:1]:
+    newest: dict = {}
+    for row in rows:  # newest first: keep each benchmark's first row
+        newest.setdefault(row["benchmark"], row)
+    for row in newest.values():
         for key, value in row.items():
             if key in ("attrs_json", "attrs"):
                 continue
@@ -206,12 +223,22 @@ def _list(args) -> int:
         local = source != "registry"
         committed += local
         rows.append(dict(model=e.identifier, category=e.category, top1=None if e.top1 is None else float(e.top1),
-                         it_layer=layer_map["IT"] + (" *" if local else ""), weights=e.weights_source))
-    print(format_table(rows, ("model", "category", "top1", "it_layer", "weights")))
+                         it_layer=layer_map["IT"] + (" *" if local else ""), weights=e.weights_source,
+                         notes=_short_note(e) if e.harmonized else ""))
+    columns = ("model", "category", "top1", "it_layer", "weights")
+    if any(e.harmonized for e in entries):
+        columns += ("notes",)  # which network a released file holds (e.g. resnet50v2_harmonized.h5: ResNet50 v1)
+    print(format_table(rows, columns))
     if committed:
         print(f"* {committed} model(s) use a region_layer_map committed locally with `brainscore commit-layers` "
               "(data home region_layer_maps/); Brain-Score plugin folders keep their own region_layer_map/*.json")
     return 0
+
+
+def _short_note(entry) -> str:
+    """The first clause of a harmonized entry's notes (what the released file holds), at most 90 characters."""
+    note = (entry.notes or "").split(": ")[0].split("; ")[0]
+    return note if len(note) <= 90 else note[:87] + "..."
 
 
 def _maps(args) -> int:
@@ -227,7 +254,8 @@ def _maps(args) -> int:
 
 def _layers(args) -> int:
     from benchmarks_it_maps.runs import scoring
-    out = args.out or Path(f"layers-{args.model}-{args.benchmark}.png".replace("/", "_"))
+    from benchmarks_it_maps.home import data_home
+    out = args.out or data_home() / "figures" / f"layers-{args.model}-{args.benchmark}.png".replace("/", "_")
     try:
         analyses = scoring.layer_analysis(args.model, args.benchmark, layers=args.layers, out=out,
                                           device=args.device, batch_size=args.batch_size)
@@ -248,10 +276,16 @@ def _layers(args) -> int:
 
 
 def _demo(args) -> int:
+    from benchmarks_it_maps.home import data_home
     from benchmarks_it_maps.runs.demo import run_demo
+    from benchmarks_it_maps.runs.results import ResultsDB
     start = time.perf_counter()
-    rows = run_demo(args.out, results=args.results, device=args.device, batch_size=args.batch_size,
+    out = args.out or data_home() / "demo"
+    db = ResultsDB(args.results)
+    rows = run_demo(out, results=db, device=args.device, batch_size=args.batch_size,
                     twin=dict(images=args.images, grids=tuple(args.grid)))
     print(format_table(rows))
-    print(f"map figures under {args.out / 'maps'}; total {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    figures = sorted((out / "maps").glob("*/*/*.png"))
+    print(f"map figures: {len(figures)} PNG files under {out / 'maps'}\nscores stored in {db.path}\n"
+          f"total {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0

@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="activation batch size (default: automatic)")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between status polls (5)")
     parser.add_argument("--rerun", action="store_true", help="score pairs again even when already in the database")
-    parser.add_argument("--dry-run", action="store_true", help="list the jobs that would run, run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the jobs that would run (and say which data is not imported yet); loads no "
+                             "model or data and runs nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_sweep)
 
@@ -59,6 +61,8 @@ def run_sweep(args: argparse.Namespace) -> int:
                   f"weights {_short_hash(job.weights_hash)}, {job.config_hash or 'config -'})")
         print(f"{len(pending)} job(s) to run, {len(jobs) - len(pending)} already scored "
               f"({len(models)} model(s) x {len(benchmarks)} benchmark(s), executor {args.executor})")
+        for note in _missing_data_notes(benchmarks):
+            print(note)
         return 0
     if args.executor == "slurm":
         from benchmarks_it_maps.home import data_home
@@ -78,6 +82,17 @@ def run_sweep(args: argparse.Namespace) -> int:
     summary = coordinator.run(jobs)
     print(summary.table())
     return 1 if summary.counts()["failed"] else 0
+
+
+def _missing_data_notes(benchmarks) -> list[str]:
+    """One line per Arcaro2020 data family the benchmarks need that is not imported (a dry run does not load data,
+    so say it before the real run fails on every job)."""
+    from benchmarks_it_maps.data import assemblies
+    families = sorted({assemblies.family_of(b) for b in benchmarks if b.startswith("Arcaro2020")})
+    how = {"Arcaro2020": "brainscore data fetch arcaro2020 (or data import arcaro2020 Arcaro2020.zip)",
+           "Arcaro2020sim": "brainscore demo, or data simulate --out twin.zip && data import arcaro2020 twin.zip"}
+    return [f"note: {family} is not imported in the data home, so these jobs would fail; first run: "
+            f"{how.get(family, 'brainscore data import')}" for family in families if not assemblies.summary(family)]
 
 
 def _short_hash(weights_hash: str) -> str:

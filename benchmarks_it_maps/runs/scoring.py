@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from brainscore_core.plugin_management.import_plugin import ImportPlugin
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -87,18 +88,44 @@ def _save_unrecorded(row: dict) -> Path | None:
 # loading
 # ----------------------------------------------------------------------------------------------------------------
 def resolve_benchmark(identifier: str, **kwargs: Any):
-    """This package's benchmark ``identifier``, else brainscore-vision's; unknown -> ScoringError with close names."""
+    """This package's benchmark ``identifier``, else brainscore-vision's; unknown -> ScoringError with close names,
+    known to brainscore-vision but not loadable here (no network, no S3 credentials) -> ScoringError saying so."""
     try:
         return bm.load(identifier, **kwargs)
     except bm.UnknownBenchmarkError as error:
         ours_error = error
+    if not registered_in_brainscore_vision("benchmarks", identifier):
+        raise ScoringError(f"{ours_error} (nor is it a benchmark of the installed brainscore-vision)")
+    import brainscore_vision
     try:
-        import brainscore_vision
         return brainscore_vision.load_benchmark(identifier)
-    except Exception as error:  # brainscore raises AssertionError / KeyError / S3 errors for unknown or offline ids
+    except Exception as error:  # S3 errors (offline, no credentials), missing plugin dependencies, ...
         logger.debug("brainscore_vision.load_benchmark(%r) failed: %r", identifier, error)
-        raise ScoringError(f"{ours_error} (brainscore-vision could not load it either: "
-                           f"{type(error).__name__}: {error})") from None
+        raise ScoringError(not_loadable_message("benchmark", identifier, error)) from None
+
+
+def registered_in_brainscore_vision(kind: str, identifier: str) -> bool:
+    """Whether an installed brainscore-vision plugin registers ``identifier`` (``kind``: 'models' or 'benchmarks');
+    brainscore's own text scan of the plugin folders, nothing is imported or downloaded."""
+    try:
+        ImportPlugin("brainscore_vision", kind, identifier)
+        return True
+    except AssertionError:
+        return False
+
+
+def not_loadable_message(kind: str, identifier: str, error: BaseException) -> str:
+    """One line for a brainscore-vision model/benchmark that exists but cannot be loaded on this machine."""
+    text = f"{type(error).__name__}: {error}"
+    if any(name in text for name in ("NoCredentialsError", "EndpointConnectionError", "ConnectionError",
+                                     "Could not connect", "Unable to locate credentials", "URLError")):
+        why = ("its data or weights are on Brain-Score's S3 storage, which needs network access (and AWS credentials "
+               "for private data such as MajajHong2015's)")
+    else:
+        why = "brainscore-vision failed to load it"
+    short = text if len(text) <= 300 else text[:297] + "..."
+    return (f"{identifier} is a brainscore-vision {kind}, but it cannot be loaded here: {why} ({short}). "
+            f"This package's own {kind}s work offline: brainscore list {kind}s")
 
 
 def resolve_model(identifier: str, *, device: str = "auto", batch_size: Optional[int] = None):
@@ -109,14 +136,15 @@ def resolve_model(identifier: str, *, device: str = "auto", batch_size: Optional
         ours_error = error
     except harmonized_models.load_errors() as error:  # bad checkpoint folder, weights unavailable or not verifying
         raise ScoringError(str(error)) from None
+    message = ours_error.args[0] if ours_error.args else str(ours_error)
+    if not registered_in_brainscore_vision("models", identifier):
+        raise ScoringError(f"{message} (nor is it a model of the installed brainscore-vision)")
+    import brainscore_vision
     try:
-        import brainscore_vision
         return brainscore_vision.load_model(identifier)
     except Exception as error:
         logger.debug("brainscore_vision.load_model(%r) failed: %r", identifier, error)
-        message = ours_error.args[0] if ours_error.args else str(ours_error)
-        raise ScoringError(f"{message} (brainscore-vision could not load it either: "
-                           f"{type(error).__name__}: {error})") from None
+        raise ScoringError(not_loadable_message("model", identifier, error)) from None
 
 
 def weights_hash(model_identifier: str) -> str:

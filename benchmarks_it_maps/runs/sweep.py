@@ -290,9 +290,12 @@ def plan(models: Sequence[str], benchmarks: Sequence[str], results_path: str | o
         for benchmark in benchmarks:
             config = planned_config_hash(model, loaded[benchmark], device=device, cuda_available=cuda_available)
             job = Job(model, benchmark, versions[benchmark], version, hashes[model], config)
-            if not rerun and results.has(model, benchmark, benchmark_version=versions[benchmark],
-                                         package_version=version, weights_hash=hashes[model], config_hash=config):
-                job.status = "skipped"
+            stored = None if rerun else results.get(model, benchmark, benchmark_version=versions[benchmark],
+                                                     package_version=version, weights_hash=hashes[model],
+                                                     config_hash=config)
+            if stored is not None:
+                job.status, job.score, job.seconds = "skipped", stored["score"], stored["seconds"]
+                job.error = None
             jobs.append(job)
     return jobs
 
@@ -638,7 +641,8 @@ class SweepSummary:
             rows.append((job.model, job.benchmark, job.status,
                          "" if job.score is None else f"{job.score:.4f}", str(job.attempts),
                          "" if job.seconds is None else f"{job.seconds:.1f}",
-                         (job.error or "").splitlines()[0][:70] if job.error else ""))
+                         (job.error or "").splitlines()[0][:70] if job.error else
+                         "already scored (stored score)" if job.status == "skipped" else ""))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
