@@ -24,20 +24,32 @@ TINY_TWIN = ["--images", "3", "--grid", "5", "5"]
 #: README command (as written, comments and continuation lines joined) -> extra arguments for a quick run.
 QUICK = {
     "brainscore demo": [*TINY_TWIN, "--device", "cpu"],
+    "brainscore features --model efficientnet_lite0 --stimuli Arcaro2020sim --out lite0.h5": ["--device", "cpu"],
+    "brainscore features --model efficientnet_lite0 --stimuli Arcaro2020sim.M2ML --protocol shift --out shift.nc":
+        ["--device", "cpu"],
+    "brainscore score --model_identifier efficientnet_lite0 --benchmark_identifier Arcaro2020sim.M1ML-pls":
+        ["--device", "cpu"],
+    "brainscore report --out report.html [--results DB] [--leaderboard SNAPSHOT] "
+    "[--maps ~/.brainscore_itmaps/demo/maps]": ["--maps", "~/.brainscore_itmaps/demo/maps"],
     "brainscore data simulate --out twin.zip --seed 0": ["--images", "3", "--grid", "5"],
     "brainscore score --model efficientnet_lite0 --benchmark Arcaro2020sim.M2ML-pls [--json] [--device cuda]":
-        ["--device", "cpu"],
+        ["--json", "--device", "cpu"],
     "brainscore maps --model efficientnet_lite0 --benchmark Arcaro2020sim.M1ML-pls --out maps/": ["--device", "cpu"],
     "brainscore layers --model efficientnet_lite0 --benchmark Arcaro2020sim.M1ML-pls":
         ["--device", "cpu", "--layers", "_blocks.4", "_blocks.10"],
     "brainscore tradeoff --leaderboard --benchmark Sanghavi2020.IT-pls --min-accuracy 0.36 --exclude-anonymous "
-    "--plot tradeoff.png [--json]": ["--bootstrap", "50"],
+    "--plot tradeoff.png [--json]": ["--resamples", "50"],
 }
 #: README command -> why the test does not run it.
 SKIPPED = {
     'pip install -e ".[test,keras]" && pip install --no-deps keras-cv-attention-models==1.4.3':
         "the install itself: .ci/run runs exactly this line before the tests",
     "python -m pytest tests -q": "the test suite itself (this test is part of it)",
+    "brainscore data fetch arcaro2020 --sha256 HEX": "downloads the public archive (network)",
+    "brainscore features --model efficientnet_lite0 --stimuli my_images/ --grid 9 --layers _blocks.6 _blocks.10 "
+    "--out f.npz": "a folder of your own images; folders are tested in test_features",
+    "brainscore integration enable [--user]": "writes a start-up hook into the Python environment shared by the "
+                                              "tests; tested with a scratch user site in test_upstream_flags",
     "brainscore data fetch arcaro2020": "downloads the public archive (network); fetch is tested on a local server "
                                         "in test_data_fetch",
     "brainscore data import arcaro2020 ~/Downloads/Arcaro2020.zip": "needs the real archive; importing an archive "
@@ -89,14 +101,11 @@ def test_every_readme_example_is_accounted_for():
 
 
 def _argv(command: str) -> list[str]:
-    """The command's arguments: bracketed optional parts ``[--json]`` unwrapped, ``~/.brainscore_itmaps`` is the
-    data home."""
-    command = command.replace("~/.brainscore_itmaps", os.environ["BRAINSCORE_ITMAPS_HOME"])
-    argv = [part.strip("[]") for part in shlex.split(command)[1:]]
-    if "--device" in argv and "--device" in QUICK.get(command, []):  # README's [--device cuda]: CPU here
-        index = argv.index("--device")
-        del argv[index:index + 2]
-    return argv
+    """The command's arguments plus its QUICK ones: README's optional parts ``[--json]`` left out (QUICK adds those
+    the test uses), ``~/.brainscore_itmaps`` is the data home."""
+    home = os.environ["BRAINSCORE_ITMAPS_HOME"]
+    argv = shlex.split(re.sub(r"\s*\[[^\]]*\]", "", command))[1:] + QUICK.get(command, [])
+    return [part.replace("~/.brainscore_itmaps", home) for part in argv]
 
 
 @pytest.mark.timeout(1500)
@@ -115,7 +124,7 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
         if language == "python":
             python_lines.append(command)
             continue
-        argv = _argv(command) + QUICK.get(command, [])
+        argv = _argv(command)
         code = main(argv)
         out = capsys.readouterr()
         assert code == 0, f"README example failed ({code}): {command}\n{out.err[-2000:]}"

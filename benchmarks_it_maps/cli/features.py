@@ -19,12 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     features.add_argument("--stimuli", required=True,
                           help="Arcaro2020, Arcaro2020sim, a site (Arcaro2020sim.M2ML) or a folder of images")
     features.add_argument("--layers", nargs="+", default=None, help="layers (default: the committed IT layer)")
-    features.add_argument("--protocol", default="maps", choices=["maps", "shift"])
+    features.add_argument("--protocol", default="maps", choices=["maps", "shift"],
+                          help="maps: whole-image feature maps sampled at the grid (-pls); shift: responses to the "
+                               "shifted presentations (-shift_pls) (default maps)")
     features.add_argument("--grid", type=int, default=None,
                           help="grid positions per side for a folder of images (default 17)")
     features.add_argument("--out", type=Path, required=True, help="output file: .h5, .npz or .nc")
-    features.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    features.add_argument("--batch-size", type=int, default=None)
+    features.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                          help="auto: CUDA when available (bf16 autocast), else CPU (float32)")
+    features.add_argument("--batch-size", type=int, default=None,
+                          help="images per forward pass (default: automatic, backs off on out-of-memory)")
     features.set_defaults(func=_features)
 
     scorer = subparsers.add_parser(
@@ -32,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Feed a file written by `brainscore features` into a benchmark's own evaluation: the same "
                     "score as scoring the model that produced it. Not stored in the results database.")
     scorer.add_argument("file", type=Path, help="feature file (.h5, .npz or .nc)")
-    scorer.add_argument("--benchmark", "--benchmark_identifier", dest="benchmark", required=True)
-    scorer.add_argument("--json", action="store_true")
+    scorer.add_argument("--benchmark", "--benchmark_identifier", dest="benchmark", required=True,
+                        help="benchmark identifier (brainscore list benchmarks)")
+    scorer.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     scorer.set_defaults(func=_score_features)
 
 

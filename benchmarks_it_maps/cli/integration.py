@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(all of them, not only those with a plugin folder), benchmarks and data, as "
                     "benchmarks_it_maps.enable_brainscore_integration() does in one process. "
                     "BRAINSCORE_ITMAPS_INTEGRATION=0 turns it off for one process.")
-    parser.add_argument("action", choices=["enable", "disable", "status"])
+    parser.add_argument("action", choices=["enable", "disable", "status"],
+                        help="enable: write the hook; disable: remove it; status: say whether it is there")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="the user site-packages instead of the environment's")
     where.add_argument("--site-dir", type=Path, default=None, help="an explicit site-packages folder")

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--leaderboard", type=Path, default=None,
                         help="leaderboard snapshot (.json/.json.gz; default: the package's leaderboard loader)")
     parser.add_argument("--maps", type=Path, nargs="*", default=[], metavar="DIR",
-                        help="folders of map figures (the --out of brainscore maps / demo) to link")
+                        help="folders of map figures to link (the --out of brainscore maps; the demo's are in "
+                             "DATA_HOME/demo/maps)")
     parser.set_defaults(func=_report)
 
 
