@@ -67,6 +67,9 @@ SKIPPED = {
         "needs the checkpoint trained above and the real data; harmonized:PATH scoring is tested in test_sweep",
     "brainscore sweep --models @models.txt --benchmarks all --executor slurm --gpus 1 --slurm-partition gpu "
     "--max-retries 2": "a Slurm cluster with GPUs; Slurm sweeps are tested on a one-node cluster in test_sweep",
+    "brainscore submission --data-from Arcaro2020.zip --out submission --upload s3://BUCKET/PREFIX":
+        "the real archive and an S3 bucket; packaging and upload are tested against a local S3 server in "
+        "test_data_packaging",
     'model = harmonized_models.load_model("resnet50.a1_in1k")': "timm weights from the Hugging Face hub (network)",
     'model = harmonized_models.load_model("harmonized_resnet50")': "downloads the released Keras weights (network); "
                                                                    "conversion is tested in test_keras_harmonized",
