@@ -1,15 +1,17 @@
 """Known-truth tests on the simulated twin: the generating network must win, wrong models must lose.
 
-Maps protocol: the full-size twin's M2ML site (14 images, 9x9 grid, Poisson noise, 4 repetitions). The generator at
-its generating layer reaches >= 0.9 of the split-half ceiling; the same architecture with another seed and the
-generator at layer1 score clearly lower.
+The twin makes its neurons with its own pixel-space geometry (data/simulate.py imports no benchmark code), so these
+tests fail when the benchmark's readout or the importer's orientation is wrong: flipping the rows of
+``readout.sample_feature_maps``' output drops the generator to ~0.43 raw, swapping ``imageRF``'s spatial axes at import
+to ~0.44 (both far below the thresholds; mutations made once by hand, see issue 12's report).
 
-Shift protocol: a twin whose neurons follow the shift protocol's model of the experiment (each neuron reads the
-centre of the generator's visual field while the image is shifted; ``simulate_archive(protocol='shift')``), imported
-and scored like any twin. The default twin's neurons read the *whole-image* feature map at the grid point; a CNN's
-response at the centre of a shifted presentation is not the same thing (strided layers are not shift-equivariant and
-the surround changes), so on that twin the shift protocol cannot single out the generator (measured and reported by
-the issue, not asserted here).
+Maps protocol: the full-size twin's M2ML site (14 images, 9x9 grid, Poisson noise, 4 repetitions). The generator at
+its generating layer reaches >= 0.8 of the split-half ceiling (not 1: the twin's neurons see the image in a grey
+surround through a Gaussian field, which the maps protocol does not model); the same architecture with another seed
+and the generator at layer1 score clearly lower.
+
+Shift protocol: a twin whose neurons see each displaced presentation (``simulate_archive(protocol='shift')``),
+imported and scored like any twin.
 """
 import json
 
@@ -48,13 +50,17 @@ def test_maps_protocol_recovers_generator(use_sim_full):
         scores[name] = benchmark(model)
     generator = float(scores["generator"])
     assert scores["generator"].attrs["ceiling"].attrs["method"].startswith("split_half")
-    measured = {name: round(float(score), 3) for name, score in scores.items()}  # generator .920, .709, .444
-    assert generator >= 0.9, measured
-    assert float(scores["other_seed"]) < generator - 0.05, measured
+    # measured: generator 0.846, other seed 0.733, layer1 0.582 (the twin's neurons see the image in a grey surround
+    # through a Gaussian field, which the maps protocol does not model, so the generator stays below 1)
+    measured = {name: round(float(score), 3) for name, score in scores.items()}
+    print("MEASURED", measured, {n: round(float(s.attrs["alignment"]), 3) for n, s in scores.items()})
+    assert generator >= 0.8, measured
+    assert float(scores["other_seed"]) < generator - 0.07, measured
     assert float(scores["early_layer"]) < generator - 0.15, measured
-    # map alignment ranks them the same way
+    # map alignment (channel-mean maps, dominated by the shared position profile: generator 0.81, other seed 0.80,
+    # layer1 0.72) only separates the early layer
     alignment = {name: score.attrs["alignment"] for name, score in scores.items()}
-    assert alignment["generator"] > max(alignment["other_seed"], alignment["early_layer"])
+    assert alignment["generator"] > alignment["early_layer"] + 0.03
 
 
 def test_maps_protocol_is_deterministic_and_composite_averages(sim_small):
@@ -100,7 +106,7 @@ def sim_shift_home(tmp_path_factory):
 
 def test_shift_protocol_recovers_generator_of_a_shift_twin(sim_shift_home, monkeypatch):
     """Scored through ``load_benchmark('Arcaro2020sim.M2ML-shift_pls')`` like any twin (14 images, 9x9 grid, Poisson
-    noise, 8 repetitions, split-half ceiling). Measured: generator 0.930, other seed 0.587, layer1 0.780."""
+    noise, 8 repetitions, split-half ceiling). Measured: generator 0.814, other seed 0.513, layer1 0.704."""
     monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(sim_shift_home))
     sidecar = json.loads((sim_shift_home / "Arcaro2020sim" / "generator.json").read_text())
     gen = sidecar["generator"]
@@ -118,9 +124,10 @@ def test_shift_protocol_recovers_generator_of_a_shift_twin(sim_shift_home, monke
     assert scores["generator"].attrs["ceiling"].attrs["method"].startswith("split_half")
     assert scores["generator"].attrs["protocol"] == "shift"
     measured = {name: round(float(score), 3) for name, score in scores.items()}
-    assert measured["generator"] >= 0.9, measured
-    assert measured["other_seed"] < measured["generator"] - 0.1, measured
-    assert measured["early_layer"] < measured["generator"] - 0.1, measured
+    print("MEASURED", measured)
+    assert measured["generator"] >= 0.75, measured
+    assert measured["other_seed"] < measured["generator"] - 0.2, measured
+    assert measured["early_layer"] < measured["generator"] - 0.07, measured
 
 
 def test_ceiling_options(sim_small):
@@ -168,17 +175,17 @@ def test_shared_cache_reuses_features_and_fit(sim_small):
     assert float(load_benchmark("Arcaro2020sim.M2ML-map_alignment")(model)) == float(second)  # same as uncached
 
 
-def test_shift_twin_features_at_the_field_centre():
-    """With the field as wide as the image, the presentation for the central grid point is the whole image: its
-    shift-protocol feature is the whole-image feature map sampled at the image centre."""
+def test_shift_twin_centre_presentation_is_the_whole_image():
+    """For the central grid point the shift twin shows the undisplaced image on its canvas: its drive there equals
+    the maps twin's drive (without grey margin) at the image centre; off-centre the grey surround changes it."""
     sidecar = simulate.make_sidecar(0, 1, (3, 3), 1, 300)
-    sidecar["generator"].update(image_size=32, protocol="shift",
-                                shift=dict(visual_degrees=16.0, image_size_deg=16.0, canvas_px=32,
-                                           background=[128, 128, 128]))
+    sidecar["generator"].update(image_size=32, margin_px=0)
     image = simulate.make_images(0, 1, size=32)["M1"][0][1]
     network = simulate.build_generator_network(sidecar)
-    shifted = simulate.shifted_generator_features(sidecar, [image], 3, network)
-    whole = simulate.generator_features(sidecar, [image], 3, network)
-    assert shifted.shape == whole.shape == (1, 3, 3, 256)
-    np.testing.assert_allclose(shifted[0, 1, 1], whole[0, 1, 1], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(shifted[0, 0, 0], whole[0, 0, 0], atol=1e-3)  # corners: grey surround, other field
+    whole, whole_cover = simulate.site_drive(sidecar, "M2ML", [image], 3, network)
+    sidecar["generator"]["protocol"] = "shift"
+    shifted, shifted_cover = simulate.site_drive(sidecar, "M2ML", [image], 3, network)
+    assert shifted.shape == whole.shape == (1, 3, 3, 32)
+    np.testing.assert_allclose(shifted[0, 1, 1], whole[0, 1, 1], rtol=1e-5, atol=1e-5)  # float32 batches
+    np.testing.assert_allclose(shifted_cover[0, 1, 1], whole_cover[0, 1, 1])
+    assert not np.allclose(shifted[0, 0, 0], whole[0, 0, 0], atol=1e-3)  # corners: grey surround, other cells

@@ -87,3 +87,20 @@ def test_plot_site(sim_small, tmp_path, capsys):
         assert image.size[0] > 200 and image.size[1] > 100
     assert main(["data", "plot", "Arcaro2020sim.M2ML", "--out", str(out), "--window", "400", "500"]) == 2
     assert "no complete 10-ms bin" in capsys.readouterr().err
+
+
+def test_same_seed_gives_a_byte_identical_archive(tmp_path):
+    """`brainscore data simulate` and the demo's simulate_archive call write the same bytes for the same seed (no
+    dates in MAT headers or zip entries), so the demo never re-imports a twin the CLI imported."""
+    import hashlib
+
+    def sha(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    kwargs = dict(images=2, grids=(3, 3), repetitions=1)
+    assert main(["data", "simulate", "--out", str(tmp_path / "cli.zip"), "--images", "2", "--grid", "3",
+                 "--repetitions", "1"]) == 0
+    api = simulate.simulate_archive(tmp_path / "api.zip", seed=0, **kwargs)
+    assert sha(tmp_path / "cli.zip") == sha(api)
+    assert sha(simulate.simulate_archive(tmp_path / "seed1.zip", seed=1, **kwargs)) != sha(api)
+    v73 = [simulate.simulate_archive(tmp_path / f"v73-{i}", seed=0, mat_version="7.3", **kwargs) for i in range(2)]
+    assert sha(v73[0] / "Red" / "red_062419_data.mat") == sha(v73[1] / "Red" / "red_062419_data.mat")

@@ -390,3 +390,63 @@ def test_trials_become_repetitions_and_units_are_checked(tmp_path, caplog):
     np.testing.assert_allclose(maps.values[..., 1], 100)  # 1 spike in a 10-ms bin = 100 spikes/s
     np.testing.assert_allclose(data.response_maps(assembly, window=(0, 10)).values, 50)
     np.testing.assert_allclose(data.response_maps(assembly, window=(0, 20)).values, 25)
+
+
+def _symmetry_by_hand(m: np.ndarray, name: str) -> np.ndarray:
+    """The 8 symmetries of a [row, col] map, spelled out one by one (independently of conventions.apply_symmetry)."""
+    t = m.T
+    return {"identity": m, "flip_ud": m[::-1, :], "flip_lr": m[:, ::-1], "rot180": m[::-1, ::-1],
+            "transpose": t, "transpose_flip_ud": t[::-1, :], "transpose_flip_lr": t[:, ::-1],
+            "transpose_rot180": t[::-1, ::-1]}[name]
+
+
+def _pattern(g: int) -> np.ndarray:
+    """A map in image coordinates with a distinct value at every grid point: every symmetry but identity moves it."""
+    return np.arange(g * g, dtype=np.float64).reshape(g, g)
+
+
+def _pattern_responses(monkey: cv.Monkey, images: list) -> np.ndarray:
+    """imageRF written by hand from the documented convention imageRF[a, b] = map[G-1-a, G-1-b]."""
+    g = monkey.grid_size
+    rf = np.zeros((g, g, T, monkey.n_channels, len(images)))
+    rf[...] = _pattern(g)[::-1, ::-1, None, None, None]
+    return rf
+
+
+def test_pattern_tells_all_8_symmetries_apart(tmp_path):
+    """A pattern that no symmetry leaves unchanged: the import must return it exactly (a transposed or flipped reading
+    of imageRF fails here, unlike the bright-quarter test), and ``orientation=`` must apply exactly that symmetry."""
+    for g in (cv.M1.grid_size, cv.M2.grid_size):
+        variants = [_symmetry_by_hand(_pattern(g), name) for name in cv.SYMMETRIES]
+        assert all(not np.array_equal(a, b) for i, a in enumerate(variants) for b in variants[:i])
+        for name, by_hand in zip(cv.SYMMETRIES, variants):
+            np.testing.assert_array_equal(cv.apply_symmetry(_pattern(g), name), by_hand)
+            np.testing.assert_array_equal(cv.apply_symmetry(by_hand, cv.inverse_symmetry(name)), _pattern(g))
+    archive = write_tiny(tmp_path / "Arcaro2020", responses=_pattern_responses)
+    for orientation in ("identity", "transpose_flip_ud"):
+        home = tmp_path / orientation
+        summary = data.import_arcaro2020(archive, home=home, orientation=orientation)
+        assert summary["orientation"] == orientation
+        for identifier in ("Arcaro2020.M1ML", "Arcaro2020.M2ML"):
+            assembly = data.load_assembly(identifier, home=home)
+            assert assembly.attrs["orientation"] == orientation
+            maps = data.response_maps(assembly, window=(0, 10)).values  # [image, row, col, channel]
+            expected = _symmetry_by_hand(_pattern(assembly.attrs["grid_size"]), orientation)
+            np.testing.assert_allclose(maps[1, :, :, 0], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown orientation 'rot90'.*transpose_flip_lr"):
+        data.import_arcaro2020(archive, home=tmp_path / "bad", orientation="rot90")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_import_logs_the_conventions_it_applied(tiny, tmp_path, caplog):
+    archive, _ = tiny
+    with caplog.at_level("INFO", logger="benchmarks_it_maps.data.assemblies"):
+        data.import_arcaro2020(archive, home=tmp_path / "home")
+    blocks = [r.getMessage() for r in caplog.records if "conventions v" in r.getMessage()]
+    assert len(blocks) == 1, [r.getMessage() for r in caplog.records]
+    text = blocks[0]
+    for needle in ("axis order: imageRF = [grid_a, grid_b, time_ms, channel, image]", "imageRF[G-1-row, G-1-col]",
+                   "Arcaro2020.M1PL = M1 channels 0-31", "Arcaro2020.M1ML = M1 channels 32-62", "ML 32 / PL 31",
+                   "M1 100-250 ms", "M2 150-300 ms", "time origin", "George 17x17 @ 1 deg", "Red 9x9 @ 2 deg",
+                   "edge to edge", "brainscore data orientation", "brainscore data channels", "docs/DATA.md"):
+        assert needle in text, (needle, text)

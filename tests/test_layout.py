@@ -16,9 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "benchmarks_it_maps"
 #: Wings from the bottom up; a module may import its own wing and any wing listed before it.
 WINGS = ("home", "data", "benchmarks", "runs", "analysis", "submission", "cli")
-#: Known exceptions, each with the issue that removes it. The twin still reads its neurons through the benchmark's
-#: readout (so a readout bug cancels out in the recovery tests); issue 12 gives the twin its own geometry.
-ALLOWED = {("benchmarks_it_maps/data/simulate.py", "benchmarks_it_maps.benchmarks.readout")}
+#: Known exceptions, each with the issue that removes it (none left: issue 12 gave the twin its own geometry).
+ALLOWED: set = set()
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -97,3 +96,12 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch, wing, upper):
     assert violations_of_wing_rule() == [f"{PACKAGE}/{wing}/bad.py ({wing}) imports {PACKAGE}.{upper} ({upper})",
                                          f"{PACKAGE}/{wing}/bad.py ({wing}) imports {PACKAGE}.{upper}.something "
                                          f"({upper})"]
+
+
+def test_twin_shares_no_code_with_what_it_tests():
+    """The simulated twin writes its own layout, geometry and MAT files: it imports none of the conventions, the
+    MAT reader/writer or the benchmarks (a wrong convention there must make the recovery tests fail, not cancel)."""
+    names = imported_modules(ROOT / PACKAGE / "data" / "simulate.py")
+    shared = sorted(n for n in names if n.startswith((f"{PACKAGE}.data.conventions", f"{PACKAGE}.data.matfile",
+                                                      f"{PACKAGE}.benchmarks")))
+    assert shared == []

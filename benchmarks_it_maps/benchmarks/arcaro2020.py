@@ -172,6 +172,7 @@ class SiteData:
     window: tuple                    #: (start, end) ms
     image_size_deg: float
     source_sha256: str
+    orientation: str = "identity"    #: symmetry applied at import on top of the conventional flip (data attrs)
 
     @property
     def grid_size(self) -> int:
@@ -201,7 +202,7 @@ def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> 
                     channels=np.asarray(maps["channel"].values), stimulus_set=stimulus_set,
                     window=tuple(int(t) for t in window),
                     image_size_deg=float(assembly.attrs.get("image_size_deg", 16)),
-                    source_sha256=source_sha256)
+                    source_sha256=source_sha256, orientation=str(assembly.attrs.get("orientation", "identity")))
 
 
 def window_bins(assembly, window: tuple, stimulus_ids: Sequence) -> np.ndarray:
@@ -693,7 +694,7 @@ class ArcaroSiteBenchmark(BenchmarkBase):
             n_components=fit.n_components, alignment=alignment["score"],
             alignment_coarse=alignment["score_coarse"], alignment_per_image=alignment["full"],
             alignment_coarse_per_image=alignment["coarse"], alignment_error=alignment["error"],
-            window=np.asarray(result.data.window))
+            window=np.asarray(result.data.window), data_orientation=result.data.orientation)
 
 
 def site_weights(sites: Sequence[str] = SITES) -> dict[str, float]:
@@ -812,7 +813,8 @@ class ArcaroCompositeBenchmark(BenchmarkBase):
             per_fold={i: s.attrs["per_fold"] for i, s in zip(ids, scores)},
             per_channel={i: s.attrs["per_channel"] for i, s in zip(ids, scores)},
             alignment=self._weighted([float(s.attrs["alignment"]) for s in scores]),
-            alignment_coarse=self._weighted([float(s.attrs["alignment_coarse"]) for s in scores]))
+            alignment_coarse=self._weighted([float(s.attrs["alignment_coarse"]) for s in scores]),
+            data_orientation=",".join(dict.fromkeys(str(s.attrs["data_orientation"]) for s in scores)))
 
     @property
     def last_results(self) -> list[Optional[SiteResult]]:

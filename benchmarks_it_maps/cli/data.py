@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``brainscore data fetch|import|simulate|summary``."""
+    """Add ``brainscore data fetch|import|simulate|plot|orientation|channels|summary``."""
     parser = subparsers.add_parser("data", help="fetch, import, simulate and summarise the Arcaro2020 data",
                                    description="The Arcaro, Ponce & Livingstone 2020 spatial IT recordings as "
                                                "Brain-Score data (StimulusSet + NeuroidAssemblies in the data home).")
@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("dataset", choices=["arcaro2020"], help="the dataset (only arcaro2020)")
     imp.add_argument("path", type=Path, help="Arcaro2020.zip, its extracted folder, or a simulated twin")
     imp.add_argument("--force", action="store_true", help="re-import even if identical content is imported")
+    imp.add_argument("--orientation", default="identity", metavar="SYMMETRY",
+                     help="extra symmetry applied to every map after the conventional flip (one of: "
+                          "identity flip_ud flip_lr rot180 transpose transpose_flip_ud transpose_flip_lr "
+                          "transpose_rot180; see `brainscore data orientation`)")
     imp.set_defaults(func=_import)
 
     sim = commands.add_parser("simulate", help="write a simulated twin archive with known ground truth",
@@ -55,6 +59,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "END"),
                       help="response window in ms (default: the site's)")
     plot.set_defaults(func=_plot)
+
+    orient = commands.add_parser("orientation", help="score a model on the maps under the 8 symmetries of the square",
+                                 description="Check the assumed orientation of imageRF against the data: a reference "
+                                             "model is scored (leave-one-image-out PLS, image-specific residual "
+                                             "statistic) on each site's maps under identity, flip_ud, flip_lr, "
+                                             "rot180, transpose, transpose_flip_ud, transpose_flip_lr and "
+                                             "transpose_rot180 (transpose first, then the flip). The winner, its "
+                                             "margin and a bootstrap over images are printed. --apply NAME "
+                                             "re-imports the data with that symmetry. See docs/DATA.md.")
+    orient.add_argument("dataset", choices=["Arcaro2020", "Arcaro2020sim"])
+    orient.add_argument("--model", default="efficientnet_lite0", help="reference model (any registry id)")
+    orient.add_argument("--sites", nargs="+", default=None, metavar="SITE", help="default: M1PL M1ML M2ML")
+    orient.add_argument("--bootstrap", type=int, default=1000, help="image resamples (default 1000)")
+    orient.add_argument("--json", action="store_true", help="print one JSON object per site, as a list")
+    orient.add_argument("--apply", default=None, metavar="SYMMETRY",
+                        help="re-import the dataset from its recorded source with this symmetry (nothing is scored)")
+    orient.add_argument("--device", default="auto")
+    orient.set_defaults(func=_orientation)
+
+    chan = commands.add_parser("channels", help="plot monkey 1's channel correlation and the PL/ML boundary",
+                               description="Channel-by-channel correlation of monkey 1's maps (mean map removed) "
+                                           "with the assumed PL/ML boundary marked; says where the data put it.")
+    chan.add_argument("dataset", choices=["Arcaro2020", "Arcaro2020sim"])
+    chan.add_argument("--out", type=Path, default=None, help="output PNG (default: print only)")
+    chan.add_argument("--json", action="store_true", help="print the boundaries and contrasts as JSON")
+    chan.set_defaults(func=_channels)
 
     summary = commands.add_parser("summary", help="show what is imported (images, channels, grid, time per site)")
     summary.add_argument("identifier", nargs="?", default=None, help="Arcaro2020 or Arcaro2020sim (default: both)")
@@ -98,8 +128,9 @@ def _import(args) -> int:
     from benchmarks_it_maps.data.assemblies import import_arcaro2020
     UserError, errors = _user_errors()
     try:
-        summary = import_arcaro2020(args.path, force=args.force)
-    except errors as error:
+        summary = import_arcaro2020(args.path, force=args.force,
+                                    orientation=getattr(args, "orientation", "identity"))
+    except errors + (ValueError,) as error:
         raise UserError(_one_line(error)) from None
     _print_summary(summary)
     return 0
@@ -132,6 +163,62 @@ def _plot(args) -> int:
     except errors + (ValueError,) as error:
         raise UserError(_one_line(error)) from None
     print(f"wrote {out}")
+    return 0
+
+
+def _orientation(args) -> int:
+    from benchmarks_it_maps.data import conventions as cv
+    from benchmarks_it_maps.data.assemblies import import_arcaro2020, summary
+    from benchmarks_it_maps.runs.orientation import format_table, orientation_diagnostic
+    from benchmarks_it_maps.runs.scoring import ScoringError, resolve_model
+    UserError, errors = _user_errors()
+    if args.apply is not None:
+        if args.apply not in cv.SYMMETRIES:
+            raise UserError(f"--apply {args.apply!r}: expected one of {', '.join(cv.SYMMETRIES)}")
+        manifest = summary(args.dataset).get(args.dataset)
+        if manifest is None:
+            raise UserError(f"{args.dataset} is not imported; import it first (brainscore data import arcaro2020 PATH)")
+        source = Path(manifest["source"])
+        if not source.exists():
+            raise UserError(f"{source} (the recorded source of {args.dataset}) is gone; run `brainscore data import "
+                            f"arcaro2020 PATH --orientation {args.apply}`")
+        try:
+            result = import_arcaro2020(source, orientation=args.apply)
+        except errors as error:
+            raise UserError(_one_line(error)) from None
+        print(f"{args.dataset} re-imported from {source} with orientation {args.apply} ({result['status']})")
+        return 0
+    sites = args.sites or list(cv.SITES)
+    unknown = [s for s in sites if s not in cv.SITES]
+    if unknown:
+        raise UserError(f"unknown site(s) {unknown}: expected {', '.join(cv.SITES)}")
+    try:
+        candidate = resolve_model(args.model, device=args.device)
+        rows = orientation_diagnostic(args.dataset, candidate, sites=sites, n_boot=args.bootstrap)
+    except errors + (ScoringError,) as error:
+        raise UserError(_one_line(error)) from None
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def _channels(args) -> int:
+    from benchmarks_it_maps.data.channels import format_split, plot_split, split_check
+    UserError, errors = _user_errors()
+    try:
+        result = split_check(args.dataset)
+    except errors as error:
+        raise UserError(_one_line(error)) from None
+    if args.out is not None:
+        plot_split(result, args.out)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "correlation"}, indent=1))
+    else:
+        print(format_split(result))
+        if args.out is not None:
+            print(f"wrote {args.out}")
     return 0
 
 

@@ -377,13 +377,16 @@ def _presentation_coords(stimulus_ids: Sequence[str], file_names: Sequence[str],
     return coords
 
 
-def _binned(array: np.ndarray, channels: Sequence[int], scale: float) -> np.ndarray:
+def _binned(array: np.ndarray, channels: Sequence[int], scale: float,
+            orientation: str = cv.DEFAULT_ORIENTATION) -> np.ndarray:
     """MATLAB-layout [a, b, time, channel, image(, rep)] -> [presentation, neuroid, time_bin] float32 in image coords.
 
-    Spatial axes are flipped (conventions item 4), samples are averaged within 10-ms bins and multiplied by ``scale``.
+    Spatial axes are flipped (conventions item 4), then ``orientation`` (one of ``cv.SYMMETRIES``) is applied to the
+    image-coordinate [row, col]; samples are averaged within 10-ms bins and multiplied by ``scale``.
     """
     n_bins = array.shape[2] // cv.TIME_BIN_MS
     part = np.flip(array[:, :, : n_bins * cv.TIME_BIN_MS], cv.FLIP_AXES)[:, :, :, list(channels)]
+    part = cv.apply_symmetry(part, orientation, axes=(0, 1))
     has_reps = part.ndim == 6
     # -> [image, row, col, (rep,) channel, time]
     order = (4, 0, 1, 5, 3, 2) if has_reps else (4, 0, 1, 3, 2)
@@ -396,14 +399,15 @@ def _binned(array: np.ndarray, channels: Sequence[int], scale: float) -> np.ndar
 
 
 def build_assembly(family: str, site: cv.Site, rec: MonkeyRecording, stimulus_ids: Sequence[str],
-                   source_sha256: str):
-    """The NeuroidAssembly of ``site`` from its monkey's recording (trials when present, else ``imageRF``)."""
+                   source_sha256: str, orientation: str = cv.DEFAULT_ORIENTATION):
+    """The NeuroidAssembly of ``site`` from its monkey's recording (trials when present, else ``imageRF``), its maps
+    under ``orientation`` (see :func:`_binned`)."""
     channels = list(site.channels)
     if rec.trials is not None:
-        values = _binned(rec.trials, channels, cv.TRIAL_COUNTS_TO_RATE)
+        values = _binned(rec.trials, channels, cv.TRIAL_COUNTS_TO_RATE, orientation)
         repetitions = rec.trials.shape[5]
     else:
-        values = _binned(rec.responses, channels, 1.0)
+        values = _binned(rec.responses, channels, 1.0, orientation)
         repetitions = None
     n_bins = values.shape[2]
     coords = _presentation_coords(stimulus_ids, [p.name for p in rec.image_files], rec.grid_size, repetitions)
@@ -429,6 +433,7 @@ def build_assembly(family: str, site: cv.Site, rec: MonkeyRecording, stimulus_id
         "source_sha256": source_sha256,
         "source_file": rec.monkey.mat_path,
         "conventions_version": cv.CONVENTIONS_VERSION,
+        "orientation": orientation,
         "default_window": list(rec.monkey.default_window),
         "time_bin_ms": cv.TIME_BIN_MS,
         "units": "spikes/s",
@@ -454,8 +459,11 @@ def family_dir(family: str, home: Path | None = None) -> Path:
     return Path(home or data_home()) / family
 
 
-def _content_key(recordings: Sequence[MonkeyRecording], sidecar: dict | None) -> str:
+def _content_key(recordings: Sequence[MonkeyRecording], sidecar: dict | None,
+                 orientation: str = cv.DEFAULT_ORIENTATION) -> str:
     digest = hashlib.sha256(f"conventions={cv.CONVENTIONS_VERSION}".encode())
+    if orientation != cv.DEFAULT_ORIENTATION:  # the default leaves earlier imports' keys as they were
+        digest.update(f"orientation={orientation}".encode())
     for rec in recordings:
         digest.update(rec.mat_sha256.encode())
         for name, h in zip(rec.names, rec.image_sha256):
@@ -465,13 +473,17 @@ def _content_key(recordings: Sequence[MonkeyRecording], sidecar: dict | None) ->
     return digest.hexdigest()
 
 
-def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force: bool = False) -> dict:
+def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force: bool = False,
+                      orientation: str = cv.DEFAULT_ORIENTATION) -> dict:
     """Import the archive at ``path`` (zip or folder) into the data home; returns the summary.
 
     Everything is read and checked before anything is written; the family folder is written atomically, so a bad or
     interrupted import leaves the data home as it was. Importing the same content again does nothing
-    (``summary['status'] == 'unchanged'``) unless ``force``.
+    (``summary['status'] == 'unchanged'``) unless ``force``. ``orientation`` (one of ``cv.SYMMETRIES``) is applied
+    to every map after the conventional flip, for a file whose orientation differs from the assumed one (find it
+    with ``brainscore data orientation``); it is recorded in ``import.json`` and in every assembly's attrs.
     """
+    cv.check_symmetry(orientation)
     home = Path(home) if home else data_home()
     path = Path(path).expanduser()
     archive_sha = sha256_file(path) if path.is_file() else None
@@ -484,7 +496,7 @@ def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force
                 monkey.grid_size
             logger.info("reading %s%s", prefix, monkey.mat_path)
             recordings.append(read_monkey(root, monkey, grid, prefix))
-        key = _content_key(recordings, sidecar)
+        key = _content_key(recordings, sidecar, orientation)
         target = family_dir(family, home)
         existing = _read_manifest(target)
         if existing and existing.get("content_sha256") == key and not force:
@@ -501,7 +513,7 @@ def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force
             for site in tqdm(list(cv.SITES.values()), desc=f"writing {family}", unit="site", leave=False):
                 rec = next(r for r in recordings if r.monkey.key == site.monkey)
                 ids = rows.loc[rows.monkey == rec.monkey.key].sort_values("image_index").stimulus_id.tolist()
-                assembly = build_assembly(family, site, rec, ids, rec.mat_sha256)
+                assembly = build_assembly(family, site, rec, ids, rec.mat_sha256, orientation)
                 _write_netcdf(assembly, tmp / _assembly_file(family, site.key))
                 sites[site.key] = _site_summary(assembly, rec)
                 del assembly
@@ -510,13 +522,45 @@ def import_arcaro2020(path: str | Path, *, home: str | Path | None = None, force
             manifest = {
                 "family": family, "source": str(path.resolve()), "archive_sha256": archive_sha,
                 "content_sha256": key, "conventions_version": cv.CONVENTIONS_VERSION, "simulated": sidecar is not None,
+                "orientation": orientation,
                 "images": int(len(rows)),
                 "source_files": {rec.monkey.mat_path: rec.mat_sha256 for rec in recordings},
                 "sites": sites,
             }
             (tmp / IMPORT_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    log_conventions(manifest, level=logging.INFO if sidecar is None else logging.DEBUG)
     logger.info("imported %s into %s", family, target)
     return {**manifest, "status": "imported", "folder": str(target)}
+
+
+def conventions_lines(manifest: dict) -> list[str]:
+    """The conventions an import applied, one line each (axis order, flips, orientation, channel split, windows,
+    time origin, grid spacing and span), and where to check them."""
+    sites = manifest.get("sites", {})
+    split = "; ".join(f"{s['identifier']} = {s['monkey']} channels {cv.SITES[k].channels.start}-"
+                      f"{cv.SITES[k].channels.stop - 1}" for k, s in sites.items() if k in cv.SITES)
+    grids = "; ".join(f"{m.name} {sites[k]['grid_size']}x{sites[k]['grid_size']} @ "
+                      f"{sites[k]['grid_spacing_deg']:g} deg" for k, m in
+                      ((next((k for k in sites if sites[k]['monkey'] == m.key), None), m) for m in cv.MONKEYS.values())
+                      if k is not None)
+    return [
+        f"{manifest.get('family', 'Arcaro2020')}: conventions v{cv.CONVENTIONS_VERSION} applied (inferred, not "
+        "documented by the release; see docs/DATA.md):",
+        f"  axis order: {cv.KEY_RESPONSES} = [{', '.join(cv.RESPONSE_AXES)}], grid_a = image rows, grid_b = columns",
+        "  flips: map[row, col] = imageRF[G-1-row, G-1-col] (both spatial axes reversed; row 0 = image top)",
+        f"  extra orientation: {manifest.get('orientation', cv.DEFAULT_ORIENTATION)} (import --orientation)",
+        f"  channel split (0-based): {split} (authors' docstring; a published summary says ML 32 / PL 31)",
+        f"  windows: M1 {cv.M1.default_window[0]}-{cv.M1.default_window[1]} ms, M2 {cv.M2.default_window[0]}-"
+        f"{cv.M2.default_window[1]} ms; time origin: sample t = {cv.TIME_ORIGIN_MS} + t ms after stimulus onset, "
+        f"{cv.TIME_BIN_MS}-ms bins",
+        f"  grid: {grids}; both span the {cv.IMAGE_SIZE_DEG:g} deg image edge to edge (index k -> k/(G-1))",
+        "  check them: brainscore data orientation Arcaro2020; brainscore data channels Arcaro2020 --out FILE.png",
+    ]
+
+
+def log_conventions(manifest: dict, level: int = logging.INFO) -> None:
+    """Log :func:`conventions_lines` as one block."""
+    logger.log(level, "\n".join(conventions_lines(manifest)))
 
 
 def _assembly_file(family: str, site: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Version of these conventions; stored in every imported assembly (attribute ``conventions_version``).
 CONVENTIONS_VERSION = 1
 
@@ -146,6 +148,39 @@ FLIP_AXES = (0, 1)
 def to_image_index(index, grid_size: int):
     """Image-coordinate index (row or column) of ``imageRF`` spatial index ``index`` (the flip is an involution)."""
     return grid_size - 1 - index
+
+
+#: The 8 symmetries of the square, applied to a map's [row, col] axes: transpose first (if named), then the flip.
+#: ``brainscore data orientation`` scores a model under each; ``import_arcaro2020(orientation=NAME)`` applies one to
+#: the image-coordinate maps on top of :data:`FLIP_AXES` (for a file whose orientation differs from the assumed one).
+SYMMETRIES = ("identity", "flip_ud", "flip_lr", "rot180", "transpose", "transpose_flip_ud", "transpose_flip_lr",
+              "transpose_rot180")
+#: The symmetry applied at import unless the user chooses another.
+DEFAULT_ORIENTATION = "identity"
+
+
+def check_symmetry(name: str) -> str:
+    """``name`` if it is one of :data:`SYMMETRIES`, else a ValueError listing them."""
+    if name not in SYMMETRIES:
+        raise ValueError(f"unknown orientation {name!r}: expected one of {', '.join(SYMMETRIES)}")
+    return name
+
+
+def apply_symmetry(maps, name: str, axes: tuple[int, int] = (0, 1)):
+    """``maps`` (numpy array) under symmetry ``name`` of its (row, col) ``axes``: transpose first, then the flip
+    (``flip_ud`` reverses rows, ``flip_lr`` columns, ``rot180`` both)."""
+    check_symmetry(name)
+    row, col = axes
+    out = np.swapaxes(maps, row, col) if name.startswith("transpose") else maps
+    flip = name[len("transpose_"):] if name.startswith("transpose_") else ("identity" if name == "transpose" else name)
+    flip_axes = {"identity": (), "flip_ud": (row,), "flip_lr": (col,), "rot180": (row, col)}[flip]
+    return np.flip(out, flip_axes) if flip_axes else out
+
+
+def inverse_symmetry(name: str) -> str:
+    """The symmetry that undoes ``name`` (each is its own inverse except the two quarter turns)."""
+    check_symmetry(name)
+    return {"transpose_flip_ud": "transpose_flip_lr", "transpose_flip_lr": "transpose_flip_ud"}.get(name, name)
 
 # --------------------------------------------------------------------------------------------------------------------
 # 5. Time
