@@ -32,11 +32,7 @@ Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def residual_statistic(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per image and channel ``[I, K]``: Pearson r across positions of prediction and held-out map after subtracting
     the training images' mean map from both (``metric.residual_per_channel``, the ``-residual_pls`` statistic)."""
-    if hasattr(metric, "residual_per_channel"):
-        return metric.residual_per_channel(predictions, targets)
-    # until the -residual_pls metric is on main: the same definition
-    base = (targets.sum(axis=0, keepdims=True) - targets) / (targets.shape[0] - 1)
-    return np.stack([metric.pearson_per_channel(p - b, t - b) for p, t, b in zip(predictions, targets, base)])
+    return metric.residual_per_channel(predictions, targets)
 
 
 def symmetry_scores(features: np.ndarray, targets: np.ndarray, *, statistic: Statistic = residual_statistic,
