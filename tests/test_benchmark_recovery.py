@@ -2,13 +2,14 @@
 
 The twin makes its neurons with its own pixel-space geometry (data/simulate.py imports no benchmark code), so these
 tests fail when the benchmark's readout or the importer's orientation is wrong: flipping the rows of
-``readout.sample_feature_maps``' output drops the generator to 0.44, swapping ``imageRF``'s spatial axes at import
-to 0.45 (both far below the thresholds; mutations made once by hand, see issue 12's report).
+``readout.sample_feature_maps``' output drops the generator from 0.87 to 0.44, swapping ``imageRF``'s spatial axes
+at import to 0.45 (raw / sqrt(reliability), measured before the raw^2 convention: about 0.2 now, far below the
+thresholds; mutations made once by hand, see issue 12's report).
 
 Maps protocol: the full-size twin's M2ML site (14 images, 9x9 grid, Poisson noise, 4 repetitions). The generator at
-its generating layer reaches >= 0.8 of the split-half ceiling (not 1: the twin's neurons see the image in a grey
-surround through a Gaussian field, which the maps protocol does not model); the same architecture with another seed
-and the generator at layer1 score clearly lower.
+its generating layer reaches a ceiled score >= 0.7 (raw^2 / split-half reliability; not 1: the twin's neurons see the
+image in a grey surround through a Gaussian field, which the maps protocol does not model); the same architecture
+with another seed and the generator at layer1 score clearly lower.
 
 Shift protocol: a twin whose neurons see each displaced presentation (``simulate_archive(protocol='shift')``),
 imported and scored like any twin.
@@ -50,12 +51,12 @@ def test_maps_protocol_recovers_generator(use_sim_full):
         scores[name] = benchmark(model)
     generator = float(scores["generator"])
     assert scores["generator"].attrs["ceiling"].attrs["method"].startswith("split_half")
-    # measured: generator 0.868, other seed 0.747, layer1 0.589 (the twin's neurons see the image in a grey surround
+    # measured: generator 0.754, other seed 0.558, layer1 0.346 (the twin's neurons see the image in a grey surround
     # through a Gaussian field, which the maps protocol does not model, so the generator stays below 1)
     measured = {name: round(float(score), 3) for name, score in scores.items()}
-    assert generator >= 0.8, measured
-    assert float(scores["other_seed"]) < generator - 0.07, measured
-    assert float(scores["early_layer"]) < generator - 0.15, measured
+    assert generator >= 0.7, measured
+    assert float(scores["other_seed"]) < generator - 0.12, measured
+    assert float(scores["early_layer"]) < generator - 0.3, measured
     # map alignment ranks them the same way (measured 0.862, 0.739, 0.574)
     alignment = {name: score.attrs["alignment"] for name, score in scores.items()}
     assert alignment["generator"] > max(alignment["other_seed"], alignment["early_layer"]) + 0.05
@@ -104,7 +105,7 @@ def sim_shift_home(tmp_path_factory):
 
 def test_shift_protocol_recovers_generator_of_a_shift_twin(sim_shift_home, monkeypatch):
     """Scored through ``load_benchmark('Arcaro2020sim.M2ML-shift_pls')`` like any twin (14 images, 9x9 grid, Poisson
-    noise, 8 repetitions, split-half ceiling). Measured: generator 0.817, other seed 0.453, layer1 0.718."""
+    noise, 8 repetitions, split-half ceiling). Measured: generator 0.668, other seed 0.206, layer1 0.515."""
     monkeypatch.setenv("BRAINSCORE_ITMAPS_HOME", str(sim_shift_home))
     sidecar = json.loads((sim_shift_home / "Arcaro2020sim" / "generator.json").read_text())
     gen = sidecar["generator"]
@@ -122,9 +123,9 @@ def test_shift_protocol_recovers_generator_of_a_shift_twin(sim_shift_home, monke
     assert scores["generator"].attrs["ceiling"].attrs["method"].startswith("split_half")
     assert scores["generator"].attrs["protocol"] == "shift"
     measured = {name: round(float(score), 3) for name, score in scores.items()}
-    assert measured["generator"] >= 0.75, measured
-    assert measured["other_seed"] < measured["generator"] - 0.2, measured
-    assert measured["early_layer"] < measured["generator"] - 0.07, measured
+    assert measured["generator"] >= 0.6, measured
+    assert measured["other_seed"] < measured["generator"] - 0.3, measured
+    assert measured["early_layer"] < measured["generator"] - 0.1, measured
 
 
 def test_ceiling_options(sim_small):

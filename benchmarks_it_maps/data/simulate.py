@@ -423,7 +423,8 @@ def to_archive_layout(maps: np.ndarray) -> np.ndarray:
 
 
 _MAT5_TEXT = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created by: benchmarks_it_maps simulated twin"
-_MAT73_TEXT = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: benchmarks_it_maps simulated twin HDF5 schema 1.00 ."
+_MAT73_TEXT = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: benchmarks_it_maps simulated twin "
+               b"HDF5 schema 1.00 .")
 
 
 def write_mat5(path: Path, variables: dict, level: int = 1) -> None:
