@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.cross_decomposition import PLSRegression
 
-from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression
+from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression, LeaveOneGroupOutPLS
 
 
 @pytest.mark.parametrize("n_components", [1, 3, 8])
@@ -39,3 +39,48 @@ def test_stops_when_x_is_exhausted_and_recovers_exact_linear_maps():
     np.testing.assert_allclose(model.predict(X), Y, atol=1e-9)
     with pytest.raises(ValueError):
         ExactPLSRegression(0)
+
+
+def _relu_case(seed: int, images: int, positions: int, features: int, channels: int, rank: int | None = None):
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((images, positions, rank or features))
+    X = np.maximum(Z @ rng.standard_normal((rank or features, features)), 0) * 0.3 + 0.1
+    Y = X[..., :4] @ rng.standard_normal((4, channels)) + 2 * rng.standard_normal((images, positions, channels)) + 5
+    return X, Y
+
+
+def _refit_every_fold(monkeypatch, X, Y):
+    """metric.loio_pls with each fold refitted on its own rows (the path before shared cross-products)."""
+    from benchmarks_it_maps.benchmarks import metric
+    monkeypatch.setattr(LeaveOneGroupOutPLS, "cheaper_than_refitting", staticmethod(lambda *args: False))
+    return metric.loio_pls(X, Y)
+
+
+@pytest.mark.parametrize("case", [
+    dict(seed=0, images=14, positions=81, features=96, channels=32),          # full rank
+    dict(seed=1, images=5, positions=25, features=40, channels=7, rank=6),    # rank 6 < 25 components
+    dict(seed=2, images=4, positions=9, features=12, channels=3),             # p < 25 components
+])
+def test_shared_cross_products_equal_refitting_each_fold(monkeypatch, case):
+    from benchmarks_it_maps.benchmarks import metric
+    X, Y = _relu_case(**case)
+    X[..., 3] = 0.7            # a constant feature
+    Y[:-1, :, 0] = 2.0         # a channel constant in every fold but the last image's
+    assert LeaveOneGroupOutPLS.cheaper_than_refitting(case["images"], case["positions"], case["features"],
+                                                      case["channels"], 25)
+    shared = metric.loio_pls(X, Y)
+    refit = _refit_every_fold(monkeypatch, X, Y)
+    np.testing.assert_allclose(shared.predictions, refit.predictions, rtol=0, atol=1e-8 * Y.std())
+    np.testing.assert_allclose(shared.per_channel, refit.per_channel, rtol=0, atol=1e-8)
+    assert shared.score == pytest.approx(refit.score, abs=1e-8) and shared.n_components == refit.n_components
+
+
+def test_shared_folds_match_a_direct_fit():
+    """One fold of LeaveOneGroupOutPLS = ExactPLSRegression fitted on that fold's rows (coefficients too)."""
+    X, Y = _relu_case(3, images=6, positions=16, features=20, channels=5)
+    shared = LeaveOneGroupOutPLS(X.reshape(96, 20), Y.reshape(96, 5), groups=6)
+    coef, intercept, used = shared.fold(2, 8)
+    direct = ExactPLSRegression(8).fit(np.delete(X, 2, axis=0).reshape(80, 20), np.delete(Y, 2, axis=0).reshape(80, 5))
+    assert used == direct.n_components_ == 8
+    np.testing.assert_allclose(coef, direct.coef_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(intercept, direct.intercept_, rtol=1e-9, atol=1e-9)

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.cross_decomposition import PLSRegression
+from tqdm.auto import tqdm
 
-from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression
+from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression, LeaveOneGroupOutPLS
 
 #: Brain-Score's standard PLS size (``regression_correlation.pls_regression``).
 N_COMPONENTS = 25
@@ -183,13 +184,42 @@ def fit_predict_pls(train_X: np.ndarray, train_Y: np.ndarray, test_X: np.ndarray
     return pred, n_comp
 
 
+def _training_constant(per_group_min: np.ndarray, per_group_max: np.ndarray, held_out: int) -> np.ndarray:
+    """:func:`_is_constant` of the training rows (all groups but ``held_out``), from per-group minima and maxima."""
+    low = np.delete(per_group_min, held_out, axis=0).min(axis=0)
+    high = np.delete(per_group_max, held_out, axis=0).max(axis=0)
+    scale = np.maximum(np.maximum(np.abs(low), np.abs(high)), 1.0)
+    return (high - low) <= 1e-12 * scale
+
+
+def _loio_shared(X_all: np.ndarray, Y_all: np.ndarray, n_images: int, n_components: int):
+    """Yield (held-out predictions, components used) per fold, as :func:`fit_predict_pls` with the exact solver on
+    each fold's rows, from cross-products shared by all folds (:class:`~.pls.LeaveOneGroupOutPLS`)."""
+    shared = LeaveOneGroupOutPLS(X_all, Y_all, n_images)
+    n_pos = X_all.shape[0] // n_images
+    Xg, Yg = X_all.reshape(n_images, n_pos, -1), Y_all.reshape(n_images, n_pos, -1)
+    x_low, x_high, y_low, y_high = Xg.min(axis=1), Xg.max(axis=1), Yg.min(axis=1), Yg.max(axis=1)
+    n_train = (n_images - 1) * n_pos
+    for held_out in range(n_images):
+        n_comp = int(max(1, min(n_components, X_all.shape[1], n_train - 1)))
+        y_mean = (shared.sum_y.sum(axis=0) - shared.sum_y[held_out]) / n_train
+        varying = ~_training_constant(y_low, y_high, held_out)
+        pred = np.repeat(y_mean[None, :], n_pos, axis=0)
+        if varying.any() and not _training_constant(x_low, x_high, held_out).all():
+            coef, intercept, _ = shared.fold(held_out, n_comp, columns=np.flatnonzero(varying))
+            pred[:, varying] = Xg[held_out] @ coef + intercept
+        yield pred, n_comp
+
+
 def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N_COMPONENTS,
              reduce: Optional[KernelPCAReducer] = None, progress: bool = False, solver: str = "exact") -> MapsFit:
     """Leave-one-image-out PLS from per-position features to per-position channel responses.
 
     ``features`` ``[I, P, F]`` (the model's regressor at each of P grid positions of I images), ``targets``
     ``[I, P, K]`` (window-averaged responses of K channels). ``reduce`` (e.g. :func:`pca_reducer`) transforms the
-    features per fold, fitted on the training images only. ``solver``: see :data:`PLS_SOLVERS`.
+    features per fold, fitted on the training images only. ``solver``: see :data:`PLS_SOLVERS`. With the exact
+    solver, no reducer and fewer features than about twice the training rows, all folds are fitted from shared
+    cross-products (the same fits, a fraction of the work: :class:`~.pls.LeaveOneGroupOutPLS`).
     """
     features = np.asarray(features, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -204,22 +234,31 @@ def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N
     per_channel = np.zeros((n_images, n_chan))
     predictions = np.zeros((n_images, n_pos, n_chan))
     used = n_components
-    folds = range(n_images)
+    if solver == "exact" and reduce is None and LeaveOneGroupOutPLS.cheaper_than_refitting(
+            n_images, n_pos, n_feat, n_chan, n_components):
+        fits = _loio_shared(X_all, Y_all, n_images, n_components)
+    else:
+        fits = (_refit_fold(X_all, Y_all, rows, held_out, reduce, n_components, solver)
+                for held_out in range(n_images))
     if progress:
-        from tqdm.auto import tqdm
-        folds = tqdm(folds, desc="leave-one-image-out PLS", unit="fold")
-    for held_out in folds:
-        train_rows = np.delete(rows, held_out, axis=0).ravel()
-        test_rows = rows[held_out]
-        if reduce is not None:
-            train_X, test_X = reduce.fold(train_rows, test_rows)
-        else:
-            train_X, test_X = X_all[train_rows], X_all[test_rows]
-        pred, used = fit_predict_pls(train_X, Y_all[train_rows], test_X, n_components, solver)
+        fits = tqdm(fits, total=n_images, desc="leave-one-image-out PLS", unit="fold")
+    for held_out, (pred, used) in enumerate(fits):
         predictions[held_out] = pred
-        per_channel[held_out] = pearson_per_channel(pred, Y_all[test_rows])
+        per_channel[held_out] = pearson_per_channel(pred, Y_all[rows[held_out]])
     return MapsFit(per_channel=per_channel, per_fold=np.median(per_channel, axis=1), predictions=predictions,
                    n_components=used)
+
+
+def _refit_fold(X_all: np.ndarray, Y_all: np.ndarray, rows: np.ndarray, held_out: int,
+                reduce: Optional[KernelPCAReducer], n_components: int, solver: str) -> tuple[np.ndarray, int]:
+    """One fold fitted on its own training rows (after the fold's reducer, if any)."""
+    train_rows = np.delete(rows, held_out, axis=0).ravel()
+    test_rows = rows[held_out]
+    if reduce is not None:
+        train_X, test_X = reduce.fold(train_rows, test_rows)
+    else:
+        train_X, test_X = X_all[train_rows], X_all[test_rows]
+    return fit_predict_pls(train_X, Y_all[train_rows], test_X, n_components, solver)
 
 
 def training_mean_maps(targets: np.ndarray) -> np.ndarray:
