@@ -420,3 +420,41 @@ def test_one_row_per_checkpoint_spelling_no_probe_leak_constant_model_flagged(tm
                  "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["score"] == 0
     assert any("do not vary (a constant model?)" in r.getMessage() for r in caplog.records)
+
+
+def test_empty_shard_and_non_utf8_clickme_table_are_one_line(tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "clickme_train_0.tfrecords").write_bytes(b"")
+    folder = tmp_path / "folder"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels.csv").write_bytes("image,label\ncaf\xe9.png,1\n".encode("latin-1"))
+    for clickme, needle in ((shards, "an empty shard"), (folder, "not UTF-8 text")):
+        _one_line_exit_2(capsys, ["harmonize", "evaluate", "--model", "test_resnet", "--no-pretrained",
+                                  "--clickme", str(clickme), "--device", "cpu", "--no-progress"], needle)
+
+
+def test_ctrl_c_is_one_line_exit_2_and_leaves_nothing_half_written(tmp_path):
+    """SIGINT while a command writes (the twin simulation): exit code 2, one line, no traceback, no output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "twin.zip"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), BRAINSCORE_ITMAPS_HOME=str(tmp_path / "home"),
+               PYTHONWARNINGS="ignore")  # (third-party FutureWarnings at import are not our messages)
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks_it_maps", "data", "simulate", "--out", str(out),
+                                "--images", "14", "--grid", "17", "9"], stderr=subprocess.PIPE, env=env)
+    seen = b""
+    while b"simulating" not in seen:  # the command is inside its handler, writing
+        chunk = process.stderr.read1(4096)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 2
+    text = (seen + rest).decode(errors="replace").replace("\r", "\n")
+    lines = [line for line in text.splitlines() if line.strip() and not re.search(r"\d+%\|", line)
+             and "INFO" not in line]
+    assert "Traceback" not in text and len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0], text[-2000:]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".twin.zip")]

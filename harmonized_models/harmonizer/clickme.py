@@ -162,8 +162,11 @@ class ClickMeTFRecords:
         self.verify = verify
         self._index: list[tuple[int, int, int, int]] = []  # (shard, record number, offset, length)
         for s, shard in enumerate(self.shards):
+            before = len(self._index)
             for r, (offset, length) in enumerate(index_records(shard, verify)):
                 self._index.append((s, r, offset, length))
+            if len(self._index) == before:
+                raise ClickMeError(f"{shard}: an empty shard (no records); download it again or remove it")
 
     def __len__(self) -> int:
         return len(self._index)
@@ -187,13 +190,19 @@ class ClickMeFolder:
         table = self.root / "labels.csv"
         if not table.is_file():
             raise ClickMeError(f"{table}: not found; a ClickMe folder needs labels.csv with columns image,label")
-        with open(table, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"image", "label"} - set(reader.fieldnames or ())
-            if missing:
-                raise ClickMeError(f"{table}: missing column(s) {sorted(missing)}; the header must be "
-                                   f"image,label[,map]")
-            rows = list(reader)
+        try:
+            with open(table, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = {"image", "label"} - set(reader.fieldnames or ())
+                if missing:
+                    raise ClickMeError(f"{table}: missing column(s) {sorted(missing)}; the header must be "
+                                       f"image,label[,map]")
+                rows = list(reader)
+        except UnicodeDecodeError as error:
+            raise ClickMeError(f"{table}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8 "
+                               "CSV with columns image,label") from None
+        if not rows:
+            raise ClickMeError(f"{table}: no samples (only a header); add one line per image: image,label")
         self.items: list[tuple[Path, Path, int]] = []
         for line, row in enumerate(rows, start=2):
             image = self.root / "images" / row["image"]
