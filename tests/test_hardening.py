@@ -458,3 +458,40 @@ def test_ctrl_c_is_one_line_exit_2_and_leaves_nothing_half_written(tmp_path):
              and "INFO" not in line]
     assert "Traceback" not in text and len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0], text[-2000:]
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".twin.zip")]
+
+
+def test_convert_keras_refuses_nan_and_bytes_weights_and_outputs_follow_the_umask(tmp_path, capsys):
+    """NaN weights and a bytes-typed bias are one-line refusals with nothing written; a good conversion and a new
+    results database get the umask's permissions (0664 under umask 002), not 0600 / 0644."""
+    import os
+    from keras_fixtures import fixture_dir
+    from benchmarks_it_maps.runs.results import ResultsDB
+    source = fixture_dir(["efficientnet_b0_qubvel"]) / "efficientnet_b0_qubvel.h5"
+    names = []
+    with h5py.File(source, "r") as f:
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) and name.endswith(
+            "bias:0") and name.startswith("model_weights/") else None)
+    bias = names[0]
+    for case, needle in (("nan", "hold NaN or Inf"), ("bytes", "values, not numbers")):
+        broken = tmp_path / f"{case}.h5"
+        shutil.copyfile(source, broken)
+        with h5py.File(broken, "r+") as f:
+            if case == "nan":
+                f[bias][...] = np.nan
+            else:
+                n = f[bias].shape[0]
+                del f[bias]
+                f.create_dataset(bias, data=np.array([b"0.5"] * n, dtype="S3"))
+        out = tmp_path / f"{case}.safetensors"
+        _one_line_exit_2(capsys, ["convert-keras", str(broken), "--arch", "efficientnet_b0", "--out", str(out)],
+                         f"{case}.h5", needle)
+        assert not out.exists()
+    old_mask = os.umask(0o002)
+    try:
+        out = tmp_path / "good.safetensors"
+        assert main(["convert-keras", str(source), "--arch", "efficientnet_b0", "--out", str(out)]) == 0
+        ResultsDB(tmp_path / "results.sqlite").record("m", "b", 0.5, benchmark_version=1, weights_hash="h")
+    finally:
+        os.umask(old_mask)
+    assert out.stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "results.sqlite").stat().st_mode & 0o777 == 0o664
