@@ -1,11 +1,10 @@
 """Brain-Score benchmarks for the spatial IT activity maps of Arcaro, Ponce & Livingstone (2020).
 
 Identifiers: ``{Arcaro2020,Arcaro2020sim}.{M1PL,M1ML,M2ML,IT}-{pls,shift_pls,map_alignment,residual_pls,
-residual_shift_pls}``. ``IT`` is the
-composite: the mean of the three sites' ceiled scores, errors propagated.
+residual_shift_pls}``. ``IT`` is the composite (one vote per monkey: M1PL and M1ML 0.25 each, M2ML 0.5).
 
-Three protocols share one metric (:func:`benchmarks_it_maps.benchmarks.metric.loio_pls`, leave-one-image-out PLS, Pearson r per
-channel across grid positions, median over channels, mean over images):
+The protocols share one regression (:func:`benchmarks_it_maps.benchmarks.metric.loio_pls`, leave-one-image-out
+PLS; Pearson r per channel across grid positions, median over channels, mean over images):
 
 ``maps`` (``-pls``, the paper's, corrected; PAPER_NOTES 8.6)
     The model looks at each whole image once (``start_recording('IT')`` + ``look_at``). The image fills the model's
@@ -38,15 +37,16 @@ channel across grid positions, median over channels, mean over images):
     The maps-protocol predictions of each held-out image, averaged over channels, compared with the channel-averaged
     neural map by Spearman rho at G x G (headline) and at int(G/4) x int(G/4).
 
-Ceilings (``ceiling_method='auto'``, computed by :mod:`benchmarks_it_maps.benchmarks.ceiling`): with repeated trials (the
-simulated twin), from the split-half reliability of the maps with Spearman-Brown correction (on the r scale, see
-that module); without them (the released data holds trial averages only), each channel's map
-predicted from the other channels of the same array by the same cross-validated PLS (median over channels): the
-signal a model as good as the rest of the array could explain. ``'pairwise'`` gives the paper's pairwise-channel
-ceiling (bugs fixed), for comparison with published numbers. For map alignment the ceiling is the split-half
-reliability of the channel-averaged map (over repetitions, or over random halves of the channels when there are no
-repetitions), Spearman-Brown corrected. Ceiled score = raw / ceiling; ``error`` is the raw SEM over images divided
-by the ceiling (the raw error is ``score.raw.error``).
+Scores follow Brain-Score's convention (docs/BENCHMARKS.md): the ceiling is a Spearman-Brown corrected split-half
+reliability (:mod:`benchmarks_it_maps.benchmarks.ceiling`; ``ceiling_method='auto'``: over repetitions when the data
+has them, otherwise over interleaved time bins; ``'cross_channel'`` and ``'pairwise'`` are named options), and the
+ceiled score is raw^2 / ceiling bounded to [0, 1] (:func:`ceiled_value`; attrs ``unbounded``, ``r_ceiled`` =
+raw / sqrt(ceiling), ``error`` by the delta method, the raw SEM in ``raw.attrs['error']``). Map alignment ceils its
+Spearman statistic with the split-half Spearman reliability of the channel-averaged map. Every score carries its
+floor: ``position_only`` (the image-blind predictor: each held-out map predicted by the mean neural map of the
+training images) and ``shuffled_image`` (the model's own features of another image), raw and ceiled. The ``IT``
+composites give one vote per monkey with a joint bootstrap error (:func:`composite_score`); only
+``<dataset>.IT-residual_pls`` has the leaderboard parent ``'IT'``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,25 @@
 """Noise ceilings for spatial IT maps: how well could a perfect model predict these maps, given the data's noise?
 
-Three estimators, all on the same scale as :func:`benchmarks_it_maps.benchmarks.metric.loio_pls` (per-image Pearson r across grid
-positions, median over channels, mean over images):
+Brain-Score's convention: a ceiling is a Spearman-Brown corrected split-half reliability of the benchmark's
+statistic (per image, median over channels of the half-map correlation across grid positions; mean over images),
+and a score is ceiled as raw^2 / reliability (``CeilingResult.value`` is the reliability; ``scale='reliability'``).
 
-- :func:`split_half_ceiling` (default when trials are available, e.g. the simulated twin): split the repetitions in
-  halves, correlate the two half-average maps, Spearman-Brown correct to the full number of trials. This is the
-  reliability Brain-Score uses (``internal_consistency``), applied to maps. Brain-Score ceils with r^2 / reliability;
-  our benchmarks report raw / ceiling on the r scale, so the ceiling *value* is sqrt(reliability) (Spearman's
-  correction for attenuation; a perfect noiseless model then scores 1). The reliability itself is kept as
-  ``CeilingResult.reliability``.
-- :func:`cross_channel_ceiling` (default for the real data, which only has trial averages): each channel's map is
-  predicted from the *other* channels of the same array by the same leave-one-image-out PLS. It measures how much of
-  a channel's map is shared, predictable structure, i.e. what a model as good as the rest of the array would reach.
-- :func:`pairwise_channel_ceiling`: the paper's ceiling (best-correlated pair of channel maps per image, averaged over
-  images) with the released code's bugs fixed (PAPER_NOTES 6.8): full-map correlation instead of row-wise, every
-  channel included, no normalisation precedence bug, orientation untouched. Only for comparing with published numbers.
+- :func:`split_half_ceiling` (default with repetitions, e.g. the simulated twin): random halves of the repetitions.
+- :func:`time_split_ceiling` (default without repetitions, e.g. the released file, whose ``imageRF`` is
+  trial-summed): the interleaved time bins of the window as two halves (odd vs even bins hold disjoint spikes,
+  independent under Poisson firing), corrected for unequal half sizes (:func:`spearman_brown_unequal`). Smoothed
+  files (correlated adjacent bins) are detected by :func:`lag1_autocorrelation` and get wider blocks or a one-line
+  refusal (:class:`SmoothedTimeCourseError`).
+- :func:`cross_channel_ceiling` (named option): each channel's map predicted from the *other* channels of the same
+  array by the same leave-one-image-out PLS; an r-scale value (``scale='r'``, squared by ``.reliability``). On the
+  twin's released-layout export it is 15-19 % low (docs/BENCHMARKS.md).
+- :func:`pairwise_channel_ceiling` (named option): the paper's ceiling (best-correlated pair of channel maps per
+  image, averaged over images) with the released code's bugs fixed (PAPER_NOTES 6.8): full-map correlation instead
+  of row-wise, every channel included, no normalisation precedence bug, orientation untouched. For comparison with
+  published numbers only.
+
+``residual=True`` estimators measure the reliability of the ``-residual_pls`` maps (each half's map minus that
+half's mean map of the other images); ``spearman=True`` correlates ranks (for map alignment's Spearman statistic).
 """
 from __future__ import annotations
 

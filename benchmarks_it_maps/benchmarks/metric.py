@@ -3,7 +3,9 @@
 Samples are (image, grid position) pairs. For each held-out image, a PLS regression (25 components, ``scale=False``,
 centred, with intercept) is fitted on the positions of all other images, predicts the held-out image's map for every
 channel, and is scored by the Pearson correlation across the G x G positions (a spatial-map correlation), median over
-channels. The headline is the mean over folds with the SEM over folds as its error.
+channels. The headline is the mean over folds with the SEM over folds as its error. :func:`residual_per_channel`
+scores the same predictions after subtracting the training images' mean map (``-residual_pls``), and
+:func:`training_mean_maps` is the image-blind predictor (the floor).
 
 This fixes the released evaluation code (PAPER_NOTES section 6): predictions come from the fitted estimator (centring
 and intercept included, never a raw ``X @ coef_``), every component count is honoured, and constant maps yield r = 0
