@@ -185,10 +185,14 @@ def test_time_split_ceiling_recovers_known_reliability_and_refuses_smoothed_bins
     from scipy.ndimage import gaussian_filter1d
     from benchmarks_it_maps.benchmarks import ceiling
     rng = np.random.default_rng(1)
-    signal = rng.uniform(0.5, 1.5, size=(8, 100, 5, 1)) * 0.2  # spikes per ms
-    counts = rng.poisson(np.broadcast_to(signal, (8, 100, 5, 150))).astype(float)
+    # the map changes within the window (an early and a late map, cross-fading): contiguous halves of the window
+    # would see different maps, interleaved bins see the same mixture
+    early, late = (rng.uniform(0.5, 1.5, size=(8, 100, 5, 1)) * 0.2 for _ in range(2))  # spikes per ms
+    fade = np.linspace(0.0, 1.0, 150)
+    rate = early * (1 - fade) + late * fade
+    counts = rng.poisson(rate).astype(float)
     bins = _binned(counts)
-    truth = signal[..., 0] * 150
+    truth = rate.sum(-1)
     full = counts.sum(-1)
     oracle = np.mean(np.median(metric.pearson_maps(truth, full) ** 2, axis=1))
     result = ceiling.time_split_ceiling(bins, label="hand.site")

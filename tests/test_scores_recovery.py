@@ -32,17 +32,16 @@ def _other_seed(sidecar, seed=123):
 
 
 @pytest.fixture(scope="module")
-def use_sim_full_module(sim_full):
-    """``use_sim_full`` for a whole module: the data home points at the full twin."""
+def m2ml_controls(sim_full):
+    """Ceiled -residual_pls and -pls scores of the generator and its controls on the full twin's M2ML site (the data
+    home points at the full twin only while they are computed, so no other test sees it)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BRAINSCORE_ITMAPS_HOME", str(sim_full["home"]))
-        yield sim_full
+        return _controls(sim_full)
 
 
-@pytest.fixture(scope="module")
-def m2ml_controls(use_sim_full_module):
-    """Ceiled -residual_pls and -pls scores of the generator and its controls on the full twin's M2ML site."""
-    sidecar = use_sim_full_module["sidecar"]
+def _controls(sim_full) -> dict:
+    sidecar = sim_full["sidecar"]
     layer = sidecar["generator"]["layer"]
     network = simulate.build_generator_network(sidecar)
     models = {"generator": _commit(sidecar, "gen", layer, network),
@@ -64,6 +63,9 @@ def m2ml_controls(use_sim_full_module):
                                         residual=benchmark.residual).score
         raw["position_only"] = metric.maps_fit(metric.training_mean_maps(targets), targets,
                                                residual=benchmark.residual).score
+        # the benchmark's own floor attrs are these controls
+        assert scores["generator"].attrs["shuffled_image"] == pytest.approx(raw["other_image"], abs=1e-9)
+        assert scores["generator"].attrs["position_only"] == pytest.approx(raw["position_only"], abs=1e-12)
         out[suffix] = dict(scores=scores, raw=raw, ceiling=benchmark.ceiling)
     return out
 
@@ -144,7 +146,7 @@ def test_time_split_ceiling_of_the_released_layout_matches_the_truth(site, relea
     assert cross < 0.9 * oracle  # the former default: far too low (scores above 1 "of ceiling")
 
 
-def test_smoothed_release_is_detected(sim_small, tmp_path, monkeypatch):
+def test_smoothed_release_is_detected(sim_small, tmp_path, monkeypatch, capsys):
     """A file smoothed along time before release (Gaussian, 10 ms) has correlated adjacent bins: the time-split
     ceiling refuses in one line naming the site instead of reporting an inflated reliability; unsmoothed, the same
     export interleaves single bins."""
@@ -162,5 +164,13 @@ def test_smoothed_release_is_detected(sim_small, tmp_path, monkeypatch):
             as error:
         load_benchmark("Arcaro2020sim.M1ML-pls").ceiling
     assert "\n" not in str(error.value) and "cross_channel" in str(error.value)
+    # the CLI: one line on stderr, exit code 2, no traceback, nothing recorded
+    from benchmarks_it_maps.cli import main
+    capsys.readouterr()
+    assert main(["score", "--model", "efficientnet_lite0", "--benchmark", "Arcaro2020sim.M1ML-pls", "--no-record",
+                 "--device", "cpu", "--results", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "adjacent time bins are correlated" in err[-1] and not any("Traceback" in line for line in err)
+    assert not (tmp_path / "none.sqlite").exists()
     with pytest.raises(ValueError, match="exists"):
         released_layout.export_released_layout(sim_small["archive"], tmp_path / "export-0")
