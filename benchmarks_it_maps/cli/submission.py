@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", default=None,
                         help="ID,ID | @FILE | category:NAME (default: every harmonized model)")
     parser.add_argument("--requirement", default=None,
-                        help="requirements.txt line that installs this package (default: brainscore-itmaps==VERSION;"
-                             " e.g. a git URL)")
+                        help="requirements.txt line that installs this package (default: a git URL of this "
+                             "repository at"
+                             " tag vVERSION; e.g. brainscore-itmaps @ file:///PATH.whl)")
     parser.set_defaults(func=run_submission)
 
 

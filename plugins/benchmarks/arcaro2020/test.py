@@ -28,6 +28,19 @@ def test_benchmark_metadata(identifier):
     assert 'arcaro2020' in benchmark.bibtex
 
 
+def test_bibtex_is_one_reference():
+    """One entry that brainscore-core's own reference parser accepts (into a real, in-memory SQLite)."""
+    from peewee import SqliteDatabase
+    from brainscore_core.submission.database import reference_from_bibtex
+    from brainscore_core.submission.database_models import Reference, database_proxy
+    from benchmarks_it_maps import load_benchmark
+    database = SqliteDatabase(':memory:')
+    database_proxy.initialize(database)
+    database.create_tables([Reference])
+    reference = reference_from_bibtex(load_benchmark(IDENTIFIERS[0]).bibtex)
+    assert reference is not None and (reference.author, int(reference.year)) == ('Arcaro', 2020)
+
+
 @pytest.mark.private_access
 @pytest.mark.parametrize('identifier', IDENTIFIERS)
 def test_ceiling(identifier):
