@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks_it_maps.analysis import families as fam
 from benchmarks_it_maps.analysis import leaderboard as lb
 from benchmarks_it_maps.analysis import tradeoff as tr
+from benchmarks_it_maps.analysis import twolines as tl
 from benchmarks_it_maps.cli import main
 from benchmarks_it_maps.runs.results import ResultsDB
 
@@ -435,8 +437,6 @@ def test_cli_tradeoff_on_results_and_leaderboard(tmp_path, capsys, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------------
 # issue 15: families, the upper frontier, the two-lines test, Holm, every choice shown
 # ---------------------------------------------------------------------------------------------------------------------
-from benchmarks_it_maps.analysis import families as fam  # noqa: E402
-from benchmarks_it_maps.analysis import twolines as tl  # noqa: E402
 
 FAMILY_CASES = {
     "mobilenet_v2_1.0_224-tf": "mobilenet", "mobilenet_v1_0.25_128": "mobilenet",

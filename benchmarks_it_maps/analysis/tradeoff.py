@@ -534,7 +534,8 @@ class TradeoffResult:
         models = []
         for row in self.models.itertuples(index=False):
             models.append({
-                "model": row.model, "category": row.category, "harmonized": bool(row.harmonized),
+                "model": row.model, "family": row.family, "category": row.category,
+                "harmonized": bool(row.harmonized),
                 "accuracy": float(row.accuracy), "score": float(row.score), "frontier": float(row.frontier),
                 "tradeoff": float(row.tradeoff), "tradeoff_ci": [float(row.ci_low), float(row.ci_high)],
                 "breaks_tradeoff": bool(row.breaks_tradeoff), "in_fit": bool(row.in_fit),
@@ -615,9 +616,9 @@ class TradeoffResult:
             lines.append(f"  by {unit:<8}  peak {rng(values['peak_ci'])}  slope above {rng(values['slope_above_ci'])}")
         if self.two_lines is not None:
             t = self.two_lines
-            lines.append(f"  two-lines test (Simonsohn 2018, {t.se_kind} SEs) at {t.breakpoint:.3f}: slope below "
-                         f"{t.slope_below:+.3f} (p={t.p_below:.2g}), above {t.slope_above:+.3f} (p={t.p_above:.2g}); "
-                         f"inverted-U p = {t.p:.2g}")
+            lines.append(f"  two-lines test (Simonsohn 2018, mean curve, {t.se_kind} SEs) at {t.breakpoint:.3f}: "
+                         f"slope below {t.slope_below:+.3f} (p={t.p_below:.2g}), above {t.slope_above:+.3f} "
+                         f"(p={t.p_above:.2g}); inverted-U p = {t.p:.2g}")
         lines.append("")
         models = self.models.sort_values("tradeoff", ascending=False)
         shown = models if max_models is None else models.head(max_models)
@@ -1294,10 +1295,11 @@ def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike, *, highlight:
     ax.set_xlabel(f"{result.accuracy_name} accuracy (fraction)")
     ax.set_ylabel(f"{result.benchmark or 'neural'} score (ceiled)")
     test = result.two_lines
+    low, high = result.slope_above_ci
     ax.set_title(title or f"{result.benchmark or 'score'} ({result.frontier_kind}): slope above peak "
-                          f"{result.slope_above:+.2f} [{result.slope_above_ci[0]:+.2f}, {result.slope_above_ci[1]:+.2f}]"
-                          f" by {result.bootstrap_unit}\n{result.n_fit} models, {result.n_families} families"
-                          + (f"; two-lines inverted-U p = {test.p:.2g}" if test else ""), fontsize=9)
+                          f"{result.slope_above:+.2f} [{low:+.2f}, {high:+.2f}] by {result.bootstrap_unit}\n"
+                          f"{result.n_fit} models, {result.n_families} families"
+                          + (f"; two-lines test (mean curve): inverted-U p = {test.p:.2g}" if test else ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)
     fig.tight_layout()

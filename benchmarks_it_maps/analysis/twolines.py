@@ -86,7 +86,7 @@ def smooth(x: Sequence[float], y: Sequence[float], knots: int = SPLINE_KNOTS) ->
     k = basis.shape[1]
     penalty = np.diff(np.eye(k), 2, axis=0)
     penalty = penalty.T @ penalty
-    gram, rhs = basis.T @ basis, basis.T @ y
+    gram = basis.T @ basis
     scale = np.trace(gram) / max(np.trace(penalty), 1e-12)
     best = None
     for lam in _LAMBDAS * scale:
