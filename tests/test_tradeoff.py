@@ -716,3 +716,25 @@ def test_readme_tradeoff_example_on_a_sweep_database(tmp_path, capsys):
     # the version filter: a version the database does not hold is one clear error
     assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Arcaro2020.IT-pls", "--version", "1"]) == 2
     assert "has version(s) 2" in capsys.readouterr().err
+
+
+def test_readme_tradeoff_example_on_the_leaderboard_with_both_curves(tmp_path, capsys):
+    """README: two benchmarks, named models with top-1 >= 0.36, --frontier upper, --bootstrap, --families."""
+    families = tmp_path / "my_families.csv"
+    families.write_text("model,family\nCORnet-S,resnet\nCORnet-Z,resnet\n")
+    plot = tmp_path / "tradeoff.png"
+    assert main(["tradeoff", "--leaderboard", str(SNAPSHOT), "--benchmark",
+                 "Sanghavi2020.IT-pls,SanghaviJozwik2020.IT-pls", "--min-accuracy", "0.36", "--exclude-anonymous",
+                 "--frontier", "upper", "--bootstrap", "models", "--families", str(families), "--resamples", "20",
+                 "--plot", str(plot), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["benchmark"] for r in results] == ["Sanghavi2020.IT-pls", "SanghaviJozwik2020.IT-pls"]
+    for r in results:
+        assert r["frontier"] == "upper" and r["bootstrap"] == "models" and set(r["curves"]) == {"mean", "upper"}
+        assert r["n_families"] == 21          # CORnet moved into the ResNets
+        assert r["peak_ci"] == r["intervals"]["models"]["peak_ci"] and "families" in r["intervals"]
+        assert next(m for m in r["models"] if m["model"] == "CORnet-S")["family"] == "resnet"
+    np.testing.assert_allclose([r["two_lines"]["p_holm"] for r in results],
+                               tl.holm([r["two_lines"]["p"] for r in results]))
+    assert sorted(p.name for p in tmp_path.glob("tradeoff_*.png")) == [
+        "tradeoff_Sanghavi2020.IT-pls.png", "tradeoff_SanghaviJozwik2020.IT-pls.png"]

@@ -1087,9 +1087,11 @@ def format_sensitivity(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_sensitivity(table: pd.DataFrame, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+def plot_sensitivity(table: pd.DataFrame, path: str | os.PathLike, *, dpi: int = 100,
+                     slope_range: tuple[float, float] = (-2.0, 1.0)) -> Path:
     """Forest plot: for each benchmark (column) the peak and the slope-above intervals (rows of panels) of every
-    choice; red = slope-above interval below 0, filled marker = two-lines inverted U after Holm."""
+    choice; red = slope-above interval below 0, filled marker = two-lines inverted U after Holm. Slope intervals
+    are drawn within ``slope_range`` (an end beyond it is clipped, marked by an arrow head)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1099,16 +1101,19 @@ def plot_sensitivity(table: pd.DataFrame, path: str | os.PathLike, *, dpi: int =
     if suffix not in {"png", "svg", "pdf"}:
         raise TradeoffInputError(f"plot file {path}: unsupported format {path.suffix!r}; use .png or .svg")
     benchmarks = list(dict.fromkeys(table["benchmark"]))
-    choices = table.drop_duplicates(["version", "min_accuracy", "anonymous", "bootstrap"])
-    labels = [f"v{r.version} top1>={r.min_accuracy:.2f} anon {r.anonymous} by {r.bootstrap}"
-              for r in choices.itertuples(index=False)]
-    keys = list(zip(choices["version"], choices["min_accuracy"], choices["anonymous"], choices["bootstrap"]))
-    height = 1.2 + 0.17 * len(keys)
-    fig, axes = plt.subplots(2, len(benchmarks), figsize=(2.9 * len(benchmarks) + 2.4, 2 * height), sharey=True,
+    versions = table.groupby("benchmark")["version"].agg(lambda v: sorted({str(x) for x in v}))
+    by_version = any(len(v) > 1 for v in versions)
+    fields = (["version"] if by_version else []) + ["min_accuracy", "anonymous", "bootstrap"]
+    choices = table.drop_duplicates(fields)
+    keys = [tuple(row) for row in choices[fields].itertuples(index=False)]
+    labels = [(f"v{r.version} " if by_version else "") + f"top-1 >= {r.min_accuracy:.2f}, anonymised "
+              f"{r.anonymous}, by {r.bootstrap}" for r in choices.itertuples(index=False)]
+    height = 1.0 + 0.16 * len(keys)
+    fig, axes = plt.subplots(2, len(benchmarks), figsize=(2.9 * len(benchmarks) + 2.6, 2 * height), sharey=True,
                              squeeze=False)
     for column, benchmark in enumerate(benchmarks):
-        rows = table[table["benchmark"] == benchmark].set_index(["version", "min_accuracy", "anonymous",
-                                                                  "bootstrap"])
+        rows = table[table["benchmark"] == benchmark].set_index(fields)
+        title = benchmark + ("" if by_version else f" v{versions[benchmark][0]}")
         for panel, (name, low, high, point) in enumerate((("peak top-1", "peak_low", "peak_high", "peak"),
                                                           ("slope above peak", "slope_above_low",
                                                            "slope_above_high", "slope_above"))):
@@ -1117,22 +1122,30 @@ def plot_sensitivity(table: pd.DataFrame, path: str | os.PathLike, *, dpi: int =
                 if key not in rows.index or not np.isfinite(rows.loc[key, point]):
                     continue
                 row = rows.loc[key]
-                declining = row["slope_above_high"] < 0
-                color = "tab:red" if declining else "tab:gray"
-                ax.plot([row[low], row[high]], [position, position], color=color, linewidth=2)
+                color = "tab:red" if row["slope_above_high"] < 0 else "tab:gray"
+                lo, hi = row[low], row[high]
+                if panel == 1:
+                    lo, hi = max(lo, slope_range[0]), min(hi, slope_range[1])
+                    for end, clipped in ((lo, row[low] < slope_range[0]), (hi, row[high] > slope_range[1])):
+                        if clipped:
+                            ax.plot([end], [position], marker="<" if end < 0 else ">", color=color, markersize=4)
+                ax.plot([lo, hi], [position, position], color=color, linewidth=2)
                 ax.plot([row[point]], [position], marker="o", markersize=5, color=color,
                         markerfacecolor=color if row["inverted_u"] else "white")
             if panel == 1:
                 ax.axvline(0, color="black", linewidth=0.8)
-            ax.set_title(f"{benchmark}\n{name}" if panel == 0 else name, fontsize=8)
+                ax.set_xlim(slope_range[0] - 0.1, slope_range[1] + 0.1)
+            ax.set_title(f"{title}\n{name}" if panel == 0 else name, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3, axis="x")
             ax.set_yticks(range(len(keys)))
-            ax.set_yticklabels(labels, fontsize=6)
+            ax.set_yticklabels(labels, fontsize=6.5)
     axes[0, 0].invert_yaxis()   # the y axes are shared: the first choice on top everywhere
-    fig.suptitle("every analysis choice: red = slope above the peak significantly < 0 (bootstrap interval); "
-                 "filled = two-lines inverted U (Holm p < 0.05)", fontsize=8)
-    fig.tight_layout()
+    curve = ", ".join(sorted({str(kind) for kind in table["frontier"].dropna()})) or "mean"
+    fig.suptitle(f"Every analysis choice ({curve} curve, 95 % bootstrap intervals). Red: slope above the peak < 0 "
+                 "(interval). Filled: inverted U by the two-lines test on the mean curve, Holm p < 0.05 across the "
+                 "benchmarks.", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     return save_figure(fig, path, format=suffix, dpi=dpi)
 
 
