@@ -144,13 +144,17 @@ def _score(args) -> int:
 def _print_score(args, result) -> None:
     from benchmarks_it_maps.runs import scoring
     summary = scoring.score_summary(result)
+    note = result.attrs.get("note")  # e.g. a constant model's 0 +- 0
     if args.json:
-        print(json.dumps({k: summary[k] for k in ("model", "benchmark", "score", "floor", "raw", "ceiling", "error",
-                                                  "layer", "region_layer_map_source")}))
+        print(json.dumps({**{k: summary[k] for k in ("model", "benchmark", "score", "floor", "raw", "ceiling",
+                                                     "error", "layer", "region_layer_map_source")},
+                          **({"note": note} if note else {})}))
     else:
         print(format_table([summary]))
         if summary["region_layer_map_source"]:
             print(f"region_layer_map: {summary['region_layer_map_source']}")
+        if note:
+            print(f"note: {note}")
     sys.stdout.flush()
 
 
