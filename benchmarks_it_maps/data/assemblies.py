@@ -791,19 +791,31 @@ def plot_site(identifier: str, path: str | Path, *, window: tuple[float, float] 
     mean_map = maps.mean("channel")
     stimulus_set = assembly.attrs["stimulus_set"]
     n = min(max_images, maps.sizes["stimulus_id"])
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 1.2, 3.8), squeeze=False, layout="constrained")
+    shown_maps = [mean_map.sel(stimulus_id=sid).values for sid in maps["stimulus_id"].values[:n]]
+    low, high = float(np.min(shown_maps)), float(np.max(shown_maps))  # one scale: maps compare across images
     for i, sid in enumerate(maps["stimulus_id"].values[:n]):
         with Image.open(stimulus_set.get_stimulus(sid)) as image:
             axes[0, i].imshow(np.asarray(image.convert("RGB")))
-        axes[1, i].imshow(mean_map.sel(stimulus_id=sid).values, cmap="magma")
-        axes[0, i].set_title(str(maps["image_file_name"].values[i])[:14], fontsize=6)
+        shown = axes[1, i].imshow(shown_maps[i], cmap="magma", vmin=low, vmax=high)
+        axes[0, i].set_title(_wrap(str(maps["image_file_name"].values[i]), 16), fontsize=6)
         for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[1, 0].set_ylabel("mean rate\n(channels)", fontsize=7)
-    fig.suptitle(f"{identifier}: response maps {maps.attrs['window'][0]}-{maps.attrs['window'][1]} ms "
-                 "(row 0 = image top)", fontsize=9)
+    bar = fig.colorbar(shown, ax=list(axes[1]), fraction=0.03, pad=0.01)
+    bar.set_label("spikes/s (channel mean)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    grid = int(mean_map.sizes["row"])
+    fig.suptitle(f"{identifier}: response maps {maps.attrs['window'][0]}-{maps.attrs['window'][1]} ms, "
+                 f"{grid}x{grid} positions over the {cv.IMAGE_SIZE_DEG:.0f} deg image (row 0 = image top)",
+                 fontsize=9)
     return save_figure(fig, path, format="png", dpi=120, bbox_inches="tight")
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` cut into lines of ``width`` characters (file names have no spaces to break at)."""
+    return "\n".join(text[i:i + width] for i in range(0, len(text), width)) or text
 
 
 # ---------------------------------------------------------------------------------------------------------------------

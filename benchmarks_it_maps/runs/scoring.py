@@ -29,6 +29,7 @@ from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.benchmarks import metric
 from benchmarks_it_maps.benchmarks.arcaro2020 import _reorder, grid_features_from_responses
 from benchmarks_it_maps.benchmarks.metric import sem
+from benchmarks_it_maps.data.conventions import IMAGE_SIZE_DEG
 from benchmarks_it_maps.home import atomic_file, data_home, save_figure
 from benchmarks_it_maps.runs import upstream
 from benchmarks_it_maps.runs.results import ResultsDB, ResultsDBError, _jsonable
@@ -469,7 +470,11 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
         logger.info("%s: nested score %.3f; layers chosen %s", site.identifier, analyses[-1].nested_score,
                     sorted(set(result["selected"])))
     if out is not None:
-        plot_layer_analysis(analyses, out, title=f"{candidate.identifier} on {benchmark_identifier}")
+        committed = (_candidate_layer_map(candidate) or {}).get("IT")
+        default = (harmonized_models.get_entry(model).region_layer_map["IT"]
+                   if isinstance(model, str) and is_registry_model(model) else None)
+        plot_layer_analysis(analyses, out, title=f"{candidate.identifier} on {benchmark_identifier}",
+                            committed_layer=committed, default_layer=default)
     return analyses
 
 
@@ -488,8 +493,11 @@ def _candidate_layers(model: Any, candidate) -> list[str]:
     return list(layers)
 
 
-def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLike, title: str = "") -> Path:
-    """Ceiled LOIO score by layer depth per site (error bars), with the nested score and the chosen layers."""
+def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLike, title: str = "", *,
+                        committed_layer: Optional[str] = None, default_layer: Optional[str] = None) -> Path:
+    """Ceiled LOIO score by layer depth per site (error bars), with the nested score and the chosen layers; the
+    model's committed IT layer (what ``brainscore score`` uses) and the registry rule's default, when given, are
+    marked by vertical lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -507,11 +515,20 @@ def plot_layer_analysis(analyses: Sequence[LayerAnalysis], out: str | os.PathLik
             if counts[layer]:
                 ax.annotate(f"{counts[layer]}x", (d, analysis.layer_scores[d]), textcoords="offset points",
                             xytext=(0, 6), ha="center", fontsize=7, color=line[0].get_color())
+    layers = list(analyses[0].layers)
+    marks = [(committed_layer, "-", "committed IT layer (brainscore score uses it)")]
+    if default_layer != committed_layer:
+        marks.append((default_layer, "-.", "registry rule's IT layer"))
+    for layer, style, label in marks:
+        if layer in layers:
+            ax.axvline(layers.index(layer), color="0.35", linestyle=style, linewidth=1.2, label=f"{label}: {layer}")
+        elif layer:
+            ax.plot([], [], " ", label=f"{label}: {layer} (not among these layers)")
     ax.set_xticks(depth)
-    ax.set_xticklabels(analyses[0].layers, rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("layer (by depth)")
     ax.set_ylabel("ceiled score (leave-one-image-out)")
-    ax.set_title(title + "\n(dashed: nested score; dotted: floor = image-blind predictor; Nx: times chosen for a "
+    ax.set_title(title + "\n(dashed: nested score; dotted: floor = image-blind predictor;\nNx: times chosen for a "
                  "held-out image)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -549,28 +566,42 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
         blind = metric.training_mean_maps(data.targets.reshape(n_img, grid * grid, n_chan)).reshape(
             data.targets.shape).mean(axis=-1)
         floor = result.floor.get("position_only")
+        half_deg = IMAGE_SIZE_DEG / 2
         for i, sid in enumerate(data.stimulus_ids):
-            fig, axes = plt.subplots(1, 4, figsize=(14.5, 3.6))
+            fig, axes = plt.subplots(1, 4, figsize=(14.5, 3.9), layout="constrained")
             with Image.open(data.stimulus_set.get_stimulus(sid)) as image:
-                axes[0].imshow(np.asarray(image.convert("RGB")), extent=(0, 1, 1, 0))
+                axes[0].imshow(np.asarray(image.convert("RGB")), extent=(-half_deg, half_deg, half_deg, -half_deg))
             axes[0].set_title(f"{sid}", fontsize=8)
-            for ax, values, name in ((axes[1], neural[i], "neural map (channel mean)"),
-                                     (axes[2], predicted[i], "predicted map (held out)"),
-                                     (axes[3], blind[i], "floor: mean map of the other images")):
-                # grid points span the image edge to edge: pixel k is centred at k/(G-1)
-                g = values.shape[0]
-                half = 0.5 / (g - 1)
-                shown = ax.imshow(values, extent=(-half, 1 + half, 1 + half, -half), cmap="viridis")
-                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+            # one colour scale for the three maps, so that their amplitudes compare (the predicted map is shrunk
+            # towards the mean by the regression; Pearson r ignores that)
+            panels = ((axes[1], neural[i], "neural map (channel mean)"),
+                      (axes[2], predicted[i], "predicted map (held out)"),
+                      (axes[3], blind[i], "floor: mean map of the other images"))
+            low = min(float(np.min(values)) for _, values, _ in panels)
+            high = max(float(np.max(values)) for _, values, _ in panels)
+            for ax, values, name in panels:
+                # grid points span the image edge to edge: point k sits at (k / (G-1) - 1/2) x 16 deg
+                step = IMAGE_SIZE_DEG / (values.shape[0] - 1)
+                shown = ax.imshow(values, extent=(-half_deg - step / 2, half_deg + step / 2,
+                                                  half_deg + step / 2, -half_deg - step / 2),
+                                  cmap="viridis", vmin=low, vmax=high)
                 ax.set_title(name, fontsize=8)
+            bar = fig.colorbar(shown, ax=list(axes[1:]), fraction=0.02, pad=0.01)
+            bar.set_label("spikes/s (one scale for the 3 maps)", fontsize=7)
+            bar.ax.tick_params(labelsize=7)
             for ax in axes:
-                ax.set_xticks([])
-                ax.set_yticks([])
+                ax.set_xticks([-half_deg, 0, half_deg])
+                ax.set_yticks([-half_deg, 0, half_deg])
+                ax.tick_params(labelsize=7)
+            for ax in axes[1:]:
+                ax.set_xlabel("image point on the RF centre, deg", fontsize=7)
+            axes[0].set_xlabel("deg from the image centre", fontsize=7)
+            axes[0].set_ylabel("deg (down = +)", fontsize=7)
             fig.suptitle(f"{child.identifier} · {result.model_identifier} · layer {result.layer} · "
                          f"median r {result.fit.per_fold[i]:.2f} · Spearman {result.alignment['full'][i]:.2f}"
-                         + (f" · floor (image-blind) r {floor:.2f} (all images)" if floor is not None else ""),
+                         + (f" · floor (image-blind) r {floor:.2f} (all images)" if floor is not None else "")
+                         + f"\n{grid}x{grid} grid over the {IMAGE_SIZE_DEG:.0f} deg image",
                          fontsize=9)
-            fig.tight_layout()
             path = out_dir / f"{prefix}{child.identifier}" / f"{sid}.png"
             paths.append(save_figure(fig, path, format="png", dpi=90))
     return paths
