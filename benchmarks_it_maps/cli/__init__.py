@@ -72,9 +72,13 @@ class TqdmLoggingHandler(logging.StreamHandler):
 
 def configure_logging(verbose: bool = False) -> None:
     """INFO (``-v``: DEBUG) to stderr through :class:`TqdmLoggingHandler`; chatty third-party loggers at WARNING."""
-    handler = TqdmLoggingHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a host that configured logging (pytest, an app) keeps its own
+        handler = TqdmLoggingHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:
         for name in ("timm", "brainscore_vision", "brainscore_core", "brainio", "result_caching", "botocore",
                      "urllib3", "httpx", "huggingface_hub", "PIL", "matplotlib", "submitit", "numexpr"):
