@@ -68,20 +68,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "transpose_rot180 (transpose first, then the flip). The winner, its "
                                              "margin and a bootstrap over images are printed. --apply NAME "
                                              "re-imports the data with that symmetry. See docs/DATA.md.")
-    orient.add_argument("dataset", choices=["Arcaro2020", "Arcaro2020sim"])
+    orient.add_argument("dataset", choices=["Arcaro2020", "Arcaro2020sim"], help="imported dataset to check")
     orient.add_argument("--model", default="efficientnet_lite0", help="reference model (any registry id)")
     orient.add_argument("--sites", nargs="+", default=None, metavar="SITE", help="default: M1PL M1ML M2ML")
     orient.add_argument("--bootstrap", type=int, default=1000, help="image resamples (default 1000)")
     orient.add_argument("--json", action="store_true", help="print one JSON object per site, as a list")
     orient.add_argument("--apply", default=None, metavar="SYMMETRY",
                         help="re-import the dataset from its recorded source with this symmetry (nothing is scored)")
-    orient.add_argument("--device", default="auto")
+    orient.add_argument("--device", default="auto", help="auto: CUDA when available, else CPU")
     orient.set_defaults(func=_orientation)
 
     chan = commands.add_parser("channels", help="plot monkey 1's channel correlation and the PL/ML boundary",
                                description="Channel-by-channel correlation of monkey 1's maps (mean map removed) "
                                            "with the assumed PL/ML boundary marked; says where the data put it.")
-    chan.add_argument("dataset", choices=["Arcaro2020", "Arcaro2020sim"])
+    chan.add_argument("dataset", choices=["Arcaro2020", "Arcaro2020sim"], help="imported dataset to plot")
     chan.add_argument("--out", type=Path, default=None, help="output PNG (default: print only)")
     chan.add_argument("--json", action="store_true", help="print the boundaries and contrasts as JSON")
     chan.set_defaults(func=_channels)
