@@ -738,3 +738,18 @@ def test_readme_tradeoff_example_on_the_leaderboard_with_both_curves(tmp_path, c
                                tl.holm([r["two_lines"]["p"] for r in results]))
     assert sorted(p.name for p in tmp_path.glob("tradeoff_*.png")) == [
         "tradeoff_Sanghavi2020.IT-pls.png", "tradeoff_SanghaviJozwik2020.IT-pls.png"]
+
+
+def test_cli_sensitivity_on_a_sweep_database(tmp_path, capsys):
+    """--sensitivity from our own results: no anonymised models, the database's benchmark versions."""
+    db = _sweep_db(tmp_path)
+    assert main(["tradeoff", "--results", str(db.path), "--benchmark", "Arcaro2020.IT-residual_pls",
+                 "--sensitivity", "--min-accuracy-sweep", "0.30,0.76", "--resamples", "20", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert len(rows) == 2 * 2 and {row["anonymous"] for row in rows} == {"in"} and {row["version"] for row in rows} \
+        == {"2"}
+    assert {row["n_models"] for row in rows if row["min_accuracy"] == 0.30} == {12}
+    short = [row for row in rows if row["min_accuracy"] == 0.76]
+    assert all(row["peak"] is None and "at least" in row["note"] for row in short)   # 7 models left: too few
+    assert "without a top-1 accuracy left out" in captured.err
