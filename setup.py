@@ -28,6 +28,7 @@ install_requires = [
     "safetensors>=0.4",
     "scikit-image>=0.21,<0.25",
     "submitit>=1.5",
+    "himalaya>=0.4.8",  # --regression ridgecv on a GPU (torch backend); pure Python
     "google-crc32c>=1.5",  # fast TFRecord CRC checks (ClickMe reader); pure-Python fallback exists
     "opencv-python<4.12",  # brainscore-vision pulls opencv; 4.12+ requires numpy>=2
     "efficientnet-lite-pytorch==0.1.0",

@@ -69,6 +69,7 @@ from tqdm.auto import tqdm
 
 from benchmarks_it_maps.benchmarks import ceiling as ceilings
 from benchmarks_it_maps.benchmarks import metric
+from benchmarks_it_maps.benchmarks import regression as regressions
 from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
 from benchmarks_it_maps.data import assemblies as data
 from benchmarks_it_maps.data import conventions as cv
@@ -491,6 +492,9 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         self.shift_canvas_px = shift_canvas_px
         #: PLS solver of the metric (``metric.PLS_SOLVERS``); ``'sklearn'`` reproduces Brain-Score's NIPALS PLS
         self.pls_solver = "exact"
+        #: regression and outer folds of the metric (``regressions.REGRESSIONS``, ``'loio'`` or K); other than the
+        #: default only through ``runs.scoring.configure_regression``, which also renames the benchmark
+        self.regression, self.folds, self.ridge_backend = "pls", "loio", "numpy"
         self.last_result: Optional[SiteResult] = None
         #: optional dict shared between benchmarks to reuse model features of the same images (same model)
         self.feature_cache: Optional[dict] = None
@@ -621,21 +625,23 @@ class ArcaroSiteBenchmark(BenchmarkBase):
         reduce = metric.pca_reducer(self.max_pca_components) if self.readout == "shift" else None
         # -pls and -map_alignment fit the same regression: a shared cache fits it once
         fit_key = ("fit", id(candidate), candidate.identifier, self.readout == "shift", self.n_components,
-                   self.max_pca_components, self.pls_solver, hashlib.sha1(targets.tobytes()).hexdigest(),
+                   self.max_pca_components, self.pls_solver, self.regression, self.folds,
+                   hashlib.sha1(targets.tobytes()).hexdigest(),
                    features.shape)
         fit = cache.get(fit_key) if cache is not None else None
         if fit is None:
             logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
                         candidate.identifier, n_img, grid * grid, features.shape[-1], n_chan)
-            fit = metric.loio_pls(features, targets, n_components=self.n_components, reduce=reduce, progress=True,
-                                  solver=self.pls_solver)
+            fit = regressions.cross_validated_fit(features, targets, n_components=self.n_components, reduce=reduce,
+                                                  progress=True, solver=self.pls_solver, **self._regression_options())
             if cache is not None:
                 cache[fit_key] = fit
         shuffled_key = ("shuffled",) + fit_key
         shuffled = cache.get(shuffled_key) if cache is not None else None
         if shuffled is None:  # the floor: the model's own features of another image (the previous one, cyclically)
-            shuffled = metric.loio_pls(np.roll(features, 1, axis=0), targets, n_components=self.n_components,
-                                       reduce=reduce, solver=self.pls_solver)
+            shuffled = regressions.cross_validated_fit(np.roll(features, 1, axis=0), targets,
+                                                       n_components=self.n_components, reduce=reduce,
+                                                       solver=self.pls_solver, **self._regression_options())
             if cache is not None:
                 cache[shuffled_key] = shuffled
         if self.residual:  # same PLS predictions, scored on the maps minus the training images' mean map
@@ -648,6 +654,9 @@ class ArcaroSiteBenchmark(BenchmarkBase):
                             model_identifier=candidate.identifier, floor=floor)
         self.last_result = result
         return result
+
+    def _regression_options(self) -> dict:
+        return dict(regression=self.regression, folds=self.folds, backend=self.ridge_backend)
 
     def _statistic(self, predictions: np.ndarray, targets: np.ndarray) -> float:
         """This benchmark's raw statistic of held-out predictions ``[I, P, K]`` (for the floor predictors)."""

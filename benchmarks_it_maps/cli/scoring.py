@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   description="Score a model on a benchmark (this package's identifiers first, "
                                               "brainscore-vision's as a fallback) and record it in the results DB.")
     _model_benchmark_args(score)
+    _regression_args(score)
     score.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     score.add_argument("--results", type=Path, default=None,
                        help="results database (default: DATA_HOME/results.sqlite)")
@@ -59,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     layers = subparsers.add_parser("layers", help="score candidate layers with nested cross-validation, plot by "
                                                   "depth")
     _model_benchmark_args(layers)
+    _regression_args(layers)
     layers.add_argument("--layers", nargs="+", default=None, help="layers to compare (default: candidate layers)")
     layers.add_argument("--out", type=Path, default=None,
                         help="PNG path (default: DATA_HOME/figures/layers-<model>-<benchmark>.png)")
@@ -80,6 +82,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--grid", type=int, nargs=2, default=[17, 9], metavar=("G1", "G2"),
                       help="grid sizes of monkeys 1 and 2 (default 17 9); smaller values give a quick look")
     demo.set_defaults(func=_demo)
+
+
+def _regression_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--regression", default="pls", choices=["pls", "ridgecv"],
+                        help="pls (default: 25 components, the benchmarks' protocol) or ridgecv (ridge, alpha per "
+                             "channel by cross-validation over training images); a non-default choice reports "
+                             "under <benchmark>+ridgecv")
+    parser.add_argument("--folds", default="loio", metavar="loio|K",
+                        help="outer cross-validation over images: loio (default) or K seeded folds "
+                             "(reported under <benchmark>+Kfold)")
+
+
+def _folds(text: str):
+    from benchmarks_it_maps.benchmarks.regression import parse_folds
+    from benchmarks_it_maps.cli import UserError
+    try:
+        return parse_folds(text)
+    except ValueError as error:
+        raise UserError(f"--folds: {error}") from None
 
 
 def _model_benchmark_args(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +152,8 @@ def _score(args) -> int:
     from benchmarks_it_maps.runs import scoring
     try:
         result = scoring.score(args.model, args.benchmark, device=args.device, batch_size=args.batch_size,
-                               results=args.results, record=not args.no_record, stock=args.stock_pls)
+                               results=args.results, record=not args.no_record, stock=args.stock_pls,
+                               regression=args.regression, folds=_folds(args.folds))
     except scoring.ScoreNotRecordedError as error:  # the finished score first, then the one-line error
         _print_score(args, error.result)
         raise _user_error(error) from None
@@ -262,7 +284,8 @@ def _layers(args) -> int:
     out = args.out or data_home() / "figures" / f"layers-{args.model}-{args.benchmark}.png".replace("/", "_")
     try:
         analyses = scoring.layer_analysis(args.model, args.benchmark, layers=args.layers, out=out,
-                                          device=args.device, batch_size=args.batch_size)
+                                          device=args.device, batch_size=args.batch_size,
+                                          regression=args.regression, folds=_folds(args.folds))
     except _known_errors() as error:
         raise _user_error(error) from None
     if args.json:

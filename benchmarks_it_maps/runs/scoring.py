@@ -27,6 +27,7 @@ import harmonized_models
 from brainscore_vision.model_helpers.activations import core as activations_core
 from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.benchmarks import metric
+from benchmarks_it_maps.benchmarks import regression as regressions
 from benchmarks_it_maps.benchmarks.arcaro2020 import _reorder, grid_features_from_responses
 from benchmarks_it_maps.benchmarks.metric import sem
 from benchmarks_it_maps.data.conventions import IMAGE_SIZE_DEG
@@ -175,7 +176,34 @@ def _version(benchmark) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 #: Benchmark attributes that change a score without changing the benchmark's identifier or version.
 BENCHMARK_OPTIONS = ("ceiling_method", "window", "n_components", "max_pca_components", "shift_canvas_px",
-                     "pls_solver")
+                     "pls_solver", "regression", "folds", "ridge_backend")
+#: Options left out of the configuration while they have their default (scores from before they existed keep
+#: their resume key).
+DEFAULT_OPTIONS = {"regression": "pls", "folds": "loio", "ridge_backend": "numpy"}
+
+
+def configure_regression(benchmark: Any, regression: str = "pls", folds: str | int = "loio",
+                         ridge_backend: Optional[str] = None) -> Any:
+    """Set the metric's regression and outer folds on one of this package's benchmarks (all sites of a composite)
+    and, when they differ from the published protocol, rename it ``<identifier>+<regression>[+<K>fold]``
+    (:func:`benchmarks_it_maps.benchmarks.regression.variant_identifier`). ``ridge_backend`` default: himalaya on a
+    CUDA machine, numpy otherwise. Foreign benchmarks accept only the defaults."""
+    regression = regressions.check_regression(regression)
+    folds = regressions.parse_folds(folds)
+    targets = [benchmark, *getattr(benchmark, "children", [])]
+    if not hasattr(targets[-1], "regression"):
+        if (regression, folds) != ("pls", "loio"):
+            raise ScoringError(f"{benchmark.identifier}: --regression/--folds apply to this package's Arcaro2020 "
+                               "benchmarks only (brainscore-vision's benchmarks fix their own metric)")
+        return benchmark
+    if ridge_backend is None:
+        import torch
+        ridge_backend = "himalaya" if regression == "ridgecv" and torch.cuda.is_available() else "numpy"
+    for target in targets:
+        target.regression, target.folds, target.ridge_backend = regression, folds, ridge_backend
+        published = target.__dict__.setdefault("_published_identifier", target.identifier)
+        target._identifier = regressions.variant_identifier(published, regression, folds)
+    return benchmark
 
 
 def benchmark_options(benchmark: Any) -> dict:
@@ -189,6 +217,8 @@ def benchmark_options(benchmark: Any) -> dict:
     for name in BENCHMARK_OPTIONS:
         if hasattr(target, name):
             value = getattr(target, name)
+            if name in DEFAULT_OPTIONS and value == DEFAULT_OPTIONS[name]:
+                continue
             options[name] = list(value) if isinstance(value, tuple) else value
     return options
 
@@ -270,7 +300,8 @@ def config_hash(config: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "auto",
           batch_size: Optional[int] = None, results: Any = None, record: bool = True,
-          weights_hash_value: Optional[str] = None, stock: bool = False):
+          weights_hash_value: Optional[str] = None, stock: bool = False, regression: str = "pls",
+          folds: str | int = "loio"):
     """Score a model on a benchmark, time it, and (``record=True``) store it in the results DB.
 
     ``model_identifier``/``benchmark_identifier`` are identifiers (ours first, then brainscore-vision's) or
@@ -283,6 +314,8 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
     """
     benchmark = (resolve_benchmark(benchmark_identifier)
                  if isinstance(benchmark_identifier, str) else benchmark_identifier)
+    if (regression, regressions.parse_folds(folds)) != ("pls", "loio"):
+        configure_regression(benchmark, regression, folds)
     candidate = (resolve_model(model_identifier, device=device, batch_size=batch_size)
                  if isinstance(model_identifier, str) else model_identifier)
     # one spelling per checkpoint folder: harmonized:ckpt/a and harmonized:./ckpt/a are one row, not two
@@ -302,6 +335,9 @@ def score(model_identifier: Any, benchmark_identifier: Any, *, device: str = "au
     result.attrs["seconds"] = seconds
     if solver is not None:
         result.attrs[upstream.SOLVER_ATTR] = solver
+    site = (getattr(benchmark, "children", None) or [benchmark])[0]
+    if hasattr(site, "regression"):
+        result.attrs["regression"], result.attrs["folds"] = site.regression, site.folds
     if "layer" not in result.attrs:
         layer_map = getattr(getattr(getattr(candidate, "layer_model", None), "_layer_model", None),
                             "region_layer_map", None)
@@ -378,9 +414,12 @@ class LayerAnalysis:
         return bm.ceiled_error(float(self.per_fold.mean()), sem(self.per_fold), self.ceiling)
 
 
-def _criterion(protocol: str, features: np.ndarray, targets: np.ndarray, grid: int, n_components: int):
-    """Fit LOIO on the given images and return (score, per-image values) under the benchmark's headline metric."""
-    fit = metric.loio_pls(features, targets, n_components=n_components)
+def _criterion(protocol: str, features: np.ndarray, targets: np.ndarray, grid: int, n_components: int,
+               regression: str = "pls", folds: str | int = "loio"):
+    """Cross-validate on the given images (LOIO PLS unless ``regression``/``folds`` say otherwise) and return
+    (score, per-image values) under the benchmark's headline metric."""
+    fit = regressions.cross_validated_fit(features, targets, n_components=n_components, regression=regression,
+                                          folds=_inner_folds(folds, targets.shape[0]))
     if protocol in bm.RESIDUAL_PROTOCOLS:
         fit = metric.residual_fit(fit, targets)
     if protocol == "map_alignment":
@@ -391,8 +430,15 @@ def _criterion(protocol: str, features: np.ndarray, targets: np.ndarray, grid: i
     return fit.score, fit.per_fold
 
 
+def _inner_folds(folds: str | int, n_images: int) -> str | int:
+    """K folds on a subset of the images: at most one fold per image (then LOIO)."""
+    folds = regressions.parse_folds(folds)
+    return "loio" if folds == "loio" or folds >= n_images else folds
+
+
 def nested_layer_selection(features_by_layer: dict, targets: np.ndarray, grid: int, *, protocol: str = "maps",
-                           n_components: int = 25, progress: bool = True) -> dict:
+                           n_components: int = 25, progress: bool = True, regression: str = "pls",
+                           folds: str | int = "loio") -> dict:
     """For each held-out image, choose the layer with the best LOIO score on the *other* images only, then score
     the held-out image with that layer (fitted on the other images). Returns per-layer LOIO scores, the choices
     and the nested per-image scores (all raw)."""
@@ -400,12 +446,12 @@ def nested_layer_selection(features_by_layer: dict, targets: np.ndarray, grid: i
     n_img = targets.shape[0]
     full = {}
     for layer in tqdm(layers, desc="layer LOIO scores", unit="layer", disable=not progress):
-        full[layer] = _criterion(protocol, features_by_layer[layer], targets, grid, n_components)
+        full[layer] = _criterion(protocol, features_by_layer[layer], targets, grid, n_components, regression, folds)
     selected, per_fold = [], np.zeros(n_img)
     for held_out in tqdm(range(n_img), desc="nested layer selection", unit="image", disable=not progress):
         keep = np.delete(np.arange(n_img), held_out)
-        inner = [_criterion(protocol, features_by_layer[layer][keep], targets[keep], grid, n_components)[0]
-                 for layer in layers]
+        inner = [_criterion(protocol, features_by_layer[layer][keep], targets[keep], grid, n_components, regression,
+                            folds)[0] for layer in layers]
         best = layers[int(np.argmax(inner))]
         selected.append(best)
         # the outer fold of the full LOIO fit of ``best`` is exactly "fit on the other images, predict this one"
@@ -440,12 +486,14 @@ def _layer_features(candidate, site, layers: Sequence[str]) -> dict:
 
 def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Sequence[str]] = None,
                    out: Optional[str | os.PathLike] = None, device: str = "auto",
-                   batch_size: Optional[int] = None) -> list[LayerAnalysis]:
+                   batch_size: Optional[int] = None, regression: str = "pls",
+                   folds: str | int = "loio") -> list[LayerAnalysis]:
     """Score candidate layers on a maps-protocol benchmark (``-pls`` or ``-map_alignment``) with nested
     cross-validation, per site; optionally plot score by depth to ``out`` (PNG). ``layers`` defaults to the model's
-    candidate layers (registry entry, else the ModelCommitment's ``layers``)."""
+    candidate layers (registry entry, else the ModelCommitment's ``layers``). ``regression``/``folds``: see
+    :func:`configure_regression` (the sites then report under the variant identifiers)."""
     candidate = resolve_model(model, device=device, batch_size=batch_size) if isinstance(model, str) else model
-    target = bm.load(benchmark_identifier)
+    target = configure_regression(bm.load(benchmark_identifier), regression, folds)
     if target.readout == "shift":
         raise ScoringError(f"{benchmark_identifier}: the layer analysis runs on the maps protocol (-pls or "
                            "-map_alignment); the shift protocol scores the committed IT layer only")
@@ -458,7 +506,8 @@ def layer_analysis(model: Any, benchmark_identifier: str, *, layers: Optional[Se
         n_img, grid, _, n_chan = site.data.targets.shape
         targets = site.data.targets.reshape(n_img, grid * grid, n_chan)
         result = nested_layer_selection(features, targets, grid, protocol=site.protocol,
-                                        n_components=site.n_components)
+                                        n_components=site.n_components, regression=site.regression,
+                                        folds=site.folds)
         ceiling = float(site.ceiling)
         per_image = result["layer_per_image"]
         analyses.append(LayerAnalysis(
