@@ -100,11 +100,12 @@ def test_twin_generator_recovered_under_every_regression_choice(use_sim_full):
         assert benchmark.identifier == R.variant_identifier("Arcaro2020sim.M2ML-pls", regression, folds)
         scores = {name: float(benchmark(model)) for name, model in models.items()}
         measured[(regression, folds)] = {k: round(v, 3) for k, v in scores.items()}
-        assert scores["generator"] > scores["other_seed"] + 0.05, measured
-        assert scores["generator"] > scores["early_layer"] + 0.15, measured
-        assert scores["generator"] >= 0.75, measured
-    # measured (ceiled, generator / other seed / layer1): ridgecv 5-fold .919 .726 .442; pls 5-fold .913 .702 .437;
-    # (ridgecv LOIO .930 .730 .448; the published PLS LOIO .920 .709 .444)
+        # the margins of tests/test_benchmark_recovery.py for the published protocol
+        assert scores["generator"] >= 0.7, measured
+        assert scores["other_seed"] < scores["generator"] - 0.12, measured
+        assert scores["early_layer"] < scores["generator"] - 0.3, measured
+    # measured (ceiled, generator / other seed / layer1): ridgecv 5-fold .744 .554 .357; pls 5-fold .748 .525 .336
+    # (the published PLS LOIO: .754 .558 .346)
 
 
 def test_variants_have_their_own_identifier_and_resume_key(sim_small, tmp_path):
