@@ -32,6 +32,7 @@ QUICK = {
     "brainscore report --out report.html [--results DB] [--leaderboard SNAPSHOT] "
     "[--maps ~/.brainscore_itmaps/demo/maps]": ["--maps", "~/.brainscore_itmaps/demo/maps"],
     "brainscore data simulate --out twin.zip --seed 0": ["--images", "3", "--grid", "5"],
+    "brainscore data orientation Arcaro2020sim": ["--bootstrap", "100", "--device", "cpu"],
     "brainscore score --model efficientnet_lite0 --benchmark Arcaro2020sim.M2ML-pls [--json] [--device cuda]":
         ["--json", "--device", "cpu"],
     "brainscore maps --model efficientnet_lite0 --benchmark Arcaro2020sim.M1ML-pls --out maps/": ["--device", "cpu"],
@@ -79,6 +80,8 @@ PRINTS = {
     "brainscore list benchmarks": "Arcaro2020sim.IT-pls",
     "brainscore leaderboard show --benchmark MajajHong2015.IT-pls": "MajajHong2015.IT-pls (v",
     "brainscore leaderboard compare --model efficientnet_lite0": "efficientnet_lite0 among the public Brain-Score",
+    "brainscore data orientation Arcaro2020sim": "best in",
+    "brainscore data channels Arcaro2020sim --out channels.png": "best boundary in the data",
 }
 
 
@@ -138,6 +141,7 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     # outputs where README and --help say: the demo's under the data home, nothing in the working folder
     assert sorted((home / "demo" / "maps").glob("*/*/*.png")), "demo figures not under DATA_HOME/demo/maps"
     assert not (work / "brainscore_demo").exists()
-    assert (work / "maps.png").is_file() and (work / "tradeoff.png").is_file() and (work / "scores.csv").is_file()
+    assert (work / "maps.png").is_file() and (work / "channels.png").is_file()
+    assert (work / "tradeoff.png").is_file() and (work / "scores.csv").is_file()
     assert sorted((home / "figures").glob("layers-*.png")), "layers plot not under DATA_HOME/figures"
     assert "brainscore demo" in ran and len(ran) >= 15
