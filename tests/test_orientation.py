@@ -48,7 +48,7 @@ def test_diagnostic_finds_the_symmetry_that_undoes_the_file(twins, written, monk
     for row in rows:
         assert list(row["scores"]) == list(cv.SYMMETRIES)
         assert row["best"] == expected, row
-        assert row["margin"] > 0.05 and row["sure"] > 0.9, row
+        assert row["margin"] > 0.05 and row["sure"] > 0.9 and row["decisive"], row
         assert row["margin"] == pytest.approx(row["scores"][expected] - sorted(row["scores"].values())[-2])
 
 
@@ -85,6 +85,12 @@ def test_bootstrap_summary_is_exact_on_a_known_table():
     out = orientation.summarise(per_image, n_boot=50)
     assert out["best"] == "a" and out["runner_up"] == "b" and out["margin"] == pytest.approx(0.5)
     assert out["sure"] == 1.0 and 0.39 < out["margin_ci"][0] <= out["margin_ci"][1] < 0.61
+    assert orientation.decisive(out)
+    # a winner that changes with the images is not a verdict: the table says undecided, not "re-import"
+    close = orientation.summarise({"a": np.array([1.0, 0.0, 0.6]), "b": np.array([0.0, 1.0, 0.5])}, n_boot=200)
+    assert not orientation.decisive(close)
+    text = orientation.format_table([{**close, "site": "X.M2ML", "orientation": "identity", "model": "m"}])
+    assert "undecided" in text and "--apply" not in text
 
 
 def test_channel_split_is_found_where_the_twin_put_it(sim_small, tmp_path, capsys):
@@ -98,6 +104,7 @@ def test_channel_split_is_found_where_the_twin_put_it(sim_small, tmp_path, capsy
     assert main(["data", "channels", "Arcaro2020sim", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "best boundary in the data: channel 32" in text and "agree with the assumed split" in text
+    assert result["support"].get(32, 0) > 0.5
     assert out.stat().st_size > 10_000
     assert main(["data", "channels", "Arcaro2020", "--json"]) == 2  # the real data is not imported here
     assert "not imported" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def orientation_diagnostic(dataset: str, candidate: Any, *, sites: Sequence[str]
     """For each site of ``dataset`` ('Arcaro2020' or 'Arcaro2020sim'): the reference ``candidate`` (a BrainModel)
     scored on the imported maps under each of the 8 symmetries. Returns one dict per site: ``site``, ``scores``
     {symmetry: mean over images}, ``best``, ``margin`` (best minus runner-up), ``runner_up``, ``sure``,
-    ``margin_ci``, ``orientation`` (the one the data was imported with), ``model``."""
+    ``margin_ci``, ``decisive`` (:func:`decisive`), ``orientation`` (the one the data was imported with), ``model``."""
     if dataset not in bm.DATASETS:
         raise KeyError(f"unknown dataset {dataset!r}: expected one of {', '.join(bm.DATASETS)}")
     cache: dict = {}
@@ -85,23 +85,38 @@ def orientation_diagnostic(dataset: str, candidate: Any, *, sites: Sequence[str]
         logger.info("%s: scoring %s (%s) under the 8 symmetries", benchmark.identifier, candidate.identifier, layer)
         per_image = symmetry_scores(features, benchmark.data.targets, statistic=statistic,
                                     n_components=benchmark.n_components, solver=benchmark.pls_solver)
-        rows.append({"site": f"{dataset}.{site}", **summarise(per_image, n_boot=n_boot, seed=seed),
-                     "orientation": benchmark.data.orientation, "model": candidate.identifier, "layer": layer})
+        row = {"site": f"{dataset}.{site}", **summarise(per_image, n_boot=n_boot, seed=seed),
+               "orientation": benchmark.data.orientation, "model": candidate.identifier, "layer": layer}
+        rows.append({**row, "decisive": decisive(row)})
     return rows
+
+
+#: A winner counts only if it stays best in this fraction of image resamples and its margin's interval excludes 0.
+DECISIVE_SURE = 0.95
+
+
+def decisive(row: dict) -> bool:
+    """True if ``row``'s winner is clear: best in >= :data:`DECISIVE_SURE` of resamples, margin CI above 0."""
+    return row["sure"] >= DECISIVE_SURE and row["margin_ci"][0] > 0
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """The scores as a table (symmetries x sites), then one line per site: winner, margin, how sure."""
     names = list(rows[0]["scores"])
     width = max(len(n) for n in names) + 2
-    lines = [f"{'symmetry':<{width}}" + "".join(f"{r['site']:>18}" for r in rows)]
+    column = max(len(r["site"]) for r in rows) + 2
+    lines = [f"{'symmetry':<{width}}" + "".join(f"{r['site']:>{column}} " for r in rows)]
     for name in names:
-        cells = "".join(f"{r['scores'][name]:>17.3f}{'*' if r['best'] == name else ' '}" for r in rows)
+        cells = "".join(f"{r['scores'][name]:>{column}.3f}{'*' if r['best'] == name else ' '}" for r in rows)
         lines.append(f"{name:<{width}}{cells}")
     for r in rows:
         lo, hi = r["margin_ci"]
-        verdict = ("the imported orientation is the best" if r["best"] == "identity" else
-                   f"maps fit better under {r['best']}: check the file, then re-import with --apply {r['best']}")
+        if not decisive(r):
+            verdict = "undecided: the images do not single out one orientation (use more images or another model)"
+        elif r["best"] == "identity":
+            verdict = "the imported orientation is the best"
+        else:
+            verdict = f"maps fit better under {r['best']}: check the file, then re-import with --apply {r['best']}"
         lines.append(f"{r['site']}: best {r['best']} (margin {r['margin']:.3f} over {r['runner_up']}, 95% CI "
                      f"[{lo:.3f}, {hi:.3f}]; best in {100 * r['sure']:.0f}% of image resamples); {verdict}")
     lines.append(f"(model {rows[0]['model']}, residual statistic; imported with orientation {rows[0]['orientation']})")
