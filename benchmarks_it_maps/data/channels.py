@@ -99,7 +99,7 @@ def plot_split(result: dict, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     corr = result["correlation"]
-    fig, (ax, side) = plt.subplots(1, 2, figsize=(9.5, 4.4), gridspec_kw={"width_ratios": [1.15, 1]})
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(9.5, 4.8), gridspec_kw={"width_ratios": [1.15, 1]})
     image = ax.imshow(corr, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     for b, style, label in ((result["assumed_boundary"], "-", "assumed"), (result["data_boundary"], "--", "data")):
         ax.axhline(b - 0.5, color="k", ls=style, lw=1.2, label=f"{label} boundary ({b})")
@@ -107,7 +107,7 @@ def plot_split(result: dict, path: str | Path) -> Path:
     ax.set_xlabel("channel (0-based)")
     ax.set_ylabel("channel (0-based)")
     ax.set_title("monkey 1 channel-by-channel map correlation", fontsize=9)
-    ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7, frameon=False)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Pearson r (mean map removed)")
     bounds, contrast = zip(*sorted(result["contrast"].items()))
     side.plot(bounds, contrast, color="0.2")
@@ -119,4 +119,4 @@ def plot_split(result: dict, path: str | Path) -> Path:
     side.legend(fontsize=7)
     fig.suptitle(f"{result['family']}: PL/ML channel split", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path, format="png", dpi=110)
+    return save_figure(fig, path, format="png", dpi=110, bbox_inches="tight")
