@@ -442,28 +442,38 @@ def test_empty_shard_and_non_utf8_clickme_table_are_one_line(tmp_path, capsys):
 
 
 def test_ctrl_c_is_one_line_exit_2_and_leaves_nothing_half_written(tmp_path):
-    """SIGINT while a command writes (the twin simulation): exit code 2, one line, no traceback, no output."""
+    """SIGINT while a command waits for a locked results database (a wait in Python, so the signal lands at once):
+    exit code 2, one line besides the announced wait, no traceback, the database unchanged."""
     import os
     import signal
     import subprocess
     import sys
-    out = tmp_path / "twin.zip"
+    from benchmarks_it_maps.runs.results import ResultsDB
+    path = tmp_path / "results.sqlite"
+    ResultsDB(path).record("m", "b", 0.5, benchmark_version=1, weights_hash="h")
+    before = path.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), BRAINSCORE_ITMAPS_HOME=str(tmp_path / "home"),
-               PYTHONWARNINGS="ignore")  # (third-party FutureWarnings at import are not our messages)
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks_it_maps", "data", "simulate", "--out", str(out),
-                                "--images", "14", "--grid", "17", "9"], stderr=subprocess.PIPE, env=env)
-    seen = b""
-    while b"simulating" not in seen:  # the command is inside its handler, writing
-        chunk = process.stderr.read1(4096)
-        assert chunk, seen.decode(errors="replace")
-        seen += chunk
-    process.send_signal(signal.SIGINT)
-    rest = process.stderr.read()
-    assert process.wait(timeout=120) == 2
+               PYTHONWARNINGS="ignore", BRAINSCORE_ITMAPS_DB_TIMEOUT="300")  # (third-party import warnings)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        process = subprocess.Popen([sys.executable, "-m", "benchmarks_it_maps", "results", "list", "--results",
+                                    str(path)], stderr=subprocess.PIPE, env=env)
+        seen = b""
+        while b"is locked by" not in seen:  # the command announced its wait
+            chunk = process.stderr.read1(4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=120) == 2
+    finally:
+        holder.communicate("", timeout=30)
     text = (seen + rest).decode(errors="replace")
-    lines = _messages(text)
+    lines = [line for line in _messages(text) if "is locked by" not in line]
     assert "Traceback" not in text and len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0], text[-2000:]
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".twin.zip")]
+    assert f"pid {holder.pid}" in text and path.read_bytes() == before
 
 
 def test_convert_keras_refuses_nan_and_bytes_weights_and_outputs_follow_the_umask(tmp_path, capsys):
