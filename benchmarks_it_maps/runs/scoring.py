@@ -652,7 +652,7 @@ def write_map_figures(benchmark, out_dir: str | os.PathLike, site_identifiers: O
                          + f"\n{grid}x{grid} grid over the {IMAGE_SIZE_DEG:.0f} deg image",
                          fontsize=9)
             path = out_dir / f"{prefix}{child.identifier}" / f"{sid}.png"
-            paths.append(save_figure(fig, path, format="png", dpi=90))
+            paths.append(save_figure(fig, path, format="png", dpi=90, bbox_inches="tight"))
     return paths
 
 
