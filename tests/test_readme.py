@@ -38,8 +38,11 @@ QUICK = {
     "brainscore maps --model efficientnet_lite0 --benchmark Arcaro2020sim.M1ML-pls --out maps/": ["--device", "cpu"],
     "brainscore layers --model efficientnet_lite0 --benchmark Arcaro2020sim.M1ML-pls":
         ["--device", "cpu", "--layers", "_blocks.4", "_blocks.10"],
-    "brainscore tradeoff --leaderboard --benchmark Sanghavi2020.IT-pls --min-accuracy 0.36 --exclude-anonymous "
+    "brainscore tradeoff --leaderboard --benchmark Sanghavi2020.IT-pls,SanghaviJozwik2020.IT-pls --min-accuracy 0.36 "
+    "--exclude-anonymous [--frontier mean|upper] [--bootstrap families|models] [--families my_families.csv] "
     "--plot tradeoff.png [--json]": ["--resamples", "50"],
+    "brainscore tradeoff --leaderboard --benchmark Sanghavi2020.IT-pls --sensitivity --plot sensitivity.png":
+        ["--resamples", "20"],
 }
 #: README command -> why the test does not run it.
 SKIPPED = {
@@ -55,7 +58,7 @@ SKIPPED = {
                                         "in test_data_fetch",
     "brainscore data import arcaro2020 ~/Downloads/Arcaro2020.zip": "needs the real archive; importing an archive "
                                                                     "is run two lines below with the twin",
-    "brainscore tradeoff --results ~/.brainscore_itmaps/results.sqlite --benchmark Arcaro2020.IT-pls":
+    "brainscore tradeoff --results ~/.brainscore_itmaps/results.sqlite --benchmark Arcaro2020.IT-residual_pls":
         "needs scores of many models on the real data (the trade-off fit needs a population); tested on local "
         "results in test_tradeoff",
     "brainscore harmonize train --model resnet18 --pretrained --imagenet /data/imagenet/train --clickme "
@@ -141,7 +144,7 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     # outputs where README and --help say: the demo's under the data home, nothing in the working folder
     assert sorted((home / "demo" / "maps").glob("*/*/*.png")), "demo figures not under DATA_HOME/demo/maps"
     assert not (work / "brainscore_demo").exists()
-    assert (work / "maps.png").is_file() and (work / "channels.png").is_file()
-    assert (work / "tradeoff.png").is_file() and (work / "scores.csv").is_file()
+    assert (work / "maps.png").is_file() and (work / "channels.png").is_file() and (work / "scores.csv").is_file()
+    assert sorted(work.glob("tradeoff*.png")), "no trade-off figure written"  # one per benchmark when several
     assert sorted((home / "figures").glob("layers-*.png")), "layers plot not under DATA_HOME/figures"
     assert "brainscore demo" in ran and len(ran) >= 15
