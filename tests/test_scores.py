@@ -203,3 +203,17 @@ def test_time_split_ceiling_recovers_known_reliability_and_refuses_smoothed_bins
     smoothed = _binned(gaussian_filter1d(counts, 10.0, axis=-1, mode="nearest"))
     with pytest.raises(ceiling.SmoothedTimeCourseError, match=r"^hand\.site: adjacent time bins are correlated"):
         ceiling.time_split_ceiling(smoothed, label="hand.site")
+
+
+def test_residual_ceiling_is_what_a_perfect_model_scores():
+    """The residual reliability (split halves minus the full data's base) equals the residual score of the
+    noiseless maps (a perfect model) on the trial-averaged data: the base's noise is shared by both, so a
+    half-specific base would put the ceiling too low (ceiled perfect model > 1)."""
+    from benchmarks_it_maps.benchmarks import ceiling
+    rng = np.random.RandomState(3)
+    signal = 2.0 * rng.randn(1, 200, 6) + rng.randn(4, 200, 6)          # shared profile + image-specific part
+    trials = signal[..., None] + 1.5 * rng.randn(4, 200, 6, 8)
+    r = metric.maps_fit(signal, trials.mean(-1), residual=True).per_channel
+    perfect = float(np.mean(np.median(r ** 2, axis=1)))
+    reliability = ceiling.split_half_ceiling(trials, residual=True, n_splits=20).value
+    assert reliability == pytest.approx(perfect, rel=0.03)
