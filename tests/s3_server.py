@@ -32,13 +32,14 @@ def _free_ports(n: int) -> list[int]:
 
 
 def weed_command(folder: Path, ports: list[int]) -> list[str]:
-    """``weed server`` with master, volume, filer and S3 on localhost (gRPC ports given: the defaults are +10000)."""
+    """``weed server`` with master, volume, filer and S3 on localhost: every port chosen (the default gRPC ports are
+    +10000 and may overflow), the Iceberg and Lance listeners off (fixed default ports collide between servers)."""
     master, volume, filer, s3, *grpc = ports
     return ["weed", "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={master}", f"-master.port.grpc={grpc[0]}", f"-volume.port={volume}",
             f"-volume.port.grpc={grpc[1]}", f"-filer.port={filer}", f"-filer.port.grpc={grpc[2]}",
-            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc[3]}", "-s3.port.iceberg=0", "-volume.max=4",
-            "-master.volumeSizeLimitMB=64"]
+            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc[3]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-volume.max=32", "-master.volumeSizeLimitMB=64"]
 
 
 def _wait_until_up(endpoint: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
@@ -100,6 +101,15 @@ def make_bucket(name: str, *, versioned: bool = True) -> None:
             time.sleep(0.5)
     if versioned:
         client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    for attempt in range(60):  # a first write allocates volumes; wait until the server accepts one
+        try:
+            client.put_object(Bucket=name, Key=".probe", Body=b"probe")
+            client.delete_object(Bucket=name, Key=".probe")
+            return
+        except Exception:  # noqa: BLE001 - InternalError while the volume server registers with the master
+            if attempt == 59:
+                raise
+            time.sleep(0.5)
 
 
 def start_detached(folder: Path, timeout: float = 120) -> tuple[str, int]:

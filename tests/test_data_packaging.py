@@ -17,6 +17,7 @@ import pytest
 from s3_server import make_bucket, seaweedfs
 
 import brainscore_vision
+from benchmarks_it_maps import list_benchmarks
 from benchmarks_it_maps.cli import main
 from benchmarks_it_maps.data.assemblies import load_assembly, load_stimulus_set
 from benchmarks_it_maps.submission import packaging
@@ -94,11 +95,12 @@ def test_upload_records_version_ids_and_plugin_pins_them(submitted):
     assert (submitted / "plugins" / "models" / "efficientnet_lite0" / "model.py").is_file()
 
 
-def _run_plugin_tests(copy: Path, test_file: Path, env: dict) -> subprocess.CompletedProcess:
+def _run_plugin_tests(copy: Path, test_file: Path, env: dict, extra: list | None = None) \
+        -> subprocess.CompletedProcess:
     env = dict(os.environ, **env, PYTHONPATH=os.pathsep.join([str(copy.parent), os.environ.get("PYTHONPATH", "")]),
                PYTHONDONTWRITEBYTECODE="1", BS_INSTALL_DEPENDENCIES="no")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "not slow",
-                           "--rootdir", str(copy.parent), str(test_file)],
+                           "--rootdir", str(copy.parent), *(extra or []), str(test_file)],
                           cwd=copy.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -119,6 +121,28 @@ def test_data_plugin_loads_from_s3_and_passes_its_tests(submitted, s3, tmp_path)
     broken = _run_plugin_tests(copy, copy / "data" / "arcaro2020sim" / "test.py",
                                dict(s3, BRAINIO_HOME=str(tmp_path / "brainio-broken")))
     assert broken.returncode != 0 and "SHA1 mismatch" in broken.stdout + broken.stderr
+
+
+def test_benchmark_plugin_checks_the_ceilings_written_at_packaging(submitted, sim_small, tmp_path):
+    """The generated benchmark plugin's test.py pins each ceiling computed when the data was packaged (upstream's
+    benchmark tests pin their ceilings); it passes on the same data and fails when a pinned value is off."""
+    manifest = json.loads((submitted / "packages" / packaging.MANIFEST).read_text())
+    ceilings = manifest["ceilings"]
+    assert sorted(ceilings) == sorted(i for i in list_benchmarks() if i.startswith("Arcaro2020sim."))
+    assert all(0 < value <= 1 for value in ceilings.values())
+    copy = light_copy(tmp_path / "site")
+    shutil.copytree(submitted / "plugins" / "benchmarks" / "arcaro2020sim", copy / "benchmarks" / "arcaro2020sim")
+    test_file = copy / "benchmarks" / "arcaro2020sim" / "test.py"
+    env = dict(BRAINSCORE_ITMAPS_HOME=str(sim_small["home"]))
+    done = _run_plugin_tests(copy, test_file, env, extra=["-k", "expected_ceiling"])
+    assert done.returncode == 0 and f"{len(ceilings)} passed" in done.stdout, done.stdout[-4000:]
+    identifier = "Arcaro2020sim.M1ML-pls"
+    pinned = f"{json.dumps(identifier)}: {json.dumps(ceilings[identifier])}"
+    assert pinned in test_file.read_text()
+    test_file.write_text(test_file.read_text().replace(
+        pinned, f"{json.dumps(identifier)}: {json.dumps(ceilings[identifier] * 1.01)}"))
+    broken = _run_plugin_tests(copy, test_file, env, extra=["-k", "expected_ceiling"])
+    assert broken.returncode != 0 and "1 failed" in broken.stdout, broken.stdout[-3000:]
 
 
 def test_bad_submission_arguments_are_one_line(tmp_path, capsys):

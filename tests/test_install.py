@@ -150,6 +150,6 @@ def test_plugins_install_and_pass_upstream_tests_in_a_fresh_venv(venv, dist, sim
     assert generic == sorted(f"{test}[{GENERIC_MODEL}]" for test in (
         "test_identifier", "test_visual_degrees", "test_start_task_or_recording", "test_look_at_neural_V1",
         "test_look_at_behavior_probabilities")), generic
-    for folder in ("data.arcaro2020sim", "benchmarks.arcaro2020", f"models.{GENERIC_MODEL}",
+    for folder in ("data.arcaro2020sim", "benchmarks.arcaro2020sim", f"models.{GENERIC_MODEL}",
                    "models.harmonized_resnet50"):
         assert sum(f"brainscore_vision.{folder}.test" in name for name in names) >= 2, (folder, names)

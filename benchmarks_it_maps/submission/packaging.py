@@ -25,9 +25,10 @@ from brainscore_core.supported_data_standards.brainio.packaging import (package_
                                                                          package_stimulus_set_locally)
 from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
 
+from benchmarks_it_maps import list_benchmarks, load_benchmark
 from benchmarks_it_maps.data import conventions
 from benchmarks_it_maps.data.assemblies import import_arcaro2020, load_assembly, load_stimulus_set
-from benchmarks_it_maps.home import atomic_file
+from benchmarks_it_maps.home import HOME_ENV, atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,20 @@ def expected_values(assembly) -> dict[str, Any]:
     }
 
 
+def expected_ceilings(dataset: str, home: str | os.PathLike) -> dict[str, float]:
+    """The ceiling of every benchmark on ``dataset`` as imported in ``home`` (a benchmark plugin's expected values)."""
+    saved = os.environ.get(HOME_ENV)
+    os.environ[HOME_ENV] = str(home)  # the benchmarks read the data home
+    try:
+        return {identifier: float(load_benchmark(identifier).ceiling) for identifier in list_benchmarks()
+                if identifier.startswith(dataset + ".")}
+    finally:
+        if saved is None:
+            os.environ.pop(HOME_ENV, None)
+        else:
+            os.environ[HOME_ENV] = saved
+
+
 def package_archive(archive: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Convert ``archive`` once and write its BrainIO packages into ``out``; returns (and writes) the manifest.
 
@@ -101,8 +116,9 @@ def package_archive(archive: str | os.PathLike, out: str | os.PathLike) -> dict[
                                       f"assy_{identifier.replace('.', '_')}.nc",
                                       "sha1": packaged["sha1"], "cls": "NeuroidAssembly",
                                       "expected": expected_values(assembly)}
+        ceilings = expected_ceilings(dataset, home)
     manifest = {
-        "dataset": dataset, "simulated": bool(summary.get("simulated")),
+        "dataset": dataset, "simulated": bool(summary.get("simulated")), "ceilings": ceilings,
         "archive_sha256": summary.get("archive_sha256"), "content_sha256": summary.get("content_sha256"),
         "stimulus_set": {"identifier": dataset, "csv": Path(stimuli["csv_path"]).name,
                          "zip": Path(stimuli["zip_path"]).name, "csv_sha1": stimuli["csv_sha1"],

@@ -219,9 +219,11 @@ if __name__ == '__main__':
 '''
 
 
-def render_benchmark_plugin(identifiers: Sequence[str], requirement: str, folder: str = BENCHMARK_FOLDER) \
-        -> dict[str, str]:
-    """``benchmarks/<folder>``: one registration line per benchmark identifier."""
+def render_benchmark_plugin(identifiers: Sequence[str], requirement: str, folder: str = BENCHMARK_FOLDER,
+                            expected_ceilings: dict[str, float] | None = None) -> dict[str, str]:
+    """``benchmarks/<folder>``: one registration line per benchmark identifier; with ``expected_ceilings``
+    (computed when the data was packaged) its test checks each ceiling against them, as upstream's benchmark
+    tests do."""
     lines = [_docstring("Brain-Score benchmark plugin: spatial IT activity maps of Arcaro, Ponce & Livingstone "
                         "(2020)\nas used by Linsley et al. (NeurIPS 2023).\n\nThin registration; the benchmarks "
                         "live in the brainscore-itmaps package (benchmarks_it_maps.benchmarks.arcaro2020)."),
@@ -279,6 +281,18 @@ def test_bibtex_is_one_reference():
 def test_ceiling(identifier):
     ceiling = brainscore_vision.load_benchmark(identifier).ceiling
     assert 0 < float(ceiling) <= 1
+'''
+    if expected_ceilings:
+        test += f'''
+
+EXPECTED_CEILINGS = {json.dumps(expected_ceilings, indent=4, sort_keys=True)}  # written when the data was packaged
+
+
+@pytest.mark.private_access
+@pytest.mark.parametrize('identifier', sorted(EXPECTED_CEILINGS))
+def test_expected_ceiling(identifier):
+    ceiling = brainscore_vision.load_benchmark(identifier).ceiling
+    assert float(ceiling) == pytest.approx(EXPECTED_CEILINGS[identifier], rel=1e-6)
 '''
     return {"__init__.py": "\n".join(lines) + "\n", "test.py": test, "requirements.txt": requirement + "\n"}
 
@@ -442,6 +456,13 @@ def package_submission(archive: str | os.PathLike, out: str | os.PathLike, *, up
     folder = f"data/{manifest['dataset'].lower()}"
     for name, text in render_s3_data_plugin(manifest, requirement or default_requirement()).items():
         files[f"{folder}/{name}"] = text
+    ceilings = manifest.get("ceilings") or {}
+    if ceilings:
+        benchmark_folder = manifest["dataset"].lower()
+        files = {name: text for name, text in files.items() if not name.startswith(f"benchmarks/{BENCHMARK_FOLDER}/")}
+        for name, text in render_benchmark_plugin(sorted(ceilings), requirement or default_requirement(),
+                                                  folder=benchmark_folder, expected_ceilings=ceilings).items():
+            files[f"benchmarks/{benchmark_folder}/{name}"] = text
     with atomic_dir(out / "plugins") as tmp:
         for name, text in files.items():
             path = Path(tmp) / name
