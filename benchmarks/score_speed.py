@@ -1,4 +1,4 @@
-"""How fast is ``Arcaro2020sim.IT-pls`` with our activations pipeline, compared with Brain-Score's stock one?
+"""How fast are our benchmarks with our activations pipeline, compared with Brain-Score's stock one?
 
 One run on the full-size simulated twin (14 images per monkey, 17x17 and 9x9 grids), a ResNet-18 (random weights,
 committed IT layer ``layer3``, as the twin's generator), on this machine's CPU:
@@ -14,12 +14,21 @@ Both pipelines run the same benchmark protocol (whole-image ``look_at``, grid re
 model. Activation caching is disabled (``RESULTCACHING_DISABLE=1``) so that every run does the work. The two scores
 differ only by NIPALS' convergence tolerance.
 
-Usage: ``python benchmarks/score_speed.py [--repeats 1] [--threads N]``. Prints the figures and the ratio.
+Also timed in the same run: ``Arcaro2020sim.IT-residual_pls`` (same fits, other statistic); the shift protocol's
+extraction (``look_at`` of Monkey 2's 14 x 81 shifted presentations) against a bare forward loop over the same
+presentations decoded beforehand, in the same batch size; and an upstream-format ``NeuralBenchmark`` built from the
+twin (``runs.upstream.twin_neural_benchmark``, 10 cross-validation splits of ``load_metric('pls')``) with the
+stock NIPALS regression against the exact solver swapped in by ``runs.upstream.accelerate``.
+
+Usage: ``python benchmarks/score_speed.py [--repeats 1] [--threads N] [--json]``. Prints the figures and the
+ratios; ``--json`` prints one object with ``ours_vs_bare``, ``ours_vs_stock``, ``residual_vs_bare``,
+``shift_vs_bare`` (extraction throughput / bare throughput) and ``upstream_speedup`` (stock / exact seconds).
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import time
 
@@ -29,7 +38,11 @@ os.environ.setdefault("BRAINSCORE_SKIP_MEMORY_CHECK", "1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 BENCHMARK = "Arcaro2020sim.IT-pls"
+RESIDUAL_BENCHMARK = "Arcaro2020sim.IT-residual_pls"
+SHIFT_SITE = "Arcaro2020sim.M2ML"
 LAYER = "layer3"
+#: The upstream-format benchmark regresses on a whole flattened layer, as Brain-Score does (layer4: 512 x 7 x 7).
+UPSTREAM_LAYER = "layer4"
 
 
 def _network(seed: int = 0):
@@ -89,15 +102,65 @@ def _forward_seconds(network, benchmark) -> tuple[float, int]:
     return time.perf_counter() - start, len(unique)
 
 
+def _shift_throughput(network, batch_size: int = 64) -> tuple[float, float, int]:
+    """Presentations/s of ``look_at`` on Monkey 2's shifted presentations, and of a bare forward loop over the same
+    presentations (decoded and preprocessed beforehand, same batch size, same layer)."""
+    import torch
+    from harmonized_models import model_from_network
+    from harmonized_models.preprocessing import Preprocessing
+    from benchmarks_it_maps.benchmarks.arcaro2020 import record_responses, shift_stimulus_set
+    benchmark = load_benchmark(f"{SHIFT_SITE}-shift_pls")
+    data = benchmark.data
+    candidate = model_from_network(network, "speed-resnet18-shift", dict(image_size=224), LAYER, batch_size=batch_size)
+    shifted = shift_stimulus_set(data.stimulus_set, data.grid_size, candidate.visual_degrees(), data.image_size_deg)
+    start = time.perf_counter()
+    record_responses(candidate, data.window, shifted)
+    look = time.perf_counter() - start
+    preprocessing = Preprocessing(image_size=224)
+    tensors = torch.stack([preprocessing.load(str(shifted.get_stimulus(sid))) for sid in shifted["stimulus_id"]])
+    layer = network.get_submodule(LAYER)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(tensors), batch_size):
+            captured = []
+            handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+            network(tensors[i:i + batch_size])
+            handle.remove()
+    bare = time.perf_counter() - start
+    return len(tensors) / look, len(tensors) / bare, len(tensors)
+
+
+def _upstream_seconds(network) -> dict:
+    """Stock (NIPALS) vs exact PLS on the twin's upstream-format NeuralBenchmark, same model, same splits."""
+    from harmonized_models import model_from_network
+    from benchmarks_it_maps.runs import upstream
+    out = {}
+    candidate = model_from_network(network, "speed-resnet18-upstream", dict(image_size=224), UPSTREAM_LAYER)
+    for name in ("stock", "exact"):
+        benchmark = upstream.twin_neural_benchmark(SHIFT_SITE)
+        benchmark.ceiling  # computed once per benchmark object, before timing
+        if name == "exact":
+            upstream.accelerate(benchmark)
+        start = time.perf_counter()
+        score = benchmark(candidate)
+        out[name] = (time.perf_counter() - start, float(score))
+    return out
+
+
+def load_benchmark(identifier: str):
+    from benchmarks_it_maps import load_benchmark as load
+    return load(identifier)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs per pipeline (the minimum is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object with the ratios")
     args = parser.parse_args(argv)
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from benchmarks_it_maps import load_benchmark
     from benchmarks_it_maps.data.simulate import ensure_simulated_twin
 
     start = time.perf_counter()
@@ -107,8 +170,8 @@ def main(argv=None) -> None:
         child.ceiling  # loads the data and computes the ceiling once
     setup = time.perf_counter() - start
 
-    def factory(solver: str):
-        benchmark = load_benchmark(BENCHMARK)
+    def factory(solver: str, identifier: str = BENCHMARK):
+        benchmark = load_benchmark(identifier)
         for fresh, loaded in zip(benchmark.children, prepared.children):
             fresh._data, fresh._ceiling_score = loaded.data, loaded.ceiling
             fresh.pls_solver = solver
@@ -117,6 +180,8 @@ def main(argv=None) -> None:
     network = _network()
     ours = [_timed_score(functools.partial(factory, "exact"), _ours(network)) for _ in range(args.repeats)]
     stock = [_timed_score(functools.partial(factory, "sklearn"), _stock(network)) for _ in range(args.repeats)]
+    residual = [_timed_score(functools.partial(factory, "exact", RESIDUAL_BENCHMARK), _ours(network))
+                for _ in range(args.repeats)]
     forward = [_forward_seconds(network, prepared) for _ in range(args.repeats)]
     look_ours = min(_look_at_seconds(_ours(network), prepared) for _ in range(args.repeats))
     look_stock = min(_look_at_seconds(_stock(network), prepared) for _ in range(args.repeats))
@@ -134,8 +199,26 @@ def main(argv=None) -> None:
           f"the rest of each run ({ours_s - look_ours:.1f} s ours, {stock_s - look_stock:.1f} s stock) is the "
           f"leave-one-image-out PLS")
     print(f"ours vs bare forward pass      {ours_s / forward_s:8.2f} x slower (metric + packaging)")
+    residual_s, residual_score = min(residual)
+    print(f"ours on {RESIDUAL_BENCHMARK}   {residual_s:8.2f} s   score {residual_score:.4f}   "
+          f"({residual_s / forward_s:.2f} x the bare forward pass)")
     if abs(ours_score - stock_score) > 1e-3:
         print(f"WARNING: the two pipelines disagree on the score ({ours_score:.6f} vs {stock_score:.6f})")
+    shift_rate, bare_rate, n_shift = _shift_throughput(network)
+    print(f"shift protocol extraction ({n_shift} presentations of {SHIFT_SITE}): look_at {shift_rate:.1f}/s, "
+          f"bare forward {bare_rate:.1f}/s, ratio {shift_rate / bare_rate:.2f} (target >= 0.8)")
+    up = _upstream_seconds(network)
+    print(f"upstream-format NeuralBenchmark ({SHIFT_SITE}, resnet18 {UPSTREAM_LAYER} flattened, 10 splits): stock "
+          f"{up['stock'][0]:.1f} s (score {up['stock'][1]:.4f}), exact {up['exact'][0]:.1f} s (score "
+          f"{up['exact'][1]:.4f}), speed-up {up['stock'][0] / up['exact'][0]:.2f} x")
+    print(f"machine load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    if args.json:
+        print(json.dumps({"ours_vs_bare": ours_s / forward_s, "ours_vs_stock": stock_s / ours_s,
+                          "residual_vs_bare": residual_s / forward_s, "shift_vs_bare": shift_rate / bare_rate,
+                          "upstream_speedup": up["stock"][0] / up["exact"][0],
+                          "seconds": {"ours": ours_s, "stock": stock_s, "residual": residual_s, "bare": forward_s,
+                                      "upstream_stock": up["stock"][0], "upstream_exact": up["exact"][0]},
+                          "load_average": os.getloadavg()}))
 
 
 if __name__ == "__main__":

@@ -107,8 +107,12 @@ def resolve_benchmark(identifier: str, **kwargs: Any):
 
 
 def registered_in_brainscore_vision(kind: str, identifier: str) -> bool:
-    """Whether an installed brainscore-vision plugin registers ``identifier`` (``kind``: 'models' or 'benchmarks');
-    brainscore's own text scan of the plugin folders, nothing is imported or downloaded."""
+    """Whether brainscore-vision knows ``identifier`` (``kind``: 'models' or 'benchmarks'): already in its registry
+    (registered in this process, e.g. by a user's code or ``enable_brainscore_integration``), or registered by an
+    installed plugin (brainscore's own text scan of the plugin folders; nothing is imported or downloaded)."""
+    import brainscore_vision
+    if identifier in getattr(brainscore_vision, f"{kind[:-1]}_registry", {}):
+        return True
     try:
         ImportPlugin("brainscore_vision", kind, identifier)
         return True
