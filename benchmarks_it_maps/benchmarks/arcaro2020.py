@@ -465,7 +465,23 @@ def _score(value: float, **attrs) -> Score:
     return score
 
 
-class ArcaroSiteBenchmark(BenchmarkBase):
+class _ProtocolMixin:
+    """What a benchmark's ``protocol`` implies, shared by the site and composite benchmarks."""
+
+    protocol: str
+
+    @property
+    def readout(self) -> str:
+        """``'maps'`` or ``'shift'``: how the model's regressors are read (see the module docstring)."""
+        return READOUT[self.protocol]
+
+    @property
+    def residual(self) -> bool:
+        """Whether this benchmark scores the residual maps (``-residual_pls``, ``-residual_shift_pls``)."""
+        return self.protocol in RESIDUAL_PROTOCOLS
+
+
+class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
     """One recording site (M1PL, M1ML or M2ML) under one protocol; see the module docstring.
 
     ``data`` replaces the site's data (e.g. maps generated in a test with a known ground truth); by default it is
@@ -504,16 +520,6 @@ class ArcaroSiteBenchmark(BenchmarkBase):
                          version=VERSION, parent=f"{dataset}.{COMPOSITE}-{suffix}", bibtex=BIBTEX)
 
     # -- data and ceiling --------------------------------------------------------------------------------------
-    @property
-    def readout(self) -> str:
-        """``'maps'`` or ``'shift'``: how the model's regressors are read (see the module docstring)."""
-        return READOUT[self.protocol]
-
-    @property
-    def residual(self) -> bool:
-        """Whether this benchmark scores the residual maps (``-residual_pls``, ``-residual_shift_pls``)."""
-        return self.protocol in RESIDUAL_PROTOCOLS
-
     @property
     def data(self) -> SiteData:
         if self._data is None:
@@ -752,7 +758,7 @@ def composite_score(per_image: dict[str, np.ndarray], ceilings: dict[str, float]
     return dict(value=value, error=float(draws.std(ddof=1)), weights=weights)
 
 
-class ArcaroCompositeBenchmark(BenchmarkBase):
+class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
     """``<dataset>.IT-<suffix>``: one vote per monkey (:func:`site_weights`: M1PL and M1ML 0.25 each, M2ML 0.5) over
     the sites' ceiled scores, with a bootstrap error over images that keeps each image's scores on monkey 1's two
     sites together (:func:`composite_score`). ``raw`` and ``ceiling`` are the same weighted means of the sites' raw
@@ -769,14 +775,6 @@ class ArcaroCompositeBenchmark(BenchmarkBase):
         #: optional dict shared between benchmarks to reuse model features of the same images (same model)
         self.feature_cache: Optional[dict] = None
         self.weights = site_weights(SITES)
-
-    @property
-    def readout(self) -> str:
-        return READOUT[self.protocol]
-
-    @property
-    def residual(self) -> bool:
-        return self.protocol in RESIDUAL_PROTOCOLS
 
     @property
     def ceiling(self) -> Score:

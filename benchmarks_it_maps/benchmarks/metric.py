@@ -220,8 +220,8 @@ def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N
     ``features`` ``[I, P, F]`` (the model's regressor at each of P grid positions of I images), ``targets``
     ``[I, P, K]`` (window-averaged responses of K channels). ``reduce`` (e.g. :func:`pca_reducer`) transforms the
     features per fold, fitted on the training images only. ``solver``: see :data:`PLS_SOLVERS`. With the exact
-    solver, no reducer and fewer features than about twice the training rows, all folds are fitted from shared
-    cross-products (the same fits, a fraction of the work: :class:`~.pls.LeaveOneGroupOutPLS`).
+    solver and no reducer, all folds are fitted from shared cross-products whenever that costs fewer operations
+    (the same fits: :class:`~.pls.LeaveOneGroupOutPLS`, ``cheaper_than_refitting``).
     """
     features = np.asarray(features, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
