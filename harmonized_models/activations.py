@@ -111,6 +111,88 @@ class _ImageLoader:
         self._futures.clear()
 
 
+class _Placement:
+    """Presentations composed from source images on the device: a grey ``canvas_px`` square with source image
+    ``sources[n]`` pasted with its top-left pixel at (``tops[n]``, ``lefts[n]``), cut at the canvas edges (PIL's
+    ``paste``), then resized to the model's input size as its preprocessing would resize the canvas file."""
+
+    def __init__(self, paths: Sequence[str], images: np.ndarray, sources: Sequence[int], tops: Sequence[int],
+                 lefts: Sequence[int], canvas_px: int, background: Sequence[int], device: torch.device):
+        images = np.asarray(images)
+        n = len(paths)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"placed presentations: images must be uint8 [I, H, W, 3], got {images.dtype} "
+                             f"{images.shape}")
+        arrays = [np.asarray(a, dtype=np.int64) for a in (sources, tops, lefts)]
+        if any(a.shape != (n,) for a in arrays):
+            raise ValueError(f"placed presentations: sources, tops and lefts must each have one entry per path ({n})")
+        if n and (arrays[0].min() < 0 or arrays[0].max() >= len(images)):
+            raise ValueError(f"placed presentations: sources must index the {len(images)} images")
+        self.index = {str(path): i for i, path in enumerate(paths)}
+        if len(self.index) != n:
+            raise ValueError("placed presentations: paths must be unique")
+        self.canvas_px = int(canvas_px)
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        self.sources, self.tops, self.lefts = (torch.from_numpy(a).to(device) for a in arrays)
+        self.background = torch.tensor(list(background), dtype=torch.uint8, device=device)
+        self.served = 0  #: presentations composed so far (how a caller sees that the tensor path ran)
+
+    def lookup(self, paths: Sequence[str]) -> np.ndarray | None:
+        """Indices of ``paths`` among the placed presentations; None when none of them is placed."""
+        found = [self.index.get(str(path)) for path in paths]
+        if all(i is None for i in found):
+            return None
+        if any(i is None for i in found):
+            missing = [str(p) for p, i in zip(paths, found) if i is None]
+            raise ValueError(f"placed presentations are active but {len(missing)} of {len(paths)} requested paths are "
+                             f"not among them (e.g. {missing[0]}); request only placed presentations or none")
+        return np.asarray(found, dtype=np.int64)
+
+    def canvases(self, index: np.ndarray) -> torch.Tensor:
+        """uint8 [B, canvas_px, canvas_px, 3] of presentations ``index`` (one gather on the device)."""
+        rows_of, cols_of = self.images.shape[1], self.images.shape[2]
+        select = torch.from_numpy(np.asarray(index, dtype=np.int64)).to(self.images.device)
+        grid = torch.arange(self.canvas_px, device=self.images.device)
+        rows = grid[None, :] - self.tops[select][:, None]    # [B, C] source row shown on each canvas row
+        cols = grid[None, :] - self.lefts[select][:, None]   # [B, C] source column shown on each canvas column
+        inside = (((rows >= 0) & (rows < rows_of))[:, :, None] & ((cols >= 0) & (cols < cols_of))[:, None, :])
+        pixels = self.images[self.sources[select][:, None, None], rows.clamp(0, rows_of - 1)[:, :, None],
+                             cols.clamp(0, cols_of - 1)[:, None, :]]
+        self.served += len(index)
+        return torch.where(inside[..., None], pixels, self.background)
+
+    def batch(self, index: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
+        """uint8 [B, S, S, 3] at the model's input size S, on the device."""
+        canvases = self.canvases(index)
+        if preprocessing.image_size == self.canvas_px:  # the file path's resize of a same-size image is a copy
+            return canvases
+        return resize_uint8(canvases, preprocessing)
+
+
+#: ``Preprocessing.interpolation`` filters resized as tensor operations (torchvision's antialiased kernels follow
+#: PIL's filter support; torch's nearest modes pick other pixels than PIL's, so nearest goes through PIL)
+_TENSOR_INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic"}
+
+
+def resize_uint8(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Resize uint8 images [B, H, W, 3] to the model's ``image_size`` square as its file preprocessing would
+    (PIL ``resize`` with the model's filter). Bilinear and bicubic run as tensor operations on the batch's device
+    (torchvision, ``antialias=True``); they differ from PIL's uint8 arithmetic by rounding only: at most 2 grey
+    levels, in under 6 % of the pixels (measured 64 px -> 37..224 px; tests/test_shift_tensors.py). PIL's other
+    filters (nearest, lanczos, box, hamming) go through PIL on the CPU, image by image: exact."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+    size = [preprocessing.image_size, preprocessing.image_size]
+    mode = _TENSOR_INTERPOLATIONS.get(preprocessing.interpolation)
+    if mode is None:
+        from PIL import Image
+        resize = preprocessing.resize()
+        return torch.stack([torch.from_numpy(np.asarray(resize(Image.fromarray(image.cpu().numpy())),
+                                                        dtype=np.uint8).copy()) for image in batch]).to(batch.device)
+    resized = F.resize(batch.permute(0, 3, 1, 2), size, interpolation=InterpolationMode(mode), antialias=True)
+    return resized.permute(0, 2, 3, 1)
+
+
 def _make_extractor_class():
     """Build the extractor class lazily so importing this module does not import brainscore_vision."""
     from brainscore_vision.model_helpers.activations.core import ActivationsExtractorHelper
@@ -140,6 +222,9 @@ def _make_extractor_class():
         def _get_activations_batched(self, paths, layers, batch_size, require_variance):
             if require_variance or self._microsaccade_helper.number_of_trials != 1:
                 # microsaccades translate preprocessed arrays one trial at a time: keep the stock loop for them
+                if self._wrapper._placement is not None and self._wrapper._placement.lookup(paths) is not None:
+                    raise ValueError("placed presentations cannot be shown with microsaccades (require_variance); "
+                                     "render them to files instead")
                 self._batch_size = self._wrapper.batch_size or 64
                 return super()._get_activations_batched(paths, layers=layers, batch_size=self._batch_size,
                                                         require_variance=require_variance)
@@ -217,6 +302,7 @@ class TorchActivationsModel:
         self.last_batch_size: int | None = None  # the batch size the last run ended with (after any back-off)
         self.run_log: list[dict[str, Any]] = []   # per run: images, seconds, final batch size (throughput reports)
         self._single_call_layers: dict[tuple[str, ...], bool] = {}
+        self._placement: _Placement | None = None
         model = model.eval().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -287,6 +373,28 @@ class TorchActivationsModel:
             size = min(size, self.max_batch_size)
         return max(1, min(size, n_images))
 
+    @contextlib.contextmanager
+    def placed_presentations(self, paths: Sequence[str], images: np.ndarray, sources: Sequence[int],
+                             tops: Sequence[int], lefts: Sequence[int], canvas_px: int,
+                             background: Sequence[int] = (128, 128, 128)):
+        """While active, image paths ``paths`` are not read from disk: presentation ``n`` is composed on the
+        model's device as a ``canvas_px`` square of ``background`` with ``images[sources[n]]`` (uint8
+        [I, H, W, 3]) pasted with its top-left pixel at canvas row ``tops[n]``, column ``lefts[n]`` (cut at the
+        edges, like PIL's ``paste``), resized to the model's input size like a canvas file would be
+        (:func:`resize_uint8`; no resize when ``canvas_px`` is the input size), then normalised as usual.
+
+        Everything else of ``look_at`` (region, time bins, hooks, packaging, batch size, out-of-memory back-off)
+        is unchanged, so ``look_at`` of a StimulusSet whose files would hold these canvases returns the same
+        responses without the files. This is the tensor hook of the Arcaro benchmarks' shift protocol
+        (``benchmarks_it_maps.benchmarks.arcaro2020.look_at_shifted``). Yields the placement (``served`` counts the
+        presentations composed)."""
+        placement = _Placement(paths, images, sources, tops, lefts, canvas_px, background, self.device)
+        previous, self._placement = self._placement, placement
+        try:
+            yield placement
+        finally:
+            self._placement = previous
+
     def run(self, paths: Sequence[str], layers: Sequence[str],
             batch_hooks: Mapping[int, Any] | None = None) -> "OrderedDict[str, np.ndarray]":
         """Activations of ``layers`` for image files ``paths``: {layer: array [N, ...]} in path order."""
@@ -298,7 +406,9 @@ class TorchActivationsModel:
         n = len(paths)
         started = time.perf_counter()
         batch_size = self._initial_batch_size(n)
-        loader = _ImageLoader(paths, self.preprocessing, self.num_workers, lookahead=batch_size)
+        placed = self._placement.lookup(paths) if self._placement is not None else None
+        loader = None if placed is not None else _ImageLoader(paths, self.preprocessing, self.num_workers,
+                                                              lookahead=batch_size)
         results: OrderedDict[str, np.ndarray] | None = None
         start = 0
         progress = tqdm(total=n, desc=f"activations {self.identifier}", unit="img", leave=False,
@@ -306,9 +416,13 @@ class TorchActivationsModel:
         try:
             while start < n:
                 end = min(start + batch_size, n)
-                batch = loader.batch(start, end, lookahead=batch_size)
                 try:
-                    pixels = batch.pin_memory() if self.device.type == "cuda" else batch
+                    if placed is not None:  # composed on the device
+                        batch = self._placement.batch(placed[start:end], self.preprocessing)
+                    else:
+                        batch = loader.batch(start, end, lookahead=batch_size)
+                    on_host = batch.device.type == "cpu"
+                    pixels = batch.pin_memory() if self.device.type == "cuda" and on_host else batch
                     inputs = self.preprocessing.normalize(pixels.to(self.device, non_blocking=True))
                     outputs = self._forward(inputs, layers, allow_early_exit=True)
                 except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
@@ -329,11 +443,13 @@ class TorchActivationsModel:
                 for name, value in outputs.items():
                     results[name][start:end] = value
                 progress.update(end - start)
-                loader.release(end)
+                if loader is not None:
+                    loader.release(end)
                 start = end
         finally:
             progress.close()
-            loader.close()
+            if loader is not None:
+                loader.close()
         self.last_batch_size = batch_size
         self.run_log.append({"images": n, "seconds": time.perf_counter() - started, "batch_size": batch_size,
                              "layers": layers})

@@ -98,6 +98,14 @@ REGION = "IT"
 SHIFT_CANVAS_PX = 224
 #: Shift protocol: the grey outside the image (Brain-Score's ``place_on_screen`` background).
 SHIFT_BACKGROUND = (128, 128, 128)
+#: Brain-Score's screen convention (``self._visual_degrees``, as upstream's benchmarks declare it): the stimuli span
+#: 16 deg. The shift protocol places the image of this size on the model's screen of ``candidate.visual_degrees()``
+#: (``place_on_screen`` semantics, see :func:`shift_plan`); the maps protocol shows the whole image (module docstring).
+VISUAL_DEGREES = cv.IMAGE_SIZE_DEG
+#: Brain-Score's ``self._number_of_trials``: one presentation per stimulus. The neural targets are averaged over
+#: repetitions and the models are deterministic, so repeated trials (microsaccades) would only add noise the
+#: repetition-averaged data does not have, at number_of_trials times the cost.
+NUMBER_OF_TRIALS = 1
 #: Most prefix (class/register/distillation) tokens a transformer layer may carry before its square patch grid.
 MAX_PREFIX_TOKENS = 16
 CEILING_METHODS = ("auto", "split_half", "time_split", "cross_channel", "pairwise")
@@ -264,10 +272,10 @@ def neuroid_coord(assembly, name: str) -> Optional[np.ndarray]:
         return None
 
 
-def record_responses(candidate, window: tuple, stimulus_set):
+def record_responses(candidate, window: tuple, stimulus_set, number_of_trials: int = NUMBER_OF_TRIALS):
     """The committed IT response to ``stimulus_set``, as ``[presentations, neuroids]`` in stimulus-set order."""
     candidate.start_recording(REGION, time_bins=[tuple(int(t) for t in window)])
-    responses = candidate.look_at(stimulus_set, number_of_trials=1)
+    responses = candidate.look_at(stimulus_set, number_of_trials=number_of_trials)
     if "time_bin" in responses.dims:
         responses = responses.mean("time_bin") if responses.sizes["time_bin"] > 1 else responses.isel(time_bin=0)
     responses = responses.transpose("presentation", "neuroid")
@@ -385,50 +393,130 @@ def grid_features_from_responses(responses, grid_size: int, *, model_identifier:
 # ----------------------------------------------------------------------------------------------------------------
 # shift protocol stimuli
 # ----------------------------------------------------------------------------------------------------------------
+#: Name of the optional method of a candidate's ``activations_model`` that serves the shift protocol's presentations
+#: from tensors instead of image files (see :func:`look_at_shifted`; ``harmonized_models``' activations model has it).
+PLACED_PRESENTATIONS_HOOK = "placed_presentations"
+
+
 def shift_position_id(stimulus_id: Any, row: int, col: int) -> str:
     return f"{stimulus_id}--r{row:02d}c{col:02d}"
 
 
-def shift_stimulus_set(stimulus_set, grid_size: int, visual_degrees: float, image_size_deg: float = 16.0, *,
-                       canvas_px: int = SHIFT_CANVAS_PX, cache_dir: Optional[Path] = None):
-    """Render the shifted presentations: per image and grid point (row k, column l), a ``canvas_px`` canvas spanning
-    ``visual_degrees`` with the ``image_size_deg`` image placed so that image point (k/(G-1), l/(G-1)) is at the
-    canvas centre, grey outside. Written once (atomically) as PNG files under the cache; returns a StimulusSet
-    (rows ordered image-major, then row, then column) whose identifier is unique per (image set, grid, degrees,
-    canvas)."""
+@dataclass
+class ShiftPlan:
+    """The shift protocol's presentations as geometry: which source image goes where on a grey canvas.
 
+    Presentation ``n`` is a ``canvas_px`` square of :data:`SHIFT_BACKGROUND` with source image ``sources[n]``
+    (resized once to ``image_px`` square, :meth:`source_images`) pasted with its top-left pixel at canvas row
+    ``tops[n]``, column ``lefts[n]`` (integers, possibly negative or beyond the canvas: the part outside is cut, as
+    PIL's ``paste`` does). ``stimulus_set`` has one row per presentation (image-major, then grid row, then column)
+    and the paths the file renderer (:func:`render_shift_files`) writes them to.
+    """
+
+    stimulus_set: Any
+    source_paths: list
+    image_px: int
+    canvas_px: int
+    sources: np.ndarray   #: [N] index into ``source_paths``
+    tops: np.ndarray      #: [N] canvas row of the image's top edge
+    lefts: np.ndarray     #: [N] canvas column of the image's left edge
+    folder: Path
+
+    def source_images(self) -> np.ndarray:
+        """The source images resized to ``image_px`` (bicubic, RGB), uint8 ``[I, image_px, image_px, 3]``."""
+        return np.stack([np.asarray(_resized_source(path, self.image_px)) for path in self.source_paths])
+
+
+def _resized_source(path, image_px: int) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB").resize((image_px, image_px), Image.BICUBIC)
+
+
+def shift_plan(stimulus_set, grid_size: int, visual_degrees: float, image_size_deg: float = 16.0, *,
+               canvas_px: int = SHIFT_CANVAS_PX, cache_dir: Optional[Path] = None) -> ShiftPlan:
+    """The shifted presentations (nothing rendered): per image and grid point (row k, column l), a ``canvas_px``
+    canvas spanning ``visual_degrees`` (the model's screen) with the ``image_size_deg`` image (the benchmark's
+    ``visual_degrees``, as in Brain-Score's ``place_on_screen``) placed so that image point (k/(G-1), l/(G-1)) is at
+    the canvas centre, grey outside. For the centre grid point this is exactly ``place_on_screen``'s screen (the
+    image centred; cropped when the screen is smaller, grey around it when larger); the other points translate it
+    by whole pixels. The stimulus-set identifier is unique per (image set, grid, degrees, canvas)."""
     stimulus_ids = list(stimulus_set["stimulus_id"].values)
+    source_paths = [stimulus_set.get_stimulus(sid) for sid in stimulus_ids]
     image_px = int(round(canvas_px * image_size_deg / float(visual_degrees)))
     key = hashlib.sha1("|".join([getattr(stimulus_set, "identifier", "") or ""] + [
-        f"{sid}:{_file_signature(stimulus_set.get_stimulus(sid))}" for sid in stimulus_ids]).encode()).hexdigest()[:10]
+        f"{sid}:{_file_signature(path)}" for sid, path in zip(stimulus_ids, source_paths)]).encode()).hexdigest()[:10]
     identifier = (f"{getattr(stimulus_set, 'identifier', None) or 'stimuli'}-shift-g{grid_size}"
                   f"-deg{float(visual_degrees):g}-img{float(image_size_deg):g}-px{canvas_px}-{key}")
     folder = Path(cache_dir or data_home() / "stimuli" / "shift") / identifier
-    rows = []
+    rows, sources, tops, lefts = [], [], [], []
     positions = grid_coordinates(grid_size)  # normalised image coordinate of each grid index
-    for sid in stimulus_ids:
+    for i, sid in enumerate(stimulus_ids):
         for r, u_row in enumerate(positions):
             for c, u_col in enumerate(positions):
                 rows.append(dict(stimulus_id=shift_position_id(sid, r, c), source_stimulus_id=sid, grid_row=r,
                                  grid_col=c, image_u=float(u_col), image_v=float(u_row),
                                  filename=f"{shift_position_id(sid, r, c)}.png"))
-    if not (folder / "complete").exists():
-        with atomic_dir(folder) as tmp:
-            for sid in tqdm(stimulus_ids, desc="rendering shifted stimuli", unit="image"):
-                with Image.open(stimulus_set.get_stimulus(sid)) as image:
-                    image = image.convert("RGB").resize((image_px, image_px), Image.BICUBIC)
-                for r, u_row in enumerate(positions):
-                    for c, u_col in enumerate(positions):
-                        canvas = Image.new("RGB", (canvas_px, canvas_px), SHIFT_BACKGROUND)
-                        left = int(round(canvas_px / 2 - u_col * image_px))
-                        top = int(round(canvas_px / 2 - u_row * image_px))
-                        canvas.paste(image, (left, top))
-                        canvas.save(tmp / f"{shift_position_id(sid, r, c)}.png")
-            (tmp / "complete").write_text(identifier + "\n")
+                sources.append(i)
+                tops.append(int(round(canvas_px / 2 - u_row * image_px)))
+                lefts.append(int(round(canvas_px / 2 - u_col * image_px)))
     shifted = StimulusSet(rows)
     shifted.stimulus_paths = {row["stimulus_id"]: folder / row["filename"] for row in rows}
     shifted.identifier = identifier
-    return shifted
+    return ShiftPlan(stimulus_set=shifted, source_paths=source_paths, image_px=image_px, canvas_px=canvas_px,
+                     sources=np.asarray(sources, dtype=np.int64), tops=np.asarray(tops, dtype=np.int64),
+                     lefts=np.asarray(lefts, dtype=np.int64), folder=folder)
+
+
+def render_shift_files(plan: ShiftPlan):
+    """Write the plan's presentations as PNG files (once, atomically; PNG is lossless) and return its StimulusSet:
+    the path for any BrainModel, which only has ``look_at``."""
+    folder = plan.folder
+    if not (folder / "complete").exists():
+        filenames = list(plan.stimulus_set["filename"])
+        with atomic_dir(folder) as tmp:
+            for i, path in enumerate(tqdm(plan.source_paths, desc="rendering shifted stimuli", unit="image")):
+                image = _resized_source(path, plan.image_px)
+                for n in np.flatnonzero(plan.sources == i):
+                    canvas = Image.new("RGB", (plan.canvas_px, plan.canvas_px), SHIFT_BACKGROUND)
+                    canvas.paste(image, (int(plan.lefts[n]), int(plan.tops[n])))
+                    canvas.save(tmp / filenames[n])
+            (tmp / "complete").write_text(plan.stimulus_set.identifier + "\n")
+    return plan.stimulus_set
+
+
+def shift_stimulus_set(stimulus_set, grid_size: int, visual_degrees: float, image_size_deg: float = 16.0, *,
+                       canvas_px: int = SHIFT_CANVAS_PX, cache_dir: Optional[Path] = None):
+    """Render the shifted presentations (:func:`shift_plan`) as PNG files under the cache (:func:`render_shift_files`)
+    and return their StimulusSet (rows ordered image-major, then row, then column)."""
+    return render_shift_files(shift_plan(stimulus_set, grid_size, visual_degrees, image_size_deg,
+                                         canvas_px=canvas_px, cache_dir=cache_dir))
+
+
+def placed_presentations_hook(candidate):
+    """The candidate's tensor hook for placed presentations (``candidate.activations_model.placed_presentations``),
+    or None (then the presentations are rendered to files). Duck-typed: any activations model may provide it."""
+    hook = getattr(getattr(candidate, "activations_model", None), PLACED_PRESENTATIONS_HOOK, None)
+    return hook if callable(hook) else None
+
+
+def look_at_shifted(candidate, window: tuple, plan: ShiftPlan, *, number_of_trials: int = 1,
+                    use_tensors: bool = True):
+    """The committed IT response to the plan's presentations ``[N, neuroids]``, in plan order.
+
+    When the candidate's activations model offers ``placed_presentations(paths, images, sources, tops, lefts,
+    canvas_px, background)`` (a context manager; ``harmonized_models.TorchActivationsModel`` does), the
+    presentations are composed as tensors on the model's device, batch by batch, and ``look_at`` runs through the
+    model's own Brain-Score chain (region, time bins, packaging) with no image file written or read; the same
+    pixels as :func:`render_shift_files` (tests/test_shift_tensors.py). Otherwise (any other BrainModel, or
+    ``use_tensors=False``) the presentations are rendered to PNG files and shown with ``look_at``.
+    """
+    hook = placed_presentations_hook(candidate) if use_tensors else None
+    if hook is None:
+        return record_responses(candidate, window, render_shift_files(plan), number_of_trials=number_of_trials)
+    paths = [str(plan.stimulus_set.get_stimulus(sid)) for sid in plan.stimulus_set["stimulus_id"]]
+    with hook(paths=paths, images=plan.source_images(), sources=plan.sources, tops=plan.tops, lefts=plan.lefts,
+              canvas_px=plan.canvas_px, background=SHIFT_BACKGROUND):
+        return record_responses(candidate, window, plan.stimulus_set, number_of_trials=number_of_trials)
 
 
 def _file_signature(path) -> str:
@@ -506,6 +594,12 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
         self.n_components = n_components
         self.max_pca_components = max_pca_components
         self.shift_canvas_px = shift_canvas_px
+        #: Brain-Score's screen convention: the image size in degrees and the trials per stimulus (module constants)
+        self._visual_degrees = VISUAL_DEGREES
+        self._number_of_trials = NUMBER_OF_TRIALS
+        #: whether the shift protocol may compose presentations as tensors (:func:`look_at_shifted`); False forces
+        #: the PNG files (same pixels)
+        self.shift_tensors = True
         #: PLS solver of the metric (``metric.PLS_SOLVERS``); ``'sklearn'`` reproduces Brain-Score's NIPALS PLS
         self.pls_solver = "exact"
         #: regression and outer folds of the metric (``regressions.REGRESSIONS``, ``'loio'`` or K); other than the
@@ -524,6 +618,10 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
     def data(self) -> SiteData:
         if self._data is None:
             self._data = load_site_data(self.assembly_identifier, self.window)
+        if self._data.image_size_deg != self._visual_degrees:
+            raise ValueError(f"{self.identifier}: the data's images span {self._data.image_size_deg:g} deg, the "
+                             f"benchmark's visual_degrees is {self._visual_degrees:g}; re-import the data or set "
+                             "benchmark._visual_degrees to the data's image size")
         return self._data
 
     @property
@@ -607,14 +705,14 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
             return cache[key]
         n_img, grid = len(data.stimulus_ids), data.grid_size
         if protocol == "maps":
-            responses = record_responses(candidate, data.window, data.stimulus_set)
+            responses = record_responses(candidate, data.window, data.stimulus_set, self._number_of_trials)
             features = grid_features_from_responses(responses, grid, model_identifier=candidate.identifier,
                                                     shift_identifier=self.shift_identifier())
             features = features.reshape(n_img, grid * grid, -1)
         else:
-            shifted = shift_stimulus_set(data.stimulus_set, grid, degrees, data.image_size_deg,
-                                         canvas_px=self.shift_canvas_px)
-            responses = record_responses(candidate, data.window, shifted)
+            plan = shift_plan(data.stimulus_set, grid, degrees, self._visual_degrees, canvas_px=self.shift_canvas_px)
+            responses = look_at_shifted(candidate, data.window, plan, number_of_trials=self._number_of_trials,
+                                        use_tensors=self.shift_tensors)
             features = np.asarray(responses.values, dtype=np.float32).reshape(n_img, grid * grid, -1)
         result = (features, ",".join(_layer_names(responses)))
         if cache is not None:
