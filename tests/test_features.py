@@ -158,3 +158,12 @@ def test_hostile_inputs_one_line_nothing_written(sim_small, tmp_path, capsys):
     not_h5.write_bytes(pickle.dumps({"a": 1}))
     _expect_error(capsys, ["score-features", str(not_h5), "--benchmark", "Arcaro2020sim.M1PL-pls"], str(not_h5),
                   "not a readable .h5")
+
+
+def test_a_surround_benchmark_refuses_bare_image_features(exported, tmp_path):
+    """Feature files hold the features of the bare images: scoring them on a benchmark shown with a grey surround
+    would sample the wrong part of the canvas, so it is refused in one line."""
+    blocks, attrs = exported
+    path = F.write_features(blocks, attrs, tmp_path / "f.npz")
+    with pytest.raises(F.FeatureFileError, match="surround option"):
+        F.score_features(path, "Arcaro2020sim.M2ML-residual_pls", surround=0.25)

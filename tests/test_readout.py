@@ -32,3 +32,18 @@ def test_orientation_rows_are_image_rows_and_channels_last():
 def test_wrong_rank_is_an_error():
     with pytest.raises(ValueError, match=r"\[N, C, h, w\]"):
         sample_feature_maps(np.zeros((3, 8, 8)), 5)
+
+
+def test_span_maps_the_grid_onto_the_image_part_of_a_surround_canvas():
+    # a 4-cell ramp whose value is each cell centre's canvas coordinate (0.125 ... 0.875): sampling is linear there,
+    # so the grid points of an image spanning (0.25, 0.75) of the canvas read exactly 0.25, 0.5, 0.75
+    centres = (np.arange(4) + 0.5) / 4
+    features = np.broadcast_to(centres, (1, 1, 4, 4)).copy()  # value = column coordinate
+    out = sample_feature_maps(features, 3, span=(0.25, 0.75))
+    np.testing.assert_allclose(out[0, 0, :, 0], [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(out[0, :, 0, 0], [0.25] * 3)  # rows follow the same span (here constant)
+    rows = sample_feature_maps(np.ascontiguousarray(features.transpose(0, 1, 3, 2)), 3, span=(0.25, 0.75))
+    np.testing.assert_allclose(rows[0, :, 0, 0], [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(sample_feature_maps(features, 3)[0, 0, :, 0], [0.125, 0.5, 0.875])  # border-clamped
+    with pytest.raises(ValueError, match="span"):
+        sample_feature_maps(features, 3, span=(0.6, 0.4))

@@ -101,6 +101,42 @@ def test_plain_pls_floor_is_high_and_residual_separates_better(m2ml_controls):
             plain_ceiled["generator"] - plain_ceiled[control], (control, plain_ceiled, residual_ceiled)
 
 
+@pytest.fixture(scope="module")
+def on_the_twins_screen(sim_full):
+    """IT-residual_pls with the twin's own screen: the image shown inside the grey border the twin's neurons saw
+    (``surround`` = margin / image size from the sidecar), the network at the resolution the twin ran it (image
+    size + 2 margins, so the image keeps its pixels and the layer's cell lattice)."""
+    sidecar = sim_full["sidecar"]
+    gen = sidecar["generator"]
+    fraction = gen["margin_px"] / gen["image_size"]
+    preprocessing = dict(image_size=gen["image_size"] + 2 * gen["margin_px"], mean=gen["mean"], std=gen["std"],
+                         interpolation=gen["interpolation"])
+    from harmonized_models import model_from_network
+    models = {"generator": model_from_network(simulate.build_generator_network(sidecar), "gen-screen",
+                                              preprocessing, gen["layer"], visual_degrees=8.0),
+              "other_seed": model_from_network(simulate.build_generator_network(_other_seed(sidecar)),
+                                               "seed123-screen", preprocessing, gen["layer"], visual_degrees=8.0)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRAINSCORE_ITMAPS_HOME", str(sim_full["home"]))
+        benchmark = load_benchmark("Arcaro2020sim.IT-residual_pls", surround=fraction)
+        return {name: benchmark(model) for name, model in models.items()}
+
+
+def test_generator_shown_the_twins_screen_reaches_the_target(on_the_twins_screen):
+    """The default maps protocol shows the image without a surround, so at the grid's edge positions (where half of
+    each field lies on the grey screen) the generator's features see zero padding: it reaches .69-.75 (above).
+    Shown the twin's screen it reaches the issue's >= 0.8 on the composite. Measured (seed 0): IT .831; M1PL .868,
+    M1ML .865, M2ML .796 (9 x 9 grid: 32 of its 81 positions are on the image edge); other seed IT about .46."""
+    generator, other = on_the_twins_screen["generator"], on_the_twins_screen["other_seed"]
+    assert float(generator) >= 0.8, generator.attrs["site_scores"]
+    sites = generator.attrs["site_scores"]
+    assert sites["Arcaro2020sim.M1PL-residual_pls"] >= 0.85 and sites["Arcaro2020sim.M1ML-residual_pls"] >= 0.85
+    assert sites["Arcaro2020sim.M2ML-residual_pls"] >= 0.78, sites
+    assert float(other) < float(generator) - 0.2, (float(other), float(generator))
+    assert generator.attrs["surround"] == pytest.approx(64 / 224)
+    assert 0.0 <= float(generator) <= 1.0
+
+
 # ---------------------------------------------------------------- the no-repetition ceiling against the truth
 @pytest.fixture(scope="module")
 def released_full(sim_full, tmp_path_factory):

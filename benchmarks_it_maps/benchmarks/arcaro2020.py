@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 from benchmarks_it_maps.benchmarks import ceiling as ceilings
 from benchmarks_it_maps.benchmarks import metric
 from benchmarks_it_maps.benchmarks import regression as regressions
+from benchmarks_it_maps.benchmarks import surround as screen
 from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
 from benchmarks_it_maps.data import assemblies as data
 from benchmarks_it_maps.data import conventions as cv
@@ -369,11 +370,13 @@ def _any_nan(values) -> bool:
 
 
 def grid_features_from_responses(responses, grid_size: int, *, model_identifier: str = "model",
-                                 shift_identifier: str = "<dataset>.<site>-shift_pls") -> np.ndarray:
+                                 shift_identifier: str = "<dataset>.<site>-shift_pls",
+                                 span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Committed responses ``[N presentations, neuroids]`` -> features at the grid ``[N, G, G, F]``.
 
     Each layer (a committed region may map to several) is reshaped to feature maps and sampled at the grid
-    separately; the layers' features are concatenated.
+    separately; the layers' features are concatenated. ``span``: the image's extent on the presented canvas
+    (:func:`benchmarks_it_maps.benchmarks.surround.image_span`; ``(0, 1)`` when the image filled it).
     """
     layers = neuroid_coord(responses, "layer")
     groups = [slice(None)] if layers is None else [np.flatnonzero(layers == l) for l in dict.fromkeys(layers)]
@@ -386,7 +389,7 @@ def grid_features_from_responses(responses, grid_size: int, *, model_identifier:
                   for c in [neuroid_coord(responses, key)]}
         maps = neuroids_to_maps(values[:, group], coords, model_identifier=model_identifier, layer=name,
                                 shift_identifier=shift_identifier)
-        sampled.append(sample_feature_maps(maps, grid_size))
+        sampled.append(sample_feature_maps(maps, grid_size, span))
     return np.concatenate(sampled, axis=-1)
 
 
@@ -579,7 +582,7 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
     def __init__(self, dataset: str, site: str, protocol: str, *, ceiling_method: str = "auto",
                  window: Optional[tuple] = None, n_components: int = metric.N_COMPONENTS,
                  max_pca_components: int = metric.MAX_PCA_COMPONENTS, shift_canvas_px: int = SHIFT_CANVAS_PX,
-                 data: Optional[SiteData] = None):
+                 surround: float = 0.0, data: Optional[SiteData] = None):
         if dataset not in DATASETS or site not in SITES:
             raise UnknownBenchmarkError(f"unknown dataset/site {dataset}.{site}; datasets {DATASETS}, sites {SITES}")
         suffix = {v: k for k, v in SUFFIX_PROTOCOL.items()}.get(protocol)
@@ -600,6 +603,12 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
         #: whether the shift protocol may compose presentations as tensors (:func:`look_at_shifted`); False forces
         #: the PNG files (same pixels)
         self.shift_tensors = True
+        #: maps protocol: grey border around the image, as a fraction of its width (0: the image fills the model's
+        #: input); see :mod:`benchmarks_it_maps.benchmarks.surround`
+        self.surround = float(surround)
+        if self.surround and self.readout != "maps":
+            raise ValueError(f"{dataset}.{site}-{suffix}: the surround option belongs to the maps protocol; the "
+                             "shift protocol already shows the image on a grey canvas")
         #: PLS solver of the metric (``metric.PLS_SOLVERS``); ``'sklearn'`` reproduces Brain-Score's NIPALS PLS
         self.pls_solver = "exact"
         #: regression and outer folds of the metric (``regressions.REGRESSIONS``, ``'loio'`` or K); other than the
@@ -700,14 +709,17 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
         protocol = self.readout
         degrees = float(candidate.visual_degrees()) if protocol == "shift" else None
         key = (id(candidate), candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size,
-               protocol, degrees)
+               protocol, degrees, self.surround if protocol == "maps" else None)
         if cache is not None and key in cache:
             return cache[key]
         n_img, grid = len(data.stimulus_ids), data.grid_size
         if protocol == "maps":
-            responses = record_responses(candidate, data.window, data.stimulus_set, self._number_of_trials)
+            shown, span = data.stimulus_set, (0.0, 1.0)
+            if self.surround:
+                shown, span = screen.surround_stimulus_set(data.stimulus_set, self.surround)
+            responses = record_responses(candidate, data.window, shown, self._number_of_trials)
             features = grid_features_from_responses(responses, grid, model_identifier=candidate.identifier,
-                                                    shift_identifier=self.shift_identifier())
+                                                    shift_identifier=self.shift_identifier(), span=span)
             features = features.reshape(n_img, grid * grid, -1)
         else:
             plan = shift_plan(data.stimulus_set, grid, degrees, self._visual_degrees, canvas_px=self.shift_canvas_px)
@@ -803,7 +815,8 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
             n_components=fit.n_components, alignment=alignment["score"],
             alignment_coarse=alignment["score_coarse"], alignment_per_image=alignment["full"],
             alignment_coarse_per_image=alignment["coarse"], alignment_error=alignment["error"],
-            window=np.asarray(result.data.window), data_orientation=result.data.orientation)
+            window=np.asarray(result.data.window), data_orientation=result.data.orientation,
+            surround=self.surround)
 
 
 def site_weights(sites: Sequence[str] = SITES) -> dict[str, float]:
@@ -915,7 +928,8 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
             per_channel={i: s.attrs["per_channel"] for i, s in zip(ids, scores)},
             alignment=self._weighted([float(s.attrs["alignment"]) for s in scores]),
             alignment_coarse=self._weighted([float(s.attrs["alignment_coarse"]) for s in scores]),
-            data_orientation=",".join(dict.fromkeys(str(s.attrs["data_orientation"]) for s in scores)))
+            data_orientation=",".join(dict.fromkeys(str(s.attrs["data_orientation"]) for s in scores)),
+            surround=self.children[0].surround)
 
     @property
     def last_results(self) -> list[Optional[SiteResult]]:

@@ -342,6 +342,9 @@ def score_features(path: str | os.PathLike, benchmark_identifier: str, **benchma
         raise FeatureFileError(f"{path}: holds {attrs['protocol']}-protocol features, {benchmark_identifier} needs "
                                f"{want} (brainscore features --protocol {want})")
     sites = getattr(benchmark, "children", [benchmark])
+    if getattr(sites[0], "surround", 0.0):
+        raise FeatureFileError(f"{path}: feature files hold the features of the bare images; the surround option "
+                               f"(here {sites[0].surround:g}) needs the model itself: score it with brainscore score")
     for site in sites:
         features = site_features(blocks, site, str(path))
         site.model_features = (lambda candidate, cache=None, _f=features: (_f, str(attrs.get("layers", ""))))

@@ -180,10 +180,10 @@ def _version(benchmark) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 #: Benchmark attributes that change a score without changing the benchmark's identifier or version.
 BENCHMARK_OPTIONS = ("ceiling_method", "window", "n_components", "max_pca_components", "shift_canvas_px",
-                     "pls_solver", "regression", "folds", "ridge_backend")
+                     "pls_solver", "regression", "folds", "ridge_backend", "surround")
 #: Options left out of the configuration while they have their default (scores from before they existed keep
 #: their resume key).
-DEFAULT_OPTIONS = {"regression": "pls", "folds": "loio", "ridge_backend": "numpy"}
+DEFAULT_OPTIONS = {"regression": "pls", "folds": "loio", "ridge_backend": "numpy", "surround": 0.0}
 
 
 def configure_regression(benchmark: Any, regression: str = "pls", folds: str | int = "loio",
