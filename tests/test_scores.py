@@ -161,6 +161,30 @@ def test_composite_value_and_joint_bootstrap_error_on_correlated_sites():
         bm.composite_score({**per_image, "M1ML": per_image["M1ML"][:-1]}, ceilings, monkeys)
 
 
+def test_vectorised_bootstrap_equals_one_bounded_score_per_draw():
+    """The composite's bootstrap bounds all draws at once (``ceiled_values``); it must give what bounding each draw
+    with brainscore-vision's ``bound_score`` (``ceiled_value``) gives, draw by draw, in the same random order."""
+    from benchmarks_it_maps.benchmarks import arcaro2020 as bm
+    raws = np.linspace(-1.2, 1.2, 97)
+    np.testing.assert_array_equal(bm.ceiled_values(raws, 0.6), [bm.ceiled_value(r, 0.6)[0] for r in raws])
+    per_image = _correlated_sites(n=40, same=False)
+    per_image["M2ML"] = np.linspace(-0.2, 0.95, 20)  # some draws bound at 0 or 1
+    ceilings = {"M1PL": 0.8, "M1ML": 0.7, "M2ML": 0.5}
+    monkeys = {"M1PL": "M1", "M1ML": "M1", "M2ML": "M2"}
+    weights = bm.site_weights()
+    rng = np.random.default_rng(bm.BOOTSTRAP_SEED)
+    draws = []
+    for _ in range(bm.N_BOOTSTRAP):
+        total = 0.0
+        for members in (["M1PL", "M1ML"], ["M2ML"]):
+            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
+            total += sum(weights[s] * bm.ceiled_value(float(np.mean(per_image[s][idx])), ceilings[s])[0]
+                         for s in members)
+        draws.append(total)
+    assert bm.composite_score(per_image, ceilings, monkeys)["error"] == pytest.approx(np.std(draws, ddof=1),
+                                                                                       abs=1e-12)
+
+
 # ---------------------------------------------------------------- the no-repetition ceiling
 def _binned(counts_1ms, width=10):
     """[..., T ms] -> [..., T / width] bins (sums)."""

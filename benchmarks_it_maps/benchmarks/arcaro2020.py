@@ -232,6 +232,13 @@ def ceiled_value(raw: float, ceiling: float) -> tuple[float, float]:
     return float(bounded), unbounded
 
 
+def ceiled_values(raw: np.ndarray, ceiling: float) -> np.ndarray:
+    """:func:`ceiled_value`'s bounded value for an array of raw values at once (the composite's bootstrap draws);
+    the same clip to [0, 1] as ``bound_score``, without building a Score per value."""
+    raw = np.asarray(raw, dtype=np.float64)
+    return np.clip(np.sign(raw) * raw ** 2 / float(ceiling), 0.0, 1.0)
+
+
 def ceiled_error(raw: float, raw_error: float, ceiling: float) -> float:
     """Error of raw^2 / ceiling from the raw error (delta method: 2 |raw| error / ceiling)."""
     return float(2.0 * abs(raw) * raw_error / ceiling)
@@ -854,18 +861,18 @@ def composite_score(per_image: dict[str, np.ndarray], ceilings: dict[str, float]
         if len({len(per_image[site]) for site in members}) != 1:
             raise ValueError(f"sites {members} of one monkey must score the same images")
 
-    def combine(means: dict[str, float]) -> float:
-        return float(sum(weights[s] * ceiled_value(means[s], ceilings[s])[0] for s in sites))
-
-    value = combine({s: float(np.mean(per_image[s])) for s in sites})
+    value = float(sum(weights[s] * ceiled_value(float(np.mean(per_image[s])), ceilings[s])[0] for s in sites))
     rng = np.random.default_rng(seed)
+    draws_of = {monkey: [] for monkey in by_monkey}  # drawn in the same order as one loop over draws and monkeys
+    for _ in range(n_bootstrap):
+        for monkey, members in by_monkey.items():
+            draws_of[monkey].append(rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]])))
     draws = np.zeros(n_bootstrap)
-    for b in range(n_bootstrap):
-        means = {}
-        for members in by_monkey.values():
-            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
-            means.update({s: float(np.mean(np.asarray(per_image[s])[idx])) for s in members})
-        draws[b] = combine(means)
+    for monkey, members in by_monkey.items():
+        idx = np.asarray(draws_of[monkey])                                  # [n_bootstrap, images]
+        for s in members:
+            draws += weights[s] * ceiled_values(np.asarray(per_image[s], dtype=np.float64)[idx].mean(axis=1),
+                                                ceilings[s])
     return dict(value=value, error=float(draws.std(ddof=1)), weights=weights)
 
 
