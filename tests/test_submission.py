@@ -28,17 +28,29 @@ def test_zip_contains_exactly_the_plugin_folders(tmp_path, monkeypatch, capsys):
     assert out.read_bytes() == first  # reproducible bytes
 
 
-def test_zip_with_chosen_models_and_requirement(tmp_path):
+def test_zip_with_chosen_models_and_requirement(tmp_path, monkeypatch):
+    """--requirement (README: needed wherever the package does not live at setup.py's placeholder URL) is exactly the
+    line of every generated requirements.txt; BRAINSCORE_ITMAPS_REQUIREMENT does the same, --requirement wins."""
     out = tmp_path / "two.zip"
     assert main(["submission", "--out", str(out), "--models", "harmonized_vgg16,harmonized_vit_b16",
                  "--requirement", "brainscore-itmaps @ git+https://example.org/itmaps.git@v0.1.0"]) == 0
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
-        requirement = archive.read("models/harmonized_vgg16/requirements.txt").decode()
+        requirements = {n: archive.read(n).decode() for n in names if n.endswith("/requirements.txt")}
     assert sorted({n.split("/")[1] for n in names if n.startswith("models/")}) == ["harmonized_vgg16",
                                                                                    "harmonized_vit_b16"]
-    assert requirement == "brainscore-itmaps @ git+https://example.org/itmaps.git@v0.1.0\n"
+    assert sorted(n.rsplit("/", 1)[0] for n in requirements) == [
+        "benchmarks/arcaro2020", "data/arcaro2020", "models/harmonized_vgg16", "models/harmonized_vit_b16"]
+    assert set(requirements.values()) == {"brainscore-itmaps @ git+https://example.org/itmaps.git@v0.1.0\n"}
     assert "models/harmonized_vgg16/region_layer_map/harmonized_vgg16.json" in names
+    monkeypatch.setenv("BRAINSCORE_ITMAPS_REQUIREMENT", "brainscore-itmaps @ git+https://example.org/env.git@v1")
+    assert main(["submission", "--folders", str(tmp_path / "env"), "--models", "harmonized_vgg16"]) == 0
+    assert {p.read_text() for p in (tmp_path / "env").rglob("requirements.txt")} == {
+        "brainscore-itmaps @ git+https://example.org/env.git@v1\n"}
+    assert main(["submission", "--folders", str(tmp_path / "arg"), "--models", "harmonized_vgg16",
+                 "--requirement", "brainscore-itmaps @ file:///wheel.whl"]) == 0
+    assert {p.read_text() for p in (tmp_path / "arg").rglob("requirements.txt")} == {
+        "brainscore-itmaps @ file:///wheel.whl\n"}
 
 
 def test_bad_input_is_one_clear_error(tmp_path, capsys):

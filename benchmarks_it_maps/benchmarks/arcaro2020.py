@@ -183,9 +183,14 @@ class SiteData:
         return int(self.targets.shape[1])
 
 
-def load_site_data(assembly_identifier: str, window: Optional[tuple] = None) -> SiteData:
-    """Load one site through the data API and arrange its maps (targets, trials) and stimuli."""
-    assembly = data.load_assembly(assembly_identifier)
+def load_site_data(assembly_identifier: str, window: Optional[tuple] = None, *, assembly=None) -> SiteData:
+    """Load one site through the data API and arrange its maps (targets, trials) and stimuli.
+
+    ``assembly`` is the site's assembly when it was loaded elsewhere (e.g. by brainscore-vision's ``load_dataset``
+    from the BrainIO packages on S3, with its stimulus set in ``attrs['stimulus_set']``); default: this package's
+    data home."""
+    if assembly is None:
+        assembly = data.load_assembly(assembly_identifier)
     maps = data.response_maps(assembly, window=window, average_repetitions=True)
     maps = maps.transpose("stimulus_id", "row", "col", "channel")
     stimulus_ids = list(maps["stimulus_id"].values)
@@ -639,6 +644,11 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
                              f"benchmark's visual_degrees is {self._visual_degrees:g}; re-import the data or set "
                              "benchmark._visual_degrees to the data's image size")
         return self._data
+
+    @data.setter
+    def data(self, value: SiteData) -> None:
+        """Replace the site's data (e.g. loaded through brainscore-vision); the ceiling is recomputed from it."""
+        self._data, self._ceiling_score = value, None
 
     @property
     def ceiling(self) -> Score:

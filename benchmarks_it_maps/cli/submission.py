@@ -24,9 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", default=None,
                         help="ID,ID | @FILE | category:NAME (default: every harmonized model)")
     parser.add_argument("--requirement", default=None,
-                        help="requirements.txt line that installs this package (default: a git URL of this "
-                             "repository at"
-                             " tag vVERSION; e.g. brainscore-itmaps @ file:///PATH.whl)")
+                        help="requirements.txt line that installs this package (default: "
+                             "BRAINSCORE_ITMAPS_REQUIREMENT, else a git URL of setup.py's url at tag vVERSION, a "
+                             "placeholder: pass this wherever the package really lives; e.g. brainscore-itmaps @ "
+                             "git+https://HOST/OWNER/REPO@TAG or @ file:///PATH.whl)")
     parser.set_defaults(func=run_submission)
 
 

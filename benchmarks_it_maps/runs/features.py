@@ -332,11 +332,17 @@ def site_features(blocks: dict[str, xr.DataArray], site: bm.ArcaroSiteBenchmark,
                            f"(brainscore features --stimuli {site.dataset})")
 
 
-def score_features(path: str | os.PathLike, benchmark_identifier: str, **benchmark_kwargs: Any):
+def score_features(path: str | os.PathLike, benchmark_identifier: str | Any, **benchmark_kwargs: Any):
     """Score the features stored in ``path`` on a benchmark of this package, through the benchmark's own
-    evaluation and scoring (only the model's feature step is replaced by the file). Returns the Score."""
+    evaluation and scoring (only the model's feature step is replaced by the file). Returns the Score.
+
+    ``benchmark_identifier`` is an identifier (built with ``benchmark_kwargs``) or an Arcaro2020 benchmark object
+    already built, e.g. by ``brainscore_vision.load_benchmark`` (a plugin's test scoring its precomputed features)."""
     blocks, attrs = read_features(path)
-    benchmark = bm.load(benchmark_identifier, **benchmark_kwargs)
+    if isinstance(benchmark_identifier, str):
+        benchmark = bm.load(benchmark_identifier, **benchmark_kwargs)
+    else:
+        benchmark, benchmark_identifier = benchmark_identifier, benchmark_identifier.identifier
     want = benchmark.readout  # "maps" or "shift" (the residual benchmarks read like their plain twins)
     if attrs["protocol"] != want:
         raise FeatureFileError(f"{path}: holds {attrs['protocol']}-protocol features, {benchmark_identifier} needs "

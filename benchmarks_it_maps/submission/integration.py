@@ -19,6 +19,7 @@ from typing import Any, Callable
 import brainscore_vision
 
 from benchmarks_it_maps import list_benchmarks, load_benchmark
+from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.data import assemblies as data
 from benchmarks_it_maps.data import conventions
 from benchmarks_it_maps.data.assemblies import load_assembly, load_stimulus_set
@@ -65,6 +66,18 @@ def plugin_benchmark(identifier: str):
     """``benchmark_registry`` factory of the plugin folder: our benchmark, its data fetched on first use."""
     ensure_data(identifier)
     return load_benchmark(identifier)
+
+
+def benchmark_on_brainscore_data(identifier: str):
+    """``benchmark_registry`` factory of a benchmark plugin written by ``brainscore submission --data-from``: the
+    benchmark with each site's recordings from brainscore-vision's own ``load_dataset`` (the data plugin of the
+    BrainIO packages, loaded from S3 with their pinned sha1s), as upstream benchmarks get theirs, instead of this
+    package's data home."""
+    benchmark = load_benchmark(identifier)
+    for site in getattr(benchmark, "children", [benchmark]):
+        assembly = brainscore_vision.load_dataset(site.assembly_identifier)
+        site.data = bm.load_site_data(site.assembly_identifier, site.window, assembly=assembly)
+    return benchmark
 
 
 def plugin_assembly(identifier: str):

