@@ -74,10 +74,75 @@ def test_h5_declaring_a_huge_dataset_is_refused_before_reading(tmp_path, capsys)
     with pytest.raises(KerasFormatError, match="declare 2097152 bytes in all, more than the 1000000"):
         read_h5(tmp_path / "ok.h5", max_bytes=1_000_000)
     assert read_h5(tmp_path / "ok.h5").n_tensors == 1
-    out = tmp_path / "out.safetensors"
+    out = tmp_path / "out.safetensors"  # converting it: the architecture check comes first (no VGG16 structure)
     _one_line_exit_2(capsys, ["convert-keras", str(bomb), "--arch", "vgg16", "--out", str(out)], "bomb.h5",
-                     "declares shape (60000, 60000)")
+                     "not a VGG16")
     assert not out.exists()
+
+
+def _replace_dataset(source: Path, path: Path, name: str, shape: tuple[int, ...] | None = None,
+                     data: np.ndarray | None = None) -> Path:
+    """A copy of a real Keras file whose dataset ``name`` is replaced: declared only (``shape``, never stored) or
+    stored (``data``); ``data=None, shape=None`` adds nothing and deletes it from the layer."""
+    shutil.copyfile(source, path)
+    with h5py.File(path, "r+") as f:
+        group = f[name.rsplit("/", 2)[0]]
+        del f[name]
+        if shape is not None:
+            f.create_dataset(name, shape=shape, dtype=np.float32)
+        elif data is not None:
+            f.create_dataset(name, data=data)
+        else:
+            kept = [n for n in group.attrs["weight_names"]
+                    if (n.decode() if isinstance(n, bytes) else str(n)) != name.split("/", 2)[2]]
+            group.attrs["weight_names"] = np.array(kept, dtype="S")
+    return path
+
+
+def test_h5_declared_shapes_are_checked_against_the_architecture_before_reading(tmp_path, capsys):
+    """A released-format file (real EfficientNetB0 layout) with one dataset under a real weight name replaced by a
+    declared 60000 x 60000 one (13.4 GiB, never stored), by a stored wrong-shaped one, by nothing, or with an unknown
+    dataset added: each is refused from the declared shapes alone (peak traced memory far below the 22 MB file, so
+    no tensor was read) naming the file, the dataset, declared and expected shapes; nothing is written."""
+    from keras_fixtures import fixture_dir
+    from harmonized_models.keras.convert import check_declared_shapes, convert_keras
+    source = fixture_dir(["efficientnet_b0_qubvel"]) / "efficientnet_b0_qubvel.h5"
+    assert source.stat().st_size > 20 << 20
+    check_declared_shapes(read_h5(source, declared_only=True), "efficientnet_b0")  # the real file passes (and
+    # timm's imports and registries are loaded before memory is traced)
+    kernel = "model_weights/stem_conv/stem_conv/kernel:0"  # Keras (3, 3, 3, 32) -> torch conv_stem.weight
+    cases = {
+        "huge": (_replace_dataset(source, tmp_path / "huge.h5", kernel, shape=(60000, 60000)),
+                 ["dataset 'stem_conv/kernel' declares shape (60000, 60000)", "expects (3, 3, 3, 32)"]),
+        "wrong": (_replace_dataset(source, tmp_path / "wrong.h5", kernel, data=np.ones((3, 3, 3, 33), np.float32)),
+                  ["dataset 'stem_conv/kernel' declares shape (3, 3, 3, 33)", "expects (3, 3, 3, 32)"]),
+        "missing": (_replace_dataset(source, tmp_path / "missing.h5", kernel),
+                    ["layer 'stem_conv' has no weight matching 'kernel' with shape (3, 3, 3, 32)"]),
+    }
+    unknown = tmp_path / "unknown.h5"
+    shutil.copyfile(source, unknown)
+    with h5py.File(unknown, "r+") as f:
+        group = f["model_weights/stem_bn"]  # listed in weight_names (an unlisted dataset is never looked at)
+        group.create_dataset("stem_bn/extra:0", shape=(60000, 60000), dtype=np.float32)
+        group.attrs["weight_names"] = np.array([*group.attrs["weight_names"], "stem_bn/extra:0"], dtype="S")
+    cases["unknown"] = (unknown, ["1 dataset(s) of the file do not map", "stem_bn/extra (60000, 60000)"])
+    for case, (path, needles) in cases.items():
+        assert path.stat().st_size < source.stat().st_size + 100_000
+        out = tmp_path / f"{case}.safetensors"
+        tracemalloc.start()
+        try:
+            with pytest.raises(KerasFormatError) as refused:
+                convert_keras(path, "efficientnet_b0", out)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert str(refused.value).startswith(f"{path}: ") and all(n in str(refused.value) for n in needles), \
+            (case, str(refused.value))
+        assert peak < 8 << 20, (case, peak)  # reading the file's tensors alone would trace > 20 MB
+        assert not out.exists()
+        _one_line_exit_2(capsys, ["convert-keras", str(path), "--arch", "efficientnet_b0", "--out", str(out)],
+                         str(path), *needles)
+        assert not out.exists() and sorted(p.name for p in tmp_path.glob(".*")) == []
 
 
 def _zip_of(folder: Path, zipped: Path, extra: dict[str, int] | None = None) -> Path:

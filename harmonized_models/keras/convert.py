@@ -1,6 +1,8 @@
 """Convert a Keras ``.h5`` model into a PyTorch state dict, tensor by tensor, refusing anything that does not map.
 
-``convert_keras(h5_path, arch, out_path) -> report`` reads the file with h5py (:mod:`.h5`), reads the structure
+``convert_keras(h5_path, arch, out_path) -> report`` first maps the file's *declared* shapes onto the architecture
+without reading a tensor (:func:`check_declared_shapes`: an unknown, missing or mis-shaped dataset is refused before
+it costs memory), then reads the file with h5py (:mod:`.h5`), reads the structure
 the torch module must have from the file's ``model_config`` (BatchNorm epsilon, stride placement, padding, input
 rescaling layers), builds the torch module, maps EVERY tensor of the file onto it and writes a safetensors file
 atomically.  It refuses (``UnmappedTensorsError``, naming the tensors) a file with a tensor that no torch parameter
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .h5 import H5Model, KerasFormatError, KerasLayer, UnmappedTensorsError, read_h5
+from .h5 import H5Model, KerasFormatError, KerasLayer, UnmappedTensorsError, contiguous, read_h5
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +89,18 @@ def get_arch(arch: str) -> ArchSpec:
 # ============================================================================================ layout helpers
 def conv_kernel(kernel: np.ndarray) -> np.ndarray:
     """Keras Conv2D kernel (kh, kw, cin, cout) -> torch (cout, cin, kh, kw)."""
-    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+    return contiguous(kernel.transpose(3, 2, 0, 1))
 
 
 def depthwise_kernel(kernel: np.ndarray) -> np.ndarray:
     """Keras DepthwiseConv2D kernel (kh, kw, c, multiplier) -> torch (c * multiplier, 1, kh, kw)."""
     kh, kw, c, mult = kernel.shape
-    return np.ascontiguousarray(kernel.reshape(kh, kw, c * mult).transpose(2, 0, 1)[:, None])
+    return contiguous(kernel.reshape(kh, kw, c * mult).transpose(2, 0, 1)[:, None])
 
 
 def dense_kernel(kernel: np.ndarray) -> np.ndarray:
     """Keras Dense kernel (in, out) -> torch Linear weight (out, in)."""
-    return np.ascontiguousarray(kernel.T)
+    return contiguous(kernel.T)
 
 
 def flatten_dense_as_conv(kernel: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
@@ -106,7 +108,7 @@ def flatten_dense_as_conv(kernel: np.ndarray, h: int, w: int, c: int) -> np.ndar
 
     Keras flattens channels-last, so row index = (i * w + j) * c + k; torch's NCHW needs (out, c, i, j).
     """
-    return np.ascontiguousarray(kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1))
+    return contiguous(kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1))
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -176,8 +178,12 @@ class _Mapper:
         if key not in self.target:
             raise KerasFormatError(f"converter bug: torch module has no {key!r}")
         if tuple(self.target[key].shape) != tuple(value.shape):
-            raise KerasFormatError(f"{self.h5.path}: tensor for {key!r} has shape {tuple(value.shape)}, torch "
-                                   f"expects {tuple(self.target[key].shape)}")
+            source = self.h5.last_taken
+            declared = f"dataset '{source}' declares shape {self.h5.declared_shape(source)}, which" if source else \
+                "the tensor"
+            raise KerasFormatError(f"{self.h5.path}: {declared} gives {key!r} the shape {tuple(value.shape)} but the "
+                                   f"architecture expects {tuple(self.target[key].shape)}; the file does not hold "
+                                   "this architecture's weights (use the original .h5, or the right --arch)")
         self.state[key] = value
 
     def conv(self, prefix: str, layer: str, check: bool = True) -> None:
@@ -624,6 +630,55 @@ def _with_weights(spec: ArchSpec, config: dict, skeleton: nn.Module, tensors: di
     return skeleton.eval()
 
 
+def _check_complete(h5: H5Model, arch: str, module: nn.Module, state: State) -> None:
+    """Refuse a file with a tensor that no torch parameter takes, or a torch parameter that no tensor fills."""
+    unused = h5.unused()
+    if unused:
+        shown = ", ".join(f"{name} {h5.declared_shape(name)}" for name in unused[:12]) + \
+            (f", ... ({len(unused)} in all)" if len(unused) > 12 else "")
+        raise UnmappedTensorsError(f"{h5.path}: {len(unused)} dataset(s) of the file do not map onto arch "
+                                   f"{arch!r}: {shown}. Is this the right --arch?")
+    target = module.state_dict()
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        shown = ", ".join(f"{k} {tuple(target[k].shape)}" for k in missing[:12])
+        raise UnmappedTensorsError(f"{h5.path}: torch parameters of arch {arch!r} with no tensor in the file: "
+                                   f"{shown}" + (" ..." if len(missing) > 12 else "") + ". Is this the right --arch?")
+
+
+def check_declared_shapes(h5: H5Model, arch: str) -> None:
+    """Map a :func:`read_h5` ``declared_only`` file onto ``arch`` without reading any tensor: every dataset's
+    declared shape must be the one the architecture expects after the Keras -> torch layout (an unknown, missing or
+    mis-shaped dataset raises :class:`KerasFormatError` naming it, its declared and the expected shape).
+
+    This is what stops a small file that declares a huge dataset under a real weight name (or a wrong-shaped one)
+    before it costs memory: the probes are zero-memory views, the module is built on the meta device."""
+    if not h5.declared_only:
+        raise ValueError("check_declared_shapes needs read_h5(path, declared_only=True)")
+    spec = get_arch(arch)
+    config = spec.configure(h5)
+    module = _build_skeleton(spec, config)
+    try:
+        try:
+            state = spec.map(h5, module, config)
+        except (ValueError, IndexError, KeyError):
+            raise
+        except Exception:  # noqa: BLE001 - a mapper that reads values from the module cannot run on meta tensors
+            if not any(t.is_meta for t in module.state_dict().values()):
+                raise
+            module = spec.build(config)
+            state = spec.map(h5, module, config)
+    except KerasFormatError:
+        raise
+    except (ValueError, IndexError) as exc:  # a layout helper cannot take the declared shape (wrong rank, size)
+        source = h5.last_taken
+        what = f"dataset '{source}' declares shape {h5.declared_shape(source)}, which" if source else "a dataset"
+        raise KerasFormatError(f"{h5.path}: {what} the {arch!r} layout cannot take ({exc}); the file does not "
+                               "hold this architecture's weights (use the original .h5, or the right --arch)") \
+            from None
+    _check_complete(h5, arch, module, state)
+
+
 def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str, torch.Tensor]]:
     """Map every tensor of ``h5`` onto the torch module of ``arch``; returns (module, config, state dict).
 
@@ -645,16 +700,8 @@ def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str,
     if any(isinstance(v, torch.Tensor) and v.is_meta for v in state.values()):
         module = spec.build(config)  # the mapper copied values from the (meta) module: map onto a real one
         state = spec.map(h5, module, config)
-    unused = h5.unused()
-    if unused:
-        shown = ", ".join(unused[:12]) + (f", ... ({len(unused)} in all)" if len(unused) > 12 else "")
-        raise UnmappedTensorsError(f"{h5.path}: {len(unused)} tensor(s) of the file do not map onto arch "
-                                   f"{arch!r}: {shown}. Is this the right --arch?")
+    _check_complete(h5, arch, module, state)
     target = module.state_dict()
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise UnmappedTensorsError(f"{h5.path}: torch parameters of arch {arch!r} with no tensor in the file: "
-                                   f"{', '.join(missing[:12])}" + (" ..." if len(missing) > 12 else ""))
     tensors = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=target[k].dtype) for k, v in state.items()}
     for k in target:  # BatchNorm's num_batches_tracked
         if k not in tensors:
@@ -675,6 +722,7 @@ def convert_keras(h5_path: str | os.PathLike, arch: str, out_path: str | os.Path
     from benchmarks_it_maps.home import atomic_file, sha256_file
 
     h5_path, out_path = Path(h5_path), Path(out_path)
+    check_declared_shapes(read_h5(h5_path, declared_only=True), arch)  # every dataset, before any is read
     h5 = read_h5(h5_path)
     module, config, tensors = convert_h5_model(h5, arch)
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

@@ -22,6 +22,11 @@ Public API (used by ``convert.py`` and ``kecam.py``)::
     m.mark_taken(layer, short_name)          #  they then mark what they used)
     m.n_tensors                              # total number of weight tensors in the file
 
+    d = read_h5("vgg16_harmonized.h5", declared_only=True)   # reads no tensor: each weight is a zero-memory
+    d.declared_only                          # stand-in of its declared shape (see ``is_probe``); converters map
+                                             # it first, so every dataset is checked against the architecture
+                                             # before any data is read (``convert.check_declared_shapes``)
+
 Weights are matched by **layer group + name suffix + shape**, never by the full HDF5 path: the names of weights
 inside custom layers differ across TF/Keras versions (``Transformer/encoderblock_0/Dense_0/kernel:0`` vs Keras 3's
 ``Transformer_encoderblock_0/MlpBlock_3/Transformer_encoderblock_0_Dense_0/kernel``).  A suffix matches whole
@@ -141,16 +146,39 @@ class KerasLayer:
         return hits
 
 
-class H5Model:
-    """A Keras h5 file read into memory: config, ordered layers, weights, and a record of mapped tensors."""
+def probe(shape: Iterable[int]) -> np.ndarray:
+    """A read-only zero-memory array of ``shape`` (every element is the same 0.0): the stand-in of a dataset that
+    has not been read. Transposes, reshapes and slices of it stay zero-memory views."""
+    return np.broadcast_to(np.zeros((), np.float32), tuple(int(s) for s in shape))
 
-    def __init__(self, path: Path, model_config: dict | None, layers: list[KerasLayer], attrs: dict):
+
+def is_probe(array: np.ndarray) -> bool:
+    """True for a :func:`probe` (or a view of one): several elements, all at one address. A weight tensor read
+    from a file never is."""
+    return isinstance(array, np.ndarray) and array.size > 1 and not any(array.strides)
+
+
+def contiguous(array: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray`` except for probes, which stay zero-memory views (so a dry-run mapping of a file
+    that declares a huge dataset allocates nothing)."""
+    return array if is_probe(array) else np.ascontiguousarray(array)
+
+
+class H5Model:
+    """A Keras h5 file read into memory: config, ordered layers, weights, and a record of mapped tensors.
+
+    ``declared_only``: the weights are :func:`probe` stand-ins of the declared shapes (nothing was read)."""
+
+    def __init__(self, path: Path, model_config: dict | None, layers: list[KerasLayer], attrs: dict,
+                 declared_only: bool = False):
         self.path = path
         self.model_config = model_config
         self.layers = layers
         self.attrs = attrs
+        self.declared_only = declared_only
         self._by_name = {layer.name: layer for layer in layers}
         self._taken: set[tuple[str, str]] = set()
+        self.last_taken: str | None = None  # 'layer/weight' of the latest take() (names a dataset in errors)
 
     # -- metadata
     @property
@@ -192,12 +220,26 @@ class H5Model:
         shape = None if shape is None else tuple(int(s) for s in shape)
         hits = lay.find(suffix, shape)
         if len(hits) != 1:
+            named = lay.find(suffix)
+            if not hits and len(named) == 1 and shape is not None:  # the dataset exists with another shape
+                declared = tuple(lay.weights[named[0]].shape)
+                raise KerasFormatError(f"{self.path}: dataset '{lay.name}/{named[0]}' declares shape {declared} but "
+                                       f"the architecture expects {shape}; the file does not hold this "
+                                       "architecture's weights (use the original .h5, or the right --arch)")
             have = {k: tuple(v.shape) for k, v in lay.weights.items()}
             what = "no" if not hits else f"{len(hits)} ambiguous ({hits})"
             raise KerasFormatError(f"{self.path}: layer {lay.name!r} has {what} weight matching {suffix!r}"
-                                   f"{'' if shape is None else f' with shape {shape}'}; its weights: {have}")
+                                   f"{'' if shape is None else f' with shape {shape}'}; its weights: {have} (use "
+                                   "the original .h5, or the right --arch)")
         self._taken.add((lay.name, hits[0]))
+        self.last_taken = f"{lay.name}/{hits[0]}"
         return lay.weights[hits[0]]
+
+    def declared_shape(self, dataset: str) -> tuple[int, ...] | None:
+        """The shape of ``'layer/weight'`` (as the file declares it), or None."""
+        layer, _, key = dataset.partition("/")
+        tensor = self._by_name[layer].weights.get(key) if layer in self._by_name else None
+        return None if tensor is None else tuple(tensor.shape)
 
     def layer_weights(self) -> dict[str, dict[str, np.ndarray]]:
         """{layer name: {short weight name: ndarray}} for every layer that has weights."""
@@ -252,15 +294,18 @@ def _layer_datasets(group, layer_name: str) -> dict[str, Any]:
     return out
 
 
-def _check_declared(path: Path, datasets: dict[str, dict[str, Any]], max_bytes: int) -> None:
+def _check_declared(path: Path, datasets: dict[str, dict[str, Any]], max_bytes: int | None) -> None:
     """Refuse a file whose datasets declare more than they store, or more than ``max_bytes`` in all, before any
-    tensor is read (a 5 KB file may declare a 13 GiB dataset)."""
+    tensor is read (a 5 KB file may declare a 13 GiB dataset). ``max_bytes=None``: only the numeric-type check
+    (nothing will be read)."""
     total = 0
     for layer, tensors in datasets.items():
         for key, ds in tensors.items():
             if ds.dtype.kind not in "fiub":
                 raise KerasFormatError(f"{path}: dataset '{layer}/{key}' holds {ds.dtype} values, not numbers; "
                                        "a weight must be a numeric array (use the original .h5)")
+            if max_bytes is None:
+                continue
             declared = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize if ds.shape else ds.dtype.itemsize
             stored = ds.id.get_storage_size()
             if declared > _RATIO_FREE_BYTES and declared > MAX_STORAGE_RATIO * stored:
@@ -268,7 +313,7 @@ def _check_declared(path: Path, datasets: dict[str, dict[str, Any]], max_bytes: 
                                        f"({declared} bytes) but stores {stored} bytes; refused before reading "
                                        "(a crafted or truncated file): use the original .h5")
             total += declared
-    if total > max_bytes:
+    if max_bytes is not None and total > max_bytes:
         raise KerasFormatError(f"{path}: weight tensors declare {total} bytes in all, more than the {max_bytes} "
                                "allowed; refused before reading (pass a larger max_bytes for a bigger model)")
 
@@ -281,11 +326,13 @@ def _short_name(full: str, layer_name: str) -> str:
     return name
 
 
-def read_h5(path: str | os.PathLike, *, max_bytes: int = MAX_DECLARED_BYTES) -> H5Model:
+def read_h5(path: str | os.PathLike, *, max_bytes: int = MAX_DECLARED_BYTES, declared_only: bool = False) -> H5Model:
     """Read a legacy Keras ``.h5`` (full model from ``model.save`` or weights from ``save_weights``).
 
-    Declared shapes are checked before any tensor is read (see :func:`_check_declared`); ``max_bytes`` caps the
-    total size of the weights (converters pass a cap derived from the architecture)."""
+    Declared sizes are checked before any tensor is read (see :func:`_check_declared`); ``max_bytes`` caps the
+    total size of the weights. ``declared_only=True`` reads no tensor at all: each weight is a :func:`probe` of
+    its declared shape, which a converter maps onto the architecture to check every dataset's shape before the
+    real read (:func:`harmonized_models.keras.convert.check_declared_shapes`)."""
     import h5py
 
     path = Path(path)
@@ -306,9 +353,9 @@ def read_h5(path: str | os.PathLike, *, max_bytes: int = MAX_DECLARED_BYTES) -> 
                                    "not a Keras h5 model (save it with model.save(path, save_format='h5'))")
         file_layers = _decode(root.attrs["layer_names"])
         datasets = {name: _layer_datasets(root[name], name) for name in file_layers if name in root}
-        _check_declared(path, datasets, max_bytes)
-        weights = {name: {key: np.asarray(ds[()]) for key, ds in tensors.items()}
-                   for name, tensors in datasets.items()}
+        _check_declared(path, datasets, None if declared_only else max_bytes)
+        weights = {name: {key: probe(ds.shape) if declared_only else np.asarray(ds[()])
+                          for key, ds in tensors.items()} for name, tensors in datasets.items()}
         layers: list[KerasLayer] = []
         cfg_layers = _config_layers(model_config)
         if cfg_layers:
@@ -320,7 +367,7 @@ def read_h5(path: str | os.PathLike, *, max_bytes: int = MAX_DECLARED_BYTES) -> 
         for name in file_layers:
             if name in weights:
                 layers.append(KerasLayer(name=name, class_name=None, config={}, weights=weights.pop(name)))
-    return H5Model(path, model_config, layers, attrs)
+    return H5Model(path, model_config, layers, attrs, declared_only=declared_only)
 
 
 def _config_layers(model_config: dict | None) -> list[dict]:

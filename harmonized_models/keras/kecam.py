@@ -51,7 +51,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import numpy as np
 import torch
 
-from .h5 import UnmappedTensorsError  # shared with convert.py (a KerasFormatError subclass)
+from .h5 import UnmappedTensorsError, contiguous, is_probe  # shared with convert.py (a KerasFormatError subclass)
 
 LayerWeights = Mapping[str, Mapping[str, np.ndarray]]
 
@@ -83,29 +83,29 @@ class KecamArch:
 def conv_kernel(kernel: np.ndarray) -> np.ndarray:
     """Conv2D kernel (kh, kw, cin, cout) -> (cout, cin, kh, kw)."""
     _expect_ndim(kernel, 4, "Conv2D kernel")
-    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+    return contiguous(kernel.transpose(3, 2, 0, 1))
 
 
 def depthwise_kernel(kernel: np.ndarray) -> np.ndarray:
     """DepthwiseConv2D kernel (kh, kw, C, multiplier=1) -> grouped conv weight (C, 1, kh, kw)."""
     _expect_ndim(kernel, 4, "DepthwiseConv2D kernel")
     if kernel.shape[3] != 1:
-        raise UnmappedTensorsError(f"depth multiplier {kernel.shape[3]} is not supported (timm uses 1)")
-    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1))
+        raise _LayoutError(f"depth multiplier {kernel.shape[3]} is not supported (timm uses 1)")
+    return contiguous(kernel.transpose(2, 3, 0, 1))
 
 
 def dense_kernel(kernel: np.ndarray) -> np.ndarray:
     """Dense kernel (in, out) -> Linear weight (out, in)."""
     _expect_ndim(kernel, 2, "Dense kernel")
-    return np.ascontiguousarray(kernel.T)
+    return contiguous(kernel.T)
 
 
 def pointwise_as_linear(kernel: np.ndarray) -> np.ndarray:
     """1x1 Conv2D kernel (1, 1, in, out) -> Linear weight (out, in)."""
     _expect_ndim(kernel, 4, "1x1 Conv2D kernel")
     if kernel.shape[:2] != (1, 1):
-        raise UnmappedTensorsError(f"expected a 1x1 conv kernel, got shape {kernel.shape}")
-    return np.ascontiguousarray(kernel[0, 0].T)
+        raise _LayoutError(f"expected a 1x1 conv kernel, got shape {kernel.shape}")
+    return contiguous(kernel[0, 0].T)
 
 
 def dense_as_pointwise(kernel: np.ndarray) -> np.ndarray:
@@ -121,7 +121,7 @@ def levit_attention_biases(table: np.ndarray) -> np.ndarray:
     ``s`` in the downsampling attention in both, so only the axes swap.
     """
     _expect_ndim(table, 2, "LeViT positional embedding")
-    return np.ascontiguousarray(table.T)
+    return contiguous(table.T)
 
 
 def maxvit_relative_table(table: np.ndarray) -> np.ndarray:
@@ -135,17 +135,26 @@ def maxvit_relative_table(table: np.ndarray) -> np.ndarray:
     heads, n = table.shape
     side = int(round(n ** 0.5))
     if side * side != n or side % 2 == 0:
-        raise UnmappedTensorsError(f"relative position table of {n} entries is not (2w-1)^2 for a square window")
-    return np.ascontiguousarray(table.reshape(heads, side, side)[:, ::-1, ::-1])
+        raise _LayoutError(f"relative position table of {n} entries is not (2w-1)^2 for a square window")
+    return contiguous(table.reshape(heads, side, side)[:, ::-1, ::-1])
+
+
+class _LayoutError(UnmappedTensorsError):
+    """A layout helper cannot take a tensor's shape (re-raised naming the dataset, see :func:`_map_weights`)."""
 
 
 def _expect_ndim(array: np.ndarray, ndim: int, what: str) -> None:
     if array.ndim != ndim:
-        raise UnmappedTensorsError(f"{what} must have {ndim} dimensions, got shape {tuple(array.shape)}")
+        raise _LayoutError(f"{what} must have {ndim} dimensions, got shape {tuple(array.shape)}")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # bookkeeping: every Keras tensor used once, every timm tensor filled once, epsilons checked
+
+#: (dataset 'layer/weight', its shape) of the latest tensor a mapper took: names the dataset when a layout helper
+#: cannot take its shape (the mappers are single-threaded, like the converter).
+_LAST_TAKEN: list[tuple[str, tuple[int, ...]] | None] = [None]
+
 
 class _Mapper:
     """Collects timm tensors from Keras layers and remembers which layers were used."""
@@ -173,6 +182,7 @@ class _Mapper:
             raise UnmappedTensorsError(f"tensor {layer}/{name} would be used twice")
         self.used.add((layer, name))
         self._last = f"{layer}/{name}"
+        _LAST_TAKEN[0] = (self._last, tuple(np.shape(value)))
         return np.asarray(value)
 
     def put(self, key: str, value: np.ndarray) -> None:
@@ -233,10 +243,17 @@ class _Mapper:
             raise UnmappedTensorsError(f"timm tensors not filled: {_abbrev(missing)}; unknown targets: {_abbrev(extra)}")
         for key, value in self.out.items():
             if tuple(value.shape) != tuple(expected[key].shape):
+                source = self.sources.get(key, "?")
+                layer, _, name = source.partition("/")
+                declared = tuple(np.shape(self.weights.get(layer, {}).get(name)))
                 raise UnmappedTensorsError(
-                    f"shape mismatch for {key}: file gives {tuple(value.shape)}, timm expects {tuple(expected[key].shape)}")
+                    f"dataset '{source}' declares shape {declared}, which gives timm {key} the shape "
+                    f"{tuple(value.shape)} but the architecture expects {tuple(expected[key].shape)}; the file does "
+                    "not hold this architecture's weights (use the original .h5, or the right --arch)")
         self._check_epsilons(model)
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.out.items()}
+        # (a dry run on declared shapes, see h5.probe, gets meta tensors: nothing is allocated)
+        state = {k: torch.empty(v.shape, device="meta") if is_probe(v) else torch.from_numpy(np.ascontiguousarray(v))
+                 for k, v in self.out.items()}
         for key, value in model.state_dict().items():
             if key.endswith("num_batches_tracked"):
                 state[key] = torch.zeros(value.shape, dtype=value.dtype)  # (value may be on the meta device)
@@ -468,7 +485,16 @@ def _map_weights(arch: str, source: Any, model_config: Mapping[str, Any] | None,
                                    f"(needed for {name})")
     if model is None:
         model = build_timm(name, distilled="distill_head" in weights)
-    state, sources = spec.mapper(weights, model, model_config)
+    _LAST_TAKEN[0] = None
+    try:
+        state, sources = spec.mapper(weights, model, model_config)
+    except (_LayoutError, IndexError) as exc:  # name the dataset whose shape the layout cannot take
+        if _LAST_TAKEN[0] is None:
+            raise
+        source, shape = _LAST_TAKEN[0]
+        raise UnmappedTensorsError(f"dataset '{source}' declares shape {shape}, which the {name} layout cannot take "
+                                   f"({exc}); the file does not hold this architecture's weights (use the original "
+                                   ".h5, or the right --arch)") from None
     if not any(t.is_meta for t in model.state_dict().values()):  # a meta skeleton is materialised by the caller
         model.load_state_dict(state, strict=True)
     if hasattr(source, "take"):  # the mapper used every tensor exactly once: record that in the H5Model
