@@ -576,3 +576,45 @@ def test_convert_keras_refuses_nan_and_bytes_weights_and_outputs_follow_the_umas
         os.umask(old_mask)
     assert out.stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "results.sqlite").stat().st_mode & 0o777 == 0o664
+
+
+# ------------------------------------------------------------------------------------------ 8. NaN / Inf features
+def _nan_model(folder: Path) -> str:
+    """A real tiny network (timm test_resnet, IT layer layer2) with finite weights whose layer2 output is NaN: one
+    BatchNorm of layer2 has a negative running variance (the square root of a negative number). The checkpoint
+    loader accepts it: every tensor is finite."""
+    import timm
+    import torch
+    from harmonized_models.harmonizer.checkpoint import save_final
+    torch.manual_seed(3)
+    network = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    with torch.no_grad():
+        network.layer2[0].bn1.running_var.fill_(-1.0)
+    save_final(network, folder, architecture="test_resnet", num_classes=10, image_size=64,
+               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), it_layer="layer2")
+    return f"harmonized:{folder}"
+
+
+def test_nan_features_are_a_dedicated_error_one_line_and_never_retried(tmp_path, sim_small, capsys):
+    """A network that outputs NaN at its IT layer: scoring raises NonFiniteFeaturesError naming the model, the layer
+    and how many values; `brainscore score` prints one line (exit 2); a local sweep records one failed attempt and
+    does not retry it (max_retries=2 would allow three)."""
+    from benchmarks_it_maps.benchmarks.arcaro2020 import NonFiniteFeaturesError
+    from benchmarks_it_maps.runs import scoring, sweep
+    from benchmarks_it_maps.runs.results import ResultsDB
+    bench = "Arcaro2020sim.M1ML-pls"
+    model = _nan_model(tmp_path / "nan-model")
+    with pytest.raises(NonFiniteFeaturesError, match=r"model 'harmonized:.*nan-model': its IT response \(layer "
+                                                     r"layer2\) holds [1-9]\d* NaN and 0 Inf of \d+ values"):
+        scoring.score(model, bench, device="cpu", record=False)
+    results = tmp_path / "results.sqlite"
+    _one_line_exit_2(capsys, ["score", "--model", model, "--benchmark", bench, "--results", str(results),
+                              "--device", "cpu"], "nan-model", "layer layer2", "NaN", "the network is broken")
+    jobs = sweep.plan([model], [bench], results)
+    coordinator = sweep.Coordinator(sweep.LocalExecutor(gpus=0), results_path=results, workdir=tmp_path / "w",
+                                    max_retries=2, poll_s=0.2, progress=False)
+    summary = coordinator.run(jobs)
+    assert summary.counts()["failed"] == 1 and jobs[0].attempts == 1
+    (failure,) = coordinator.attempts.failures(model)
+    assert failure["status"] == "failed" and failure["error"].startswith("NonFiniteFeaturesError: model ")
+    assert ResultsDB(results).rows() == []

@@ -245,8 +245,11 @@ def test_reader_names_suffixes_and_tracking(tmp_path, bytes_attrs):
     dw = h5.layer("dw")
     assert dw.find("kernel") == []  # 'kernel' is not 'depthwise_kernel'
     assert h5.take("dw", "depthwise_kernel", (2, 2, 2, 1)).sum() == 28
-    with pytest.raises(KerasFormatError, match="no weight matching 'bias' with shape"):
+    with pytest.raises(KerasFormatError, match=r"dataset 'dw/bias' declares shape \(2,\) but the architecture "
+                                               r"expects \(3,\)"):
         h5.take("dw", "bias", (3,))
+    with pytest.raises(KerasFormatError, match="no weight matching 'gamma' with shape"):
+        h5.take("dw", "gamma", (3,))
     # Keras 3 style flattened scope found by suffix; TF 2 style by path components
     assert h5.take("Enc/block_0", "Dense_0/kernel", (4, 8)).shape == (4, 8)
     assert h5.take("Enc/block_0", "query/kernel").shape == (4, 4)

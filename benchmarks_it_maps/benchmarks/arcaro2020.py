@@ -138,6 +138,11 @@ class NoSpatialStructureError(ValueError):
     """The model's IT response cannot be arranged into a spatial feature map (maps protocol impossible)."""
 
 
+class NonFiniteFeaturesError(ValueError):
+    """The model's IT response holds NaN or Inf values (a broken network: the regression cannot fit it). The same
+    model gives them again on every attempt, so a sweep does not retry it."""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # identifiers
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,8 +297,28 @@ def record_responses(candidate, window: tuple, stimulus_set, number_of_trials: i
     if "time_bin" in responses.dims:
         responses = responses.mean("time_bin") if responses.sizes["time_bin"] > 1 else responses.isel(time_bin=0)
     responses = responses.transpose("presentation", "neuroid")
+    check_finite(responses, getattr(candidate, "identifier", "model"))
     order = _reorder(responses["stimulus_id"].values, stimulus_set["stimulus_id"].values)
     return responses.isel(presentation=order)
+
+
+def check_finite(responses, model_identifier: str) -> None:
+    """Raise :class:`NonFiniteFeaturesError` (model, layer, how many values) when the responses hold NaN or Inf,
+    before they reach the regression (where they would fail somewhere inside PLS)."""
+    values = np.asarray(responses.values)
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    n_nan = int(np.isnan(values).sum())
+    n_inf = int(values.size - finite.sum()) - n_nan
+    images = int((~finite).any(axis=tuple(range(1, values.ndim))).sum()) if values.ndim > 1 else 1
+    raise NonFiniteFeaturesError(
+        f"model {model_identifier!r}: its IT response (layer {','.join(_layer_names(responses))}) holds {n_nan} NaN "
+        f"and {n_inf} Inf of {values.size} values ({images} of {values.shape[0]} images); the network is broken "
+        f"(NaN/Inf weights or statistics, an overflow, a division by zero): fix or retrain it; scoring it again "
+        "gives the same")
 
 
 def _reorder(have: Sequence, want: Sequence) -> np.ndarray:

@@ -136,14 +136,15 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     import sqlite3
     import zipfile
 
+    from benchmarks_it_maps.benchmarks.arcaro2020 import NonFiniteFeaturesError
     from benchmarks_it_maps.data.fetch import FetchError
     from benchmarks_it_maps.data.matfile import MatFileError
     from benchmarks_it_maps.runs.results import ResultsDBError
     from benchmarks_it_maps.runs.scoring import ScoringError
     from harmonized_models.harmonizer.checkpoint import CheckpointError
     from harmonized_models.keras.h5 import KerasFormatError
-    return (ResultsDBError, ScoringError, MatFileError, FetchError, CheckpointError, KerasFormatError, OSError,
-            sqlite3.DatabaseError, UnicodeDecodeError, zipfile.BadZipFile)
+    return (ResultsDBError, ScoringError, MatFileError, FetchError, CheckpointError, KerasFormatError,
+            NonFiniteFeaturesError, OSError, sqlite3.DatabaseError, UnicodeDecodeError, zipfile.BadZipFile)
 
 
 def _describe(error: BaseException) -> str:

@@ -126,10 +126,12 @@ def _user_error(error: BaseException):
 
 
 def _known_errors() -> tuple:
-    from benchmarks_it_maps.benchmarks.arcaro2020 import NoSpatialStructureError, UnknownBenchmarkError
+    from benchmarks_it_maps.benchmarks.arcaro2020 import (NonFiniteFeaturesError, NoSpatialStructureError,
+                                                         UnknownBenchmarkError)
     from benchmarks_it_maps.benchmarks.ceiling import CeilingError
     from benchmarks_it_maps.runs.scoring import ScoringError
-    return ScoringError, UnknownBenchmarkError, NoSpatialStructureError, FileNotFoundError, CeilingError
+    return (ScoringError, UnknownBenchmarkError, NoSpatialStructureError, NonFiniteFeaturesError, FileNotFoundError,
+            CeilingError)
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> str:

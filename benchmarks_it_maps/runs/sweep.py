@@ -47,6 +47,7 @@ from submitit.slurm.slurm import SlurmJob
 from tqdm.auto import tqdm
 
 import harmonized_models
+from benchmarks_it_maps.benchmarks.arcaro2020 import NonFiniteFeaturesError
 from benchmarks_it_maps.home import atomic_file, data_home
 from benchmarks_it_maps.runs.results import ResultsDB, _jsonable, _scalar
 from benchmarks_it_maps.runs.results import package_version as _package_version
@@ -337,7 +338,8 @@ def run_attempt(spec: dict) -> dict:
 
 #: Errors that the same inputs raise again on every attempt (bad model or data, NaN features, unknown names): such
 #: an attempt is not retried. Anything else (killed, out of memory, I/O, CUDA) may pass on another try.
-DETERMINISTIC_ERRORS = (ValueError, LookupError, FloatingPointError, TypeError, AssertionError)
+DETERMINISTIC_ERRORS = (NonFiniteFeaturesError, ValueError, LookupError, FloatingPointError, TypeError,
+                        AssertionError)
 
 
 def _retryable(error: BaseException) -> bool:
