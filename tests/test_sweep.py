@@ -300,6 +300,49 @@ def test_local_kill_coordinator_then_resume_scores_each_pair_once(tmp_path, tiny
     assert [job.status for job in sweep.plan(tiny_models, [BENCHMARK], results)] == ["skipped", "skipped"]
 
 
+@pytest.mark.timeout(400)
+def test_local_ctrl_c_is_one_line_exit_2_and_a_rerun_scores_each_pair_once(tmp_path, tiny_models):
+    """A real SIGINT to a running `brainscore sweep` once a worker has started scoring (its started.txt is in the work
+    folder): exit code 2, exactly one error line on stderr, no traceback, the worker killed, the results database
+    intact (PRAGMA integrity_check); rerunning the same sweep finishes each (model, benchmark) exactly once."""
+    results, workdir = tmp_path / "results.sqlite", tmp_path / "work"
+    command = [sys.executable, "-m", "benchmarks_it_maps", "sweep", "--models", ",".join(tiny_models), "--benchmarks",
+               BENCHMARK, "--executor", "local", "--results", str(results), "--workdir", str(workdir), "--poll",
+               "0.2", "--no-progress"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")  # (third-party import warnings are not the command's lines)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        started = wait_for(lambda: list(workdir.rglob("started.txt")) or process.poll() is not None, 240,
+                           "a worker to start scoring")
+        assert process.poll() is None, process.communicate()[1].decode()[-3000:]
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = err.decode(errors="replace")
+    lines = [line for line in text.splitlines() if line.strip() and " INFO " not in line]
+    assert process.returncode == 2, text[-3000:]
+    assert "Traceback" not in text and len(lines) == 1, text[-3000:]
+    assert lines[0].startswith("brainscore: error: sweep interrupted (Ctrl-C): ") and "rerun the same sweep" in \
+        lines[0], lines[0]
+    db = sqlite3.connect(results)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        db.close()
+    for row in attempts(results):  # no worker left running
+        assert row["status"] in ("done", "lost", "failed"), row
+        assert not sweep._pid_runs(int(row["external_id"]), Path(row["attempt_dir"]))
+    assert started and len(scored(results)) < len(tiny_models)
+    rerun = subprocess.run(command, capture_output=True, env=env, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr.decode(errors="replace")[-3000:]
+    rows = scored(results)
+    assert sorted((row["model"], row["benchmark"]) for row in rows) == sorted((m, BENCHMARK) for m in tiny_models)
+    done = [row for row in attempts(results) if row["status"] == "done"]
+    assert sorted(row["model"] for row in done) == sorted(tiny_models)  # one finished attempt per pair
+
+
 class _Payload:
     """Unpickling this creates a marker file (what a crafted result file in a shared work folder would do)."""
 

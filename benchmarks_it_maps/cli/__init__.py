@@ -118,9 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("brainscore: error: interrupted (Ctrl-C); files are written atomically, run the same command again "
-              "to redo or resume it", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # (a command may say what it left behind in the exception's message)
+        message = str(interrupt) or ("interrupted (Ctrl-C); files are written atomically, run the same command "
+                                     "again to redo or resume it")
+        print(f"brainscore: error: {message}", file=sys.stderr)
         return 2
     except _input_errors() as error:  # bad files or folders the command was given: one line, not a traceback
         if args.verbose:

@@ -76,6 +76,11 @@ SPEC_FILE = "spec.json"
 MAX_RESULT_BYTES = 16 << 20
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a coordinator; the message says what happened to the running attempts (the CLI prints it as
+    its one line)."""
+
+
 class SweepError(ValueError):
     """A sweep specification the user can fix (bad model/benchmark list, unreadable @FILE, ...)."""
 
@@ -700,15 +705,16 @@ class Coordinator:
                 if inflight or queue:
                     time.sleep(self.poll_s if inflight else 0)
         except KeyboardInterrupt:
-            logger.warning("interrupted: %d running attempt(s) %s", len(inflight),
-                           "killed" if isinstance(self.executor, LocalExecutor) else
-                           "left running in Slurm; rerun the same sweep to collect them")
-            if isinstance(self.executor, LocalExecutor):
+            local = isinstance(self.executor, LocalExecutor)
+            if local:
                 self.executor.cancel(list(inflight.values()))
                 for handle in inflight.values():
                     self.attempts.update(handle.attempt_id, status="lost", finished_at=_now(),
                                          error="coordinator interrupted")
-            raise
+            raise SweepInterrupted(
+                f"sweep interrupted (Ctrl-C): {len(inflight)} running attempt(s) "
+                + ("killed" if local else "left running in Slurm") + "; every finished score is recorded, rerun the "
+                "same sweep to " + ("resume it" if local else "collect them and resume it")) from None
         finally:
             self._update_bar(bar, jobs)
             bar.close()
