@@ -140,8 +140,9 @@ def test_h5_declared_shapes_are_checked_against_the_architecture_before_reading(
             (case, str(refused.value))
         assert peak < 8 << 20, (case, peak)  # reading the file's tensors alone would trace > 20 MB
         assert not out.exists()
-        _one_line_exit_2(capsys, ["convert-keras", str(path), "--arch", "efficientnet_b0", "--out", str(out)],
-                         str(path), *needles)
+        if case in ("huge", "unknown"):  # the command: one line, exit 2
+            _one_line_exit_2(capsys, ["convert-keras", str(path), "--arch", "efficientnet_b0", "--out", str(out)],
+                             str(path), *needles)
         assert not out.exists() and sorted(p.name for p in tmp_path.glob(".*")) == []
 
 
