@@ -248,14 +248,14 @@ def _make_extractor_class():
             coords = {"stimulus_path": ("presentation", stimuli_paths),
                       **self._microsaccade_helper.build_microsaccade_coords(stimuli_paths),
                       "neuroid_num": ("neuroid", np.arange(n)),
-                      "model": ("neuroid", np.full(n, self.identifier, dtype=object).astype(str)),
-                      "layer": ("neuroid", np.full(n, layer, dtype=object).astype(str))}
+                      "model": ("neuroid", np.full(n, str(self.identifier))),
+                      "layer": ("neuroid", np.full(n, str(layer)))}
             if names:
                 index = np.unravel_index(np.arange(n), feature_shape)
                 for i, name in enumerate(names):
                     coords[name] = ("neuroid", index[i] if i < len(index) else np.full(n, np.nan))
             prefix = f"{self.identifier}.{layer}."
-            coords["neuroid_id"] = ("neuroid", np.char.add(prefix, np.arange(n).astype(str)).astype(str))
+            coords["neuroid_id"] = ("neuroid", np.array([prefix + str(i) for i in range(n)]))
             return NeuroidAssembly(activations, coords=coords, dims=["presentation", "neuroid"])
 
     return FastActivationsExtractor
