@@ -122,3 +122,22 @@ def test_shift_stimuli_put_grid_point_at_field_centre(tmp_path):
                           cache_dir=tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == before
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize("identifier", ["resnet18.tv_in1k", "deit_tiny_distilled_patch16_224.fb_in1k"])
+def test_direct_layer_outputs_give_exactly_the_look_at_features(sim_small, identifier):
+    """The maps protocol reads this package's models' committed layer outputs directly (no NeuroidAssembly);
+    features, layer name and score equal the look_at path's exactly, for a conv map and for transformer tokens
+    (two prefix tokens dropped)."""
+    import harmonized_models
+    model = harmonized_models.load_model(identifier, pretrained=False, device="cpu")
+    direct = benchmarks_it_maps.load_benchmark("Arcaro2020sim.M2ML-residual_pls")
+    packaged = benchmarks_it_maps.load_benchmark("Arcaro2020sim.M2ML-residual_pls")
+    packaged.direct_outputs = False
+    assert bm.committed_layer_outputs(model, direct.data.stimulus_set) is not None
+    features, name = direct.model_features(model)
+    expected, expected_name = packaged.model_features(model)
+    from harmonized_models.features import committed_layers
+    assert name == expected_name == ",".join(committed_layers(model))
+    assert features.dtype == expected.dtype and np.array_equal(features, expected)
+    assert float(direct(model)) == float(packaged(model))

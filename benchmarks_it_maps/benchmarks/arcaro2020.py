@@ -430,6 +430,48 @@ def grid_features_from_responses(responses, grid_size: int, *, model_identifier:
     return np.concatenate(sampled, axis=-1)
 
 
+#: Neuroid coordinates of a layer output ``[N, *shape]`` by the rank of ``shape``, as this package's extractor
+#: packages them (``harmonized_models.activations``: ``np.unravel_index`` over the output's own layout).
+_OUTPUT_COORDS = {1: ("channel",), 2: ("channel", "embedding"), 3: ("channel", "channel_x", "channel_y")}
+
+
+def committed_layer_outputs(candidate, stimulus_set) -> Optional[dict[str, np.ndarray]]:
+    """The committed IT layers' outputs ``{layer: [N, ...]}`` in stimulus-set order, straight from the activations
+    model's ``run(paths, layers)``, for candidates that have one (this package's ``TorchActivationsModel`` in a
+    ``ModelCommitment``): the arrays ``look_at`` would package into a NeuroidAssembly, without packaging 50k-neuroid
+    multi-indices. None for any other BrainModel (the benchmark then uses ``look_at``)."""
+    run = getattr(getattr(candidate, "activations_model", None), "run", None)
+    layer_map = getattr(getattr(getattr(candidate, "layer_model", None), "_layer_model", None), "region_layer_map",
+                        None)
+    if not callable(run) or not isinstance(layer_map, dict) or REGION not in layer_map:
+        return None
+    layers = layer_map[REGION]
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    paths = [str(stimulus_set.get_stimulus(sid)) for sid in stimulus_set["stimulus_id"].values]
+    outputs = run(paths, layers)
+    if any(np.ndim(outputs[layer]) - 1 not in _OUTPUT_COORDS for layer in layers):
+        return None
+    return {layer: np.asarray(outputs[layer], dtype=np.float32) for layer in layers}
+
+
+def grid_features_from_outputs(outputs: dict[str, np.ndarray], grid_size: int, *, model_identifier: str = "model",
+                               shift_identifier: str = "<dataset>.<site>-shift_pls",
+                               span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """:func:`grid_features_from_responses` for raw layer outputs (:func:`committed_layer_outputs`): each output's
+    neuroid coordinates are those its packaging would give, so both paths read the same maps."""
+    sampled = []
+    for layer, output in outputs.items():
+        shape = output.shape[1:]
+        index = np.unravel_index(np.arange(int(np.prod(shape))), shape)
+        names = _OUTPUT_COORDS[len(shape)]
+        coords = {key: None for key in ("channel", "channel_x", "channel_y", "embedding")}
+        coords.update({name: index[i] for i, name in enumerate(names)})
+        maps = neuroids_to_maps(output.reshape(len(output), -1), coords, model_identifier=model_identifier,
+                                layer=layer, shift_identifier=shift_identifier)
+        sampled.append(sample_feature_maps(maps, grid_size, span))
+    return np.concatenate(sampled, axis=-1)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # shift protocol stimuli
 # ----------------------------------------------------------------------------------------------------------------
@@ -640,6 +682,9 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
         #: whether the shift protocol may compose presentations as tensors (:func:`look_at_shifted`); False forces
         #: the PNG files (same pixels)
         self.shift_tensors = True
+        #: whether the maps protocol may read this package's models' layer outputs directly
+        #: (:func:`committed_layer_outputs`); False forces ``look_at`` (same features, tests/test_benchmark.py)
+        self.direct_outputs = True
         #: maps protocol: grey border around the image, as a fraction of its width (0: the image fills the model's
         #: input); see :mod:`benchmarks_it_maps.benchmarks.surround`
         self.surround = float(surround)
@@ -759,16 +804,24 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
             shown, span = data.stimulus_set, (0.0, 1.0)
             if self.surround:
                 shown, span = screen.surround_stimulus_set(data.stimulus_set, self.surround)
-            responses = record_responses(candidate, data.window, shown, self._number_of_trials)
-            features = grid_features_from_responses(responses, grid, model_identifier=candidate.identifier,
-                                                    shift_identifier=self.shift_identifier(), span=span)
+            outputs = committed_layer_outputs(candidate, shown) if self.direct_outputs else None
+            if outputs is not None:
+                features = grid_features_from_outputs(outputs, grid, model_identifier=candidate.identifier,
+                                                      shift_identifier=self.shift_identifier(), span=span)
+                layers = list(outputs)
+            else:
+                responses = record_responses(candidate, data.window, shown, self._number_of_trials)
+                features = grid_features_from_responses(responses, grid, model_identifier=candidate.identifier,
+                                                        shift_identifier=self.shift_identifier(), span=span)
+                layers = _layer_names(responses)
             features = features.reshape(n_img, grid * grid, -1)
         else:
             plan = shift_plan(data.stimulus_set, grid, degrees, self._visual_degrees, canvas_px=self.shift_canvas_px)
             responses = look_at_shifted(candidate, data.window, plan, number_of_trials=self._number_of_trials,
                                         use_tensors=self.shift_tensors)
             features = np.asarray(responses.values, dtype=np.float32).reshape(n_img, grid * grid, -1)
-        result = (features, ",".join(_layer_names(responses)))
+            layers = _layer_names(responses)
+        result = (features, ",".join(layers))
         if cache is not None:
             cache[key] = result
         return result
