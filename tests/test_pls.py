@@ -84,3 +84,59 @@ def test_shared_folds_match_a_direct_fit():
     assert used == direct.n_components_ == 8
     np.testing.assert_allclose(coef, direct.coef_, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(intercept, direct.intercept_, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", [
+    dict(seed=0, images=14, positions=81, features=96, channels=32),          # full rank
+    dict(seed=1, images=5, positions=25, features=40, channels=7, rank=6),    # linear rank 6: X exhausted
+    dict(seed=2, images=4, positions=9, features=12, channels=3),             # p < 25 components
+])
+def test_all_folds_at_once_equal_each_fold_and_refitting(monkeypatch, case):
+    """The stacked fit of every fold (all_folds) gives each fold's coefficients, intercept and component count
+    (fold()), and through loio_pls the predictions of refitting each fold on its own rows."""
+    from benchmarks_it_maps.benchmarks import metric
+    X, Y = _relu_case(**case)
+    if case.get("rank"):  # no ReLU: X of rank 6 (plus its mean), so every fold stops after 6 components
+        rng = np.random.default_rng(case["seed"])
+        X = rng.standard_normal((case["images"], case["positions"], 6)) @ rng.standard_normal((6, case["features"]))
+    n = case["images"] * case["positions"]
+    shared = LeaveOneGroupOutPLS(X.reshape(n, -1), Y.reshape(n, -1), groups=case["images"])
+    n_comp = min(25, case["features"])
+    coef, intercept, used = shared.all_folds(n_comp)
+    for g in range(case["images"]):
+        c, i, k = shared.fold(g, n_comp)
+        assert used[g] == k
+        np.testing.assert_allclose(coef[g], c, rtol=0, atol=1e-9 * np.abs(c).max())
+        np.testing.assert_allclose(intercept[g], i, rtol=0, atol=1e-9 * np.abs(i).max())
+    if case.get("rank"):
+        assert (used == case["rank"]).all()
+    fast = metric.loio_pls(X, Y)
+    refit = _refit_every_fold(monkeypatch, X, Y)
+    np.testing.assert_allclose(fast.predictions, refit.predictions, rtol=0, atol=1e-8 * Y.std())
+    assert fast.score == pytest.approx(refit.score, abs=1e-8)
+
+
+def test_group_grams_are_shared_by_content_and_change_nothing():
+    """Fits on the same images (another array, or the images in another order) reuse each image's X^T X; a fit
+    after the cache is filled gives bit for bit what it gives on an empty cache, and the cache stays bounded."""
+    from benchmarks_it_maps.benchmarks import metric, pls
+    X, Y = _relu_case(0, images=6, positions=16, features=20, channels=5)
+    cold = pls.GroupGramCache()
+    warm = pls.GroupGramCache()
+    for block in np.roll(X, 1, axis=0):  # the floor's order: same blocks
+        warm.get(block.astype(np.float64))
+    assert len(warm._items) == 6
+    original = pls.GROUP_GRAMS
+    try:
+        pls.GROUP_GRAMS = cold
+        first = metric.loio_pls(X, Y)
+        pls.GROUP_GRAMS = warm
+        second = metric.loio_pls(X, Y)
+    finally:
+        pls.GROUP_GRAMS = original
+    assert len(warm._items) == 6  # every block was a hit
+    assert np.array_equal(first.predictions, second.predictions)
+    small = pls.GroupGramCache(max_bytes=3 * (20 * 20 + 20) * 8)
+    for block in X:
+        small.get(block.astype(np.float64))
+    assert len(small._items) == 3 and small._bytes <= small.max_bytes

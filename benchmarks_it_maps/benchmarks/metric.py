@@ -202,6 +202,14 @@ def _loio_shared(X_all: np.ndarray, Y_all: np.ndarray, n_images: int, n_componen
     Xg, Yg = X_all.reshape(n_images, n_pos, -1), Y_all.reshape(n_images, n_pos, -1)
     x_low, x_high, y_low, y_high = Xg.min(axis=1), Xg.max(axis=1), Yg.min(axis=1), Yg.max(axis=1)
     n_train = (n_images - 1) * n_pos
+    n_comp = int(max(1, min(n_components, X_all.shape[1], n_train - 1)))
+    all_varying = not any(_training_constant(y_low, y_high, g).any() or _training_constant(x_low, x_high, g).all()
+                          for g in range(n_images))
+    if all_varying and n_images * X_all.shape[1] ** 2 * 8 <= LeaveOneGroupOutPLS.MAX_STACK_BYTES:
+        coef, intercept, _ = shared.all_folds(n_comp)  # every fold at once (same fits as fold by fold)
+        for held_out in range(n_images):
+            yield Xg[held_out] @ coef[held_out] + intercept[held_out], n_comp
+        return
     for held_out in range(n_images):
         n_comp = int(max(1, min(n_components, X_all.shape[1], n_train - 1)))
         y_mean = (shared.sum_y.sum(axis=0) - shared.sum_y[held_out]) / n_train

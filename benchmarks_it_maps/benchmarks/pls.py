@@ -10,6 +10,9 @@ deflation, rotations, coefficients, intercept) follows scikit-learn, so predicti
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 
 
@@ -81,6 +84,42 @@ class ExactPLSRegression:
         return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
 
 
+class GroupGramCache:
+    """Each group's column sums and ``X_g^T X_g`` by content (sha1 of its rows), kept up to ``max_bytes``.
+
+    Fits on the same features share them: monkey 1's two arrays see the same images, and the floor's features of
+    another image are the same groups in another order. A hit returns exactly what a miss computes (one product per
+    group, always the same way), so a score does not depend on what was fitted before it.
+    """
+
+    def __init__(self, max_bytes: int = 128 << 20):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(block.sum(axis=0), block.T @ block)`` of a float64 ``[m, p]`` block."""
+        block = np.ascontiguousarray(block, dtype=np.float64)
+        key = (block.shape, hashlib.sha1(block.tobytes()).hexdigest())
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+            return found
+        found = (block.sum(axis=0), block.T @ block)
+        size = found[1].nbytes + found[0].nbytes
+        if size <= self.max_bytes:
+            self._items[key] = found
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (total, gram) = self._items.popitem(last=False)
+                self._bytes -= total.nbytes + gram.nbytes
+        return found
+
+
+#: The process-wide cache of :class:`LeaveOneGroupOutPLS`.
+GROUP_GRAMS = GroupGramCache()
+
+
 class LeaveOneGroupOutPLS:
     """Every leave-one-group-out fold of :class:`ExactPLSRegression`, from cross-products shared by all folds.
 
@@ -101,10 +140,11 @@ class LeaveOneGroupOutPLS:
         n, self.p = X.shape
         self.m = n // groups
         Xg, Yg = X.reshape(groups, self.m, self.p), Y.reshape(groups, self.m, -1)
-        self.sum_x, self.sum_y = Xg.sum(axis=1), Yg.sum(axis=1)                 # [G, p], [G, q]
-        Xt = np.ascontiguousarray(Xg.transpose(0, 2, 1))
-        self.xx = np.matmul(Xt, Xg)                                            # [G, p, p]
-        self.xy = np.matmul(Xt, Yg)                                            # [G, p, q]
+        self.sum_y = Yg.sum(axis=1)                                              # [G, q]
+        grams = [GROUP_GRAMS.get(block) for block in Xg]
+        self.sum_x = np.stack([total for total, _ in grams])                     # [G, p]
+        self.xx = np.stack([gram for _, gram in grams])                          # [G, p, p]
+        self.xy = np.matmul(np.ascontiguousarray(Xg.transpose(0, 2, 1)), Yg)    # [G, p, q]
         self.total_xx, self.total_xy = self.xx.sum(axis=0), self.xy.sum(axis=0)
         self.groups = groups
 
@@ -117,6 +157,50 @@ class LeaveOneGroupOutPLS:
         shared = groups * rows_per_group * n_features ** 2 + groups * 2 * n_components * n_features ** 2
         refit = groups * (4 * n_components * n_train * n_features + 2 * n_train * n_features * n_targets)
         return shared < refit
+
+    #: Largest stack of per-fold ``X^T X`` (bytes) :meth:`all_folds` builds; beyond it, fit fold by fold.
+    MAX_STACK_BYTES = 1 << 30
+
+    def all_folds(self, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every fold at once (all target columns): ``(coef [G, p, q], intercept [G, q], components used [G])``,
+        the same numbers as :meth:`fold` for each held-out group; the folds' components are computed as stacked
+        matrices, so the per-component work is a few batched operations instead of one loop per fold."""
+        G, m, n_train = self.groups, self.m, (self.groups - 1) * self.m
+        x_mean = (self.sum_x.sum(axis=0)[None] - self.sum_x) / n_train                    # [G, p]
+        y_mean = (self.sum_y.sum(axis=0)[None] - self.sum_y) / n_train                    # [G, q]
+        xx = self.total_xx[None] - self.xx - n_train * x_mean[:, :, None] * x_mean[:, None, :]
+        cross = self.total_xy[None] - self.xy - n_train * x_mean[:, :, None] * y_mean[:, None, :]
+        xty = cross.copy()
+        q = cross.shape[2]
+        R, P = np.zeros((G, self.p, n_components)), np.zeros((G, self.p, n_components))
+        Q = np.zeros((G, q, n_components))
+        tolerance = np.finfo(np.float64).eps * self.p * np.maximum(1.0, np.trace(xx, axis1=1, axis2=2))
+        active = np.ones(G, dtype=bool)
+        used = np.zeros(G, dtype=int)
+        rows = np.arange(G)
+        for k in range(n_components):
+            _, eigvec = np.linalg.eigh(np.matmul(cross.transpose(0, 2, 1), cross))
+            v = eigvec[:, :, -1]
+            u = np.matmul(cross, v[:, :, None])[:, :, 0]
+            norm = np.linalg.norm(u, axis=1)
+            u = np.divide(u, norm[:, None], out=np.zeros_like(u), where=norm[:, None] != 0)
+            sign = np.sign(u[rows, np.argmax(np.abs(u), axis=1)])
+            w = u * np.where(sign == 0, 1.0, sign)[:, None]
+            r = w - np.matmul(R[:, :, :k], np.matmul(P[:, :, :k].transpose(0, 2, 1), w[:, :, None]))[:, :, 0]
+            xx_r = np.matmul(xx, r[:, :, None])[:, :, 0]
+            ss = np.einsum("gp,gp->g", r, xx_r)
+            active &= ss > tolerance  # a fold whose X is exhausted stops for good, as fold() breaks
+            if not active.any():
+                break
+            ss = np.where(active, ss, 1.0)
+            p_k = np.where(active[:, None], xx_r / ss[:, None], 0.0)
+            q_k = np.where(active[:, None], np.matmul(xty.transpose(0, 2, 1), r[:, :, None])[:, :, 0] / ss[:, None],
+                           0.0)
+            cross -= (ss * active)[:, None, None] * p_k[:, :, None] * q_k[:, None, :]
+            R[:, :, k], P[:, :, k], Q[:, :, k] = np.where(active[:, None], r, 0.0), p_k, q_k
+            used += active
+        coef = np.matmul(R, Q.transpose(0, 2, 1))
+        return coef, y_mean - np.einsum("gp,gpq->gq", x_mean, coef), used
 
     def fold(self, held_out: int, n_components: int, columns: np.ndarray | None = None) -> tuple[np.ndarray,
                                                                                                   np.ndarray, int]:
