@@ -150,11 +150,11 @@ def test_cli_demo_on_a_small_twin(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--out", str(out), "--images", "3", "--grid", "5", "5", "--device", "cpu",
                  "--results", str(tmp_path / "demo.sqlite")]) == 0
     table = capsys.readouterr().out
-    for name in ("efficientnet_lite0", "efficientnet_lite0-random_init_seed0", "Arcaro2020sim.IT-pls",
-                 "Arcaro2020sim.IT-map_alignment"):
+    for name in ("efficientnet_lite0", "efficientnet_lite0-random_init_seed0", "Arcaro2020sim.IT-residual_pls",
+                 "Arcaro2020sim.IT-pls", "Arcaro2020sim.IT-map_alignment"):
         assert name in table
     rows = ResultsDB(tmp_path / "demo.sqlite").rows()
-    assert len(rows) == 4 and len({r["weights_hash"] for r in rows}) == 2
+    assert len(rows) == 6 and len({r["weights_hash"] for r in rows}) == 2
     assert {r["layer"] for r in rows} == {"_blocks.10"}  # the entry's rule, for the pretrained and the random copy
     figures = sorted(out.glob("maps/*/*/*.png"))
     assert len(figures) == 2 * 3 * 3  # 2 models x 3 sites x 3 images
