@@ -619,3 +619,69 @@ def test_nan_features_are_a_dedicated_error_one_line_and_never_retried(tmp_path,
     (failure,) = coordinator.attempts.failures(model)
     assert failure["status"] == "failed" and failure["error"].startswith("NonFiniteFeaturesError: model ")
     assert ResultsDB(results).rows() == []
+
+
+# ------------------------------------------------------------------------------------------ 6. Ctrl-C never lost
+class _InterruptedFinaliser:
+    """Gets a real SIGINT while CPython runs its ``__del__``: CPython then drops the KeyboardInterrupt (prints
+    "Exception ignored in ...") and the caller goes on as if nothing happened, which is how a Ctrl-C can vanish
+    inside any library's finaliser or garbage-collector callback."""
+
+    def __del__(self) -> None:
+        import os
+        import signal
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # bytecode in __del__: the handler runs here, not after it
+            pass
+
+
+def test_a_ctrl_c_dropped_inside_a_finaliser_still_exits_2(tmp_path, capsys, monkeypatch):
+    """A real SIGINT lands in a ``__del__`` (CPython swallows the KeyboardInterrupt there) while `brainscore results
+    list` runs: the command still ends with the interrupted line and exit code 2, not 0, and the process's SIGINT
+    handler is the default one again afterwards."""
+    import signal
+    import sys
+    from benchmarks_it_maps.runs.results import ResultsDB
+    path = tmp_path / "results.sqlite"
+    ResultsDB(path).record("m", "b", 0.5, benchmark_version=1, weights_hash="h")
+    rows = ResultsDB.rows
+
+    def rows_after_a_finaliser(self, *args, **kwargs):
+        _InterruptedFinaliser()  # dropped at once: its __del__ runs (and gets the signal) here
+        return rows(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultsDB, "rows", rows_after_a_finaliser)
+    dropped = []  # what CPython reports instead of raising (sys.unraisablehook)
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: dropped.append(report.exc_type))
+    _one_line_exit_2(capsys, ["results", "list", "--results", str(path)], "interrupted (Ctrl-C)")
+    assert dropped == [KeyboardInterrupt]  # the signal did land in the finaliser, and was swallowed there
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+_LATE_INTERRUPT = """
+import atexit, os, signal, sys
+from benchmarks_it_maps.cli import main
+def ctrl_c_during_shutdown():  # the signal lands while the interpreter shuts down, after the command finished
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):
+        pass
+atexit.register(ctrl_c_during_shutdown)
+sys.argv = ["brainscore", "list", "benchmarks"]
+sys.exit(main())
+"""
+
+
+def test_a_ctrl_c_after_the_command_finished_keeps_its_exit_code_quietly(tmp_path):
+    """What `brainscore data simulate` once showed (exit code 0 after Ctrl-C): the signal came after the command had
+    written and printed everything, while the interpreter shut down; CPython then prints a KeyboardInterrupt
+    traceback ("Exception ignored in atexit callback") and keeps exit code 0. The program now exits at once with the
+    command's own code and prints nothing more."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), PYTHONWARNINGS="ignore",
+               BRAINSCORE_ITMAPS_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-c", _LATE_INTERRUPT], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0 and "Arcaro2020sim.M1ML-pls" in done.stdout, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr[-2000:]

@@ -9,7 +9,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
@@ -100,7 +102,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = ("interrupted (Ctrl-C); files are written atomically, run the same command again to redo or resume "
+               "it")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (0 done, 2 a one-line error or Ctrl-C).
+
+    ``argv=None`` (the ``brainscore`` program): once the command has finished, a Ctrl-C during the interpreter's
+    shutdown exits at once with the command's code instead of the traceback CPython prints for it ("Exception
+    ignored in ... atexit", exit code unchanged): the command's outcome stands."""
+    try:
+        code = _main(argv)
+    except KeyboardInterrupt:  # while the commands are imported, or while an error line is printed
+        print(f"brainscore: error: {INTERRUPTED}", file=sys.stderr)
+        code = 2
+    if argv is None:
+        _exit_quietly_on_a_late_interrupt(code)
+    return code
+
+
+def _exit_quietly_on_a_late_interrupt(code: int) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -108,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(args.func(args) or 0)
+        with _InterruptWatch() as watch:
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe surfaces here, inside the handler below
+        if watch.interrupted:  # a Ctrl-C that a library swallowed (or that CPython dropped in a __del__ / callback)
+            raise KeyboardInterrupt
         return code
     except UserError as error:
         print(f"brainscore: error: {error}", file=sys.stderr)
@@ -119,9 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as interrupt:  # (a command may say what it left behind in the exception's message)
-        message = str(interrupt) or ("interrupted (Ctrl-C); files are written atomically, run the same command "
-                                     "again to redo or resume it")
-        print(f"brainscore: error: {message}", file=sys.stderr)
+        print(f"brainscore: error: {str(interrupt) or INTERRUPTED}", file=sys.stderr)
         return 2
     except _input_errors() as error:  # bad files or folders the command was given: one line, not a traceback
         if args.verbose:
@@ -129,6 +167,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if isinstance(error, ValueError) else " (run with -v for the traceback)"
         print(f"brainscore: error: {_describe(error)}{hint}", file=sys.stderr)
         return 2
+
+
+class _InterruptWatch:
+    """While a command runs, SIGINT raises KeyboardInterrupt as usual and is also remembered: an interrupt that
+    something swallowed still ends the command with exit code 2. CPython drops (prints as "Exception ignored")
+    a KeyboardInterrupt raised inside a ``__del__``, a weakref or garbage-collector callback, so without this a
+    Ctrl-C could let the command finish with exit code 0. Only the main thread's default handler is replaced (a
+    host that installed its own keeps it); the previous handler is restored on exit."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_InterruptWatch":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
