@@ -605,9 +605,10 @@ def test_nan_features_are_a_dedicated_error_one_line_and_never_retried(tmp_path,
     from benchmarks_it_maps.runs.results import ResultsDB
     bench = "Arcaro2020sim.M1ML-pls"
     model = _nan_model(tmp_path / "nan-model")
-    with pytest.raises(NonFiniteFeaturesError, match=r"model 'harmonized:.*nan-model': its IT response \(layer "
-                                                     r"layer2\) holds [1-9]\d* NaN and 0 Inf of \d+ values"):
-        scoring.score(model, bench, device="cpu", record=False)
+    for protocol in ("pls", "shift_pls"):  # the committed layer's outputs read directly; look_at's NeuroidAssembly
+        with pytest.raises(NonFiniteFeaturesError, match=r"model 'harmonized:.*nan-model': its IT response \(layer "
+                                                         r"layer2\) holds [1-9]\d* NaN and 0 Inf of \d+ values"):
+            scoring.score(model, f"Arcaro2020sim.M1ML-{protocol}", device="cpu", record=False)
     results = tmp_path / "results.sqlite"
     _one_line_exit_2(capsys, ["score", "--model", model, "--benchmark", bench, "--results", str(results),
                               "--device", "cpu"], "nan-model", "layer layer2", "NaN", "the network is broken")

@@ -302,10 +302,11 @@ def record_responses(candidate, window: tuple, stimulus_set, number_of_trials: i
     return responses.isel(presentation=order)
 
 
-def check_finite(responses, model_identifier: str) -> None:
-    """Raise :class:`NonFiniteFeaturesError` (model, layer, how many values) when the responses hold NaN or Inf,
-    before they reach the regression (where they would fail somewhere inside PLS)."""
-    values = np.asarray(responses.values)
+def check_finite(responses, model_identifier: str, layer: str | None = None) -> None:
+    """Raise :class:`NonFiniteFeaturesError` (model, layer, how many values) when the responses (a NeuroidAssembly
+    or a layer output array) hold NaN or Inf, before they reach the regression (where they would fail somewhere
+    inside PLS)."""
+    values = np.asarray(getattr(responses, "values", responses))
     if not np.issubdtype(values.dtype, np.floating):
         return
     finite = np.isfinite(values)
@@ -314,11 +315,11 @@ def check_finite(responses, model_identifier: str) -> None:
     n_nan = int(np.isnan(values).sum())
     n_inf = int(values.size - finite.sum()) - n_nan
     images = int((~finite).any(axis=tuple(range(1, values.ndim))).sum()) if values.ndim > 1 else 1
+    layer = layer if layer is not None else ",".join(_layer_names(responses))
     raise NonFiniteFeaturesError(
-        f"model {model_identifier!r}: its IT response (layer {','.join(_layer_names(responses))}) holds {n_nan} NaN "
-        f"and {n_inf} Inf of {values.size} values ({images} of {values.shape[0]} images); the network is broken "
-        f"(NaN/Inf weights or statistics, an overflow, a division by zero): fix or retrain it; scoring it again "
-        "gives the same")
+        f"model {model_identifier!r}: its IT response (layer {layer}) holds {n_nan} NaN and {n_inf} Inf of "
+        f"{values.size} values ({images} of {values.shape[0]} images); the network is broken (NaN/Inf weights or "
+        "statistics, an overflow, a division by zero): fix or retrain it; scoring it again gives the same")
 
 
 def _reorder(have: Sequence, want: Sequence) -> np.ndarray:
@@ -451,7 +452,10 @@ def committed_layer_outputs(candidate, stimulus_set) -> Optional[dict[str, np.nd
     outputs = run(paths, layers)
     if any(np.ndim(outputs[layer]) - 1 not in _OUTPUT_COORDS for layer in layers):
         return None
-    return {layer: np.asarray(outputs[layer], dtype=np.float32) for layer in layers}
+    outputs = {layer: np.asarray(outputs[layer], dtype=np.float32) for layer in layers}
+    for layer, output in outputs.items():
+        check_finite(output, getattr(candidate, "identifier", "model"), layer)
+    return outputs
 
 
 def grid_features_from_outputs(outputs: dict[str, np.ndarray], grid_size: int, *, model_identifier: str = "model",
