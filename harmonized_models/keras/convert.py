@@ -646,6 +646,22 @@ def _check_complete(h5: H5Model, arch: str, module: nn.Module, state: State) -> 
                                    f"{shown}" + (" ..." if len(missing) > 12 else "") + ". Is this the right --arch?")
 
 
+def _map_onto_skeleton(spec, h5: H5Model, config: dict, refuse: tuple) -> tuple[nn.Module, dict]:
+    """``spec.map`` onto a meta-device skeleton of the architecture; ``refuse`` errors mean the file does not map
+    and propagate. A mapper that fails otherwise may read values from the module, which meta tensors cannot give:
+    it is then run again on a real module."""
+    module = _build_skeleton(spec, config)
+    try:
+        return module, spec.map(h5, module, config)
+    except refuse:
+        raise
+    except Exception:  # noqa: BLE001 - a mapper that reads values from the module cannot run on meta tensors
+        if not any(t.is_meta for t in module.state_dict().values()):
+            raise
+        module = spec.build(config)
+        return module, spec.map(h5, module, config)
+
+
 def check_declared_shapes(h5: H5Model, arch: str) -> None:
     """Map a :func:`read_h5` ``declared_only`` file onto ``arch`` without reading any tensor: every dataset's
     declared shape must be the one the architecture expects after the Keras -> torch layout (an unknown, missing or
@@ -657,17 +673,8 @@ def check_declared_shapes(h5: H5Model, arch: str) -> None:
         raise ValueError("check_declared_shapes needs read_h5(path, declared_only=True)")
     spec = get_arch(arch)
     config = spec.configure(h5)
-    module = _build_skeleton(spec, config)
     try:
-        try:
-            state = spec.map(h5, module, config)
-        except (ValueError, IndexError, KeyError):
-            raise
-        except Exception:  # noqa: BLE001 - a mapper that reads values from the module cannot run on meta tensors
-            if not any(t.is_meta for t in module.state_dict().values()):
-                raise
-            module = spec.build(config)
-            state = spec.map(h5, module, config)
+        module, state = _map_onto_skeleton(spec, h5, config, refuse=(ValueError, IndexError, KeyError))
     except KerasFormatError:
         raise
     except (ValueError, IndexError) as exc:  # a layout helper cannot take the declared shape (wrong rank, size)
@@ -687,16 +694,7 @@ def convert_h5_model(h5: H5Model, arch: str) -> tuple[nn.Module, dict, dict[str,
     """
     spec = get_arch(arch)
     config = spec.configure(h5)
-    module = _build_skeleton(spec, config)
-    try:
-        state = spec.map(h5, module, config)
-    except (ValueError, KeyError):  # the file does not map: refuse
-        raise
-    except Exception:  # noqa: BLE001 - a mapper that reads values from the module cannot run on meta tensors
-        if not any(t.is_meta for t in module.state_dict().values()):
-            raise
-        module = spec.build(config)
-        state = spec.map(h5, module, config)
+    module, state = _map_onto_skeleton(spec, h5, config, refuse=(ValueError, KeyError))
     if any(isinstance(v, torch.Tensor) and v.is_meta for v in state.values()):
         module = spec.build(config)  # the mapper copied values from the (meta) module: map onto a real one
         state = spec.map(h5, module, config)
