@@ -19,7 +19,11 @@ PLS; Pearson r per channel across grid positions, median over channels, mean ove
     Replays the experiment: for each grid position, the 16 deg image is placed so that the grid point sits at the
     centre of the model's visual field (``visual_degrees()`` wide), grey outside the image. The model's IT response
     to each presentation (all neuroids, any architecture) is the regressor for the neural response at that position,
-    reduced per fold by PCA (at most 1000 components) fitted on the training images only.
+    reduced per fold by PCA (at most 1000 components) fitted on the training images only. The image spans the
+    benchmark's ``_visual_degrees`` (16) on a screen of ``candidate.visual_degrees()``, as with Brain-Score's
+    ``place_on_screen`` (:func:`shift_plan`). Models whose activations model has the ``placed_presentations`` hook
+    (this package's) get the presentations composed as tensors on their device; any other BrainModel gets PNG files
+    with the same pixels (:func:`look_at_shifted`; docs/BENCHMARKS.md).
     Caveat, measured on the simulated twin (whose neurons read the *whole-image* feature map, like the maps
     protocol): a CNN's response at the centre of a shifted presentation is not its whole-image feature at that point
     (strided layers are not shift-equivariant, the surround changes to grey), and every network encodes where the
