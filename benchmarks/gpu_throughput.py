@@ -128,14 +128,17 @@ def shift_extraction(model, site: str, device) -> dict:
     from benchmarks_it_maps.benchmarks import arcaro2020 as bm
     target = bm.load(f"Arcaro2020sim.{site}-shift_pls")
     data = target.data
-    shifted = bm.shift_stimulus_set(data.stimulus_set, data.grid_size, float(model.visual_degrees()),
-                                    data.image_size_deg)
+    plan = bm.shift_plan(data.stimulus_set, data.grid_size, float(model.visual_degrees()), target._visual_degrees,
+                         canvas_px=target.shift_canvas_px)
     activations = model.activations_model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     layer = model.layer_model.region_layer_map["IT"]
-    start = time.perf_counter()
-    activations(shifted, layers=[layer])
+    paths = [str(plan.stimulus_set.get_stimulus(sid)) for sid in plan.stimulus_set["stimulus_id"]]
+    start = time.perf_counter()  # the tensor path: presentations composed on the device (no files)
+    with activations.placed_presentations(paths, plan.source_images(), plan.sources, plan.tops, plan.lefts,
+                                          plan.canvas_px, bm.SHIFT_BACKGROUND):
+        activations(plan.stimulus_set, layers=[layer])
     wall = time.perf_counter() - start
     run = activations.run_log[-1]
     return {"benchmark": f"{site} shift presentations (extraction only)", "images": run["images"],

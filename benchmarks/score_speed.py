@@ -15,14 +15,17 @@ model. Activation caching is disabled (``RESULTCACHING_DISABLE=1``) so that ever
 differ only by NIPALS' convergence tolerance.
 
 Also timed in the same run: ``Arcaro2020sim.IT-residual_pls`` (same fits, other statistic); the shift protocol's
-extraction (``look_at`` of Monkey 2's 14 x 81 shifted presentations) against a bare forward loop over the same
-presentations decoded beforehand, in the same batch size; and an upstream-format ``NeuralBenchmark`` built from the
+extraction of monkey 1's 14 x 289 presentations (M1ML) through the tensor path (``look_at_shifted``: composed on
+the model's device, no files) and through PNG files, against a bare forward loop (up to the IT layer) over the same
+presentations composed and normalised beforehand, in the same batch size; and an upstream-format ``NeuralBenchmark`` built from the
 twin (``runs.upstream.twin_neural_benchmark``, 10 cross-validation splits of ``load_metric('pls')``) with the
 stock NIPALS regression against the exact solver swapped in by ``runs.upstream.accelerate``.
 
-Usage: ``python benchmarks/score_speed.py [--repeats 1] [--threads N] [--json]``. Prints the figures and the
-ratios; ``--json`` prints one object with ``ours_vs_bare``, ``ours_vs_stock``, ``residual_vs_bare``,
-``shift_vs_bare`` (extraction throughput / bare throughput) and ``upstream_speedup`` (stock / exact seconds).
+Usage: ``python benchmarks/score_speed.py [--repeats 1] [--threads N] [--parts score,shift,upstream] [--json]``.
+Prints the figures and the ratios and the machine's load average before and after; ``--json`` prints one object
+with ``ours_vs_bare``, ``ours_vs_stock``, ``residual_vs_bare``, ``shift_vs_bare`` (tensor-path extraction
+throughput / bare throughput; ``shift_files_vs_bare`` for the PNG path) and ``upstream_speedup`` (stock / exact
+seconds), for the parts run.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ import json
 import os
 import time
 
+import numpy as np
+
 os.environ.setdefault("RESULTCACHING_DISABLE", "1")
 os.environ.setdefault("BS_INSTALL_DEPENDENCIES", "no")
 os.environ.setdefault("BRAINSCORE_SKIP_MEMORY_CHECK", "1")
@@ -39,7 +44,10 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 BENCHMARK = "Arcaro2020sim.IT-pls"
 RESIDUAL_BENCHMARK = "Arcaro2020sim.IT-residual_pls"
-SHIFT_SITE = "Arcaro2020sim.M2ML"
+#: The shift protocol's largest extraction: monkey 1's 14 images x 17 x 17 positions = 4046 presentations.
+SHIFT_SITE = "Arcaro2020sim.M1ML"
+#: The upstream-format NeuralBenchmark's site (14 images x 9 x 9 presentations).
+UPSTREAM_SITE = "Arcaro2020sim.M2ML"
 LAYER = "layer3"
 #: The upstream-format benchmark regresses on a whole flattened layer, as Brain-Score does (layer4: 512 x 7 x 7).
 UPSTREAM_LAYER = "layer4"
@@ -102,32 +110,72 @@ def _forward_seconds(network, benchmark) -> tuple[float, int]:
     return time.perf_counter() - start, len(unique)
 
 
-def _shift_throughput(network, batch_size: int = 64) -> tuple[float, float, int]:
-    """Presentations/s of ``look_at`` on Monkey 2's shifted presentations, and of a bare forward loop over the same
-    presentations (decoded and preprocessed beforehand, same batch size, same layer)."""
+class _Stop(Exception):
+    """Ends a bare forward pass once the IT layer has run (what the extractor's early exit does)."""
+
+
+def _shift_throughput(network, batch_size: int = 64) -> dict:
+    """Presentations/s of the shift protocol's extraction for monkey 1's presentations (``SHIFT_SITE``: 14 images x
+    17 x 17 positions): the tensor path (``look_at_shifted``: composed on the device, no files), the PNG file path
+    (``look_at`` of the rendered files, rendering not timed), and a bare forward loop over the same presentations
+    (composed and normalised beforehand, same batch size, same layer, stopped once the layer has run, as the
+    extractor does; timed before and after the tensor path, the mean is reported)."""
     import torch
     from harmonized_models import model_from_network
-    from harmonized_models.preprocessing import Preprocessing
-    from benchmarks_it_maps.benchmarks.arcaro2020 import record_responses, shift_stimulus_set
+    from benchmarks_it_maps.benchmarks.arcaro2020 import look_at_shifted, render_shift_files, shift_plan
     benchmark = load_benchmark(f"{SHIFT_SITE}-shift_pls")
     data = benchmark.data
     candidate = model_from_network(network, "speed-resnet18-shift", dict(image_size=224), LAYER, batch_size=batch_size)
-    shifted = shift_stimulus_set(data.stimulus_set, data.grid_size, candidate.visual_degrees(), data.image_size_deg)
-    start = time.perf_counter()
-    record_responses(candidate, data.window, shifted)
-    look = time.perf_counter() - start
-    preprocessing = Preprocessing(image_size=224)
-    tensors = torch.stack([preprocessing.load(str(shifted.get_stimulus(sid))) for sid in shifted["stimulus_id"]])
+    plan = shift_plan(data.stimulus_set, data.grid_size, candidate.visual_degrees(), benchmark._visual_degrees,
+                      canvas_px=benchmark.shift_canvas_px)
+    n = len(plan.stimulus_set)
+    activations = candidate.activations_model
+    paths = [str(plan.stimulus_set.get_stimulus(sid)) for sid in plan.stimulus_set["stimulus_id"]]
+    with activations.placed_presentations(paths, plan.source_images(), plan.sources, plan.tops, plan.lefts,
+                                          plan.canvas_px) as placement:
+        batches = [activations.preprocessing.normalize(placement.batch(np.arange(i, min(i + batch_size, n)),
+                                                                       activations.preprocessing))
+                   .contiguous(memory_format=torch.channels_last) for i in range(0, n, batch_size)]
     layer = network.get_submodule(LAYER)
+
+    def stop(module, inputs, output):
+        output.detach().clone()
+        raise _Stop
+
+    def bare() -> float:
+        handle = layer.register_forward_hook(stop)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for batch in batches:
+                try:
+                    network(batch)
+                except _Stop:
+                    pass
+        handle.remove()
+        return time.perf_counter() - start
+
+    # bare, tensor path, bare again: the machine is shared, so the reference brackets the measurement
+    loads = [os.getloadavg()[0]]
+    bare_s = [bare()]
+    loads.append(os.getloadavg()[0])
     start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(tensors), batch_size):
-            captured = []
-            handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
-            network(tensors[i:i + batch_size])
-            handle.remove()
-    bare = time.perf_counter() - start
-    return len(tensors) / look, len(tensors) / bare, len(tensors)
+    tensor = look_at_shifted(candidate, data.window, plan)
+    tensor_s = time.perf_counter() - start
+    loads.append(os.getloadavg()[0])
+    bare_s.append(bare())
+    loads.append(os.getloadavg()[0])
+    del batches
+    start = time.perf_counter()
+    render_shift_files(plan)
+    render_s = time.perf_counter() - start
+    start = time.perf_counter()
+    files = look_at_shifted(candidate, data.window, plan, use_tensors=False)
+    files_s = time.perf_counter() - start
+    loads.append(os.getloadavg()[0])
+    same = bool((tensor.values == files.values).all())
+    bare_s = float(np.mean(bare_s))
+    return dict(n=n, tensor=n / tensor_s, files=n / files_s, bare=n / bare_s, render_s=render_s, same=same,
+                seconds=dict(tensor=tensor_s, files=files_s, bare=bare_s), loads=loads)
 
 
 def _upstream_seconds(network) -> dict:
@@ -137,7 +185,7 @@ def _upstream_seconds(network) -> dict:
     out = {}
     candidate = model_from_network(network, "speed-resnet18-upstream", dict(image_size=224), UPSTREAM_LAYER)
     for name in ("stock", "exact"):
-        benchmark = upstream.twin_neural_benchmark(SHIFT_SITE)
+        benchmark = upstream.twin_neural_benchmark(UPSTREAM_SITE)
         benchmark.ceiling  # computed once per benchmark object, before timing
         if name == "exact":
             upstream.accelerate(benchmark)
@@ -152,19 +200,12 @@ def load_benchmark(identifier: str):
     return load(identifier)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1, help="runs per pipeline (the minimum is reported)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--json", action="store_true", help="also print one JSON object with the ratios")
-    args = parser.parse_args(argv)
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from benchmarks_it_maps.data.simulate import ensure_simulated_twin
+PARTS = ("score", "shift", "upstream")
 
+
+def _score_part(args, torch) -> dict:
+    """ours vs stock vs bare forward on ``IT-pls`` and ``-residual_pls``."""
     start = time.perf_counter()
-    ensure_simulated_twin()  # full size: 14 images, grids 17 and 9
     prepared = load_benchmark(BENCHMARK)
     for child in prepared.children:
         child.ceiling  # loads the data and computes the ceiling once
@@ -204,21 +245,66 @@ def main(argv=None) -> None:
           f"({residual_s / forward_s:.2f} x the bare forward pass)")
     if abs(ours_score - stock_score) > 1e-3:
         print(f"WARNING: the two pipelines disagree on the score ({ours_score:.6f} vs {stock_score:.6f})")
-    shift_rate, bare_rate, n_shift = _shift_throughput(network)
-    print(f"shift protocol extraction ({n_shift} presentations of {SHIFT_SITE}): look_at {shift_rate:.1f}/s, "
-          f"bare forward {bare_rate:.1f}/s, ratio {shift_rate / bare_rate:.2f} (target >= 0.8)")
-    up = _upstream_seconds(network)
-    print(f"upstream-format NeuralBenchmark ({SHIFT_SITE}, resnet18 {UPSTREAM_LAYER} flattened, 10 splits): stock "
+    return dict(ratios={"ours_vs_bare": ours_s / forward_s, "ours_vs_stock": stock_s / ours_s,
+                        "residual_vs_bare": residual_s / forward_s},
+                seconds={"ours": ours_s, "stock": stock_s, "residual": residual_s, "bare": forward_s})
+
+
+def _shift_part(args, torch) -> dict:
+    runs = [_shift_throughput(_network(), batch_size=args.shift_batch_size) for _ in range(args.repeats)]
+    shift = max(runs, key=lambda r: r["tensor"])
+    print(f"shift protocol extraction ({shift['n']} presentations of {SHIFT_SITE}, resnet18 {LAYER}, batch "
+          f"{args.shift_batch_size}, torch threads {torch.get_num_threads()}): tensor path {shift['tensor']:.1f}/s, "
+          f"PNG files {shift['files']:.1f}/s (+ {shift['render_s']:.1f} s rendering them once), bare forward "
+          f"{shift['bare']:.1f}/s; tensor / bare {shift['tensor'] / shift['bare']:.2f} (target >= 0.8), files / bare "
+          f"{shift['files'] / shift['bare']:.2f}; tensor and file responses identical: {shift['same']}; 1-min load at "
+          f"bare/tensor/bare/files: {', '.join(f'{v:.1f}' for v in shift['loads'])}")
+    return dict(ratios={"shift_vs_bare": shift["tensor"] / shift["bare"],
+                        "shift_files_vs_bare": shift["files"] / shift["bare"]},
+                seconds={f"shift_{k}": v for k, v in shift["seconds"].items()} | {"shift_render": shift["render_s"]},
+                shift_identical=shift["same"], shift_load_1min=shift["loads"])
+
+
+def _upstream_part(args, torch) -> dict:
+    up = _upstream_seconds(_network())
+    print(f"upstream-format NeuralBenchmark ({UPSTREAM_SITE}, resnet18 {UPSTREAM_LAYER} flattened, 10 splits): stock "
           f"{up['stock'][0]:.1f} s (score {up['stock'][1]:.4f}), exact {up['exact'][0]:.1f} s (score "
           f"{up['exact'][1]:.4f}), speed-up {up['stock'][0] / up['exact'][0]:.2f} x")
-    print(f"machine load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    return dict(ratios={"upstream_speedup": up["stock"][0] / up["exact"][0]},
+                seconds={"upstream_stock": up["stock"][0], "upstream_exact": up["exact"][0]})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1, help="runs per pipeline (the minimum is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
+    parser.add_argument("--shift-batch-size", type=int, default=64, help="batch size of the shift part")
+    parser.add_argument("--json", action="store_true", help="also print one JSON object with the ratios")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        parser.error(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from benchmarks_it_maps.data.simulate import ensure_simulated_twin
+    ensure_simulated_twin()  # full size: 14 images, grids 17 and 9
+    load_before = os.getloadavg()
+    results = [{"score": _score_part, "shift": _shift_part, "upstream": _upstream_part}[p](args, torch)
+               for p in parts]
+    load_after = os.getloadavg()
+    print(f"machine load average (1, 5, 15 min) before: {', '.join(f'{v:.1f}' for v in load_before)}; after: "
+          f"{', '.join(f'{v:.1f}' for v in load_after)}")
     if args.json:
-        print(json.dumps({"ours_vs_bare": ours_s / forward_s, "ours_vs_stock": stock_s / ours_s,
-                          "residual_vs_bare": residual_s / forward_s, "shift_vs_bare": shift_rate / bare_rate,
-                          "upstream_speedup": up["stock"][0] / up["exact"][0],
-                          "seconds": {"ours": ours_s, "stock": stock_s, "residual": residual_s, "bare": forward_s,
-                                      "upstream_stock": up["stock"][0], "upstream_exact": up["exact"][0]},
-                          "load_average": os.getloadavg()}))
+        out = {"ratios": {}, "seconds": {}}
+        for result in results:
+            out["ratios"].update(result.pop("ratios"))
+            out["seconds"].update(result.pop("seconds"))
+            out.update(result)
+        print(json.dumps({**out["ratios"], **out, "load_average": {"before": load_before, "after": load_after}}))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ import numpy as np
 import xarray as xr
 
 import harmonized_models
-from harmonized_models.features import FeatureExtractionError, committed_layers, extract_features, stimulus_paths
+from harmonized_models.features import (FeatureExtractionError, activations_model_of, committed_layers, extract_features,
+                                        stimulus_paths)
 from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
 from benchmarks_it_maps.data import assemblies as data
@@ -132,9 +133,15 @@ def _maps_block(model, stimulus_set, grid: int, layers: Sequence[str]) -> xr.Dat
 
 def _shift_block(model, stimulus_set, grid: int, layers: Sequence[str], image_size_deg: float,
                  canvas_px: int) -> xr.DataArray:
-    shifted = bm.shift_stimulus_set(stimulus_set, grid, float(model.visual_degrees()), image_size_deg,
-                                    canvas_px=canvas_px)
-    arrays = extract_features(model, shifted, layers)
+    plan = bm.shift_plan(stimulus_set, grid, float(model.visual_degrees()), image_size_deg, canvas_px=canvas_px)
+    activations = activations_model_of(model)
+    if callable(getattr(activations, bm.PLACED_PRESENTATIONS_HOOK, None)):  # composed on the device, no files
+        paths = [str(plan.stimulus_set.get_stimulus(sid)) for sid in plan.stimulus_set["stimulus_id"]]
+        with activations.placed_presentations(paths, plan.source_images(), plan.sources, plan.tops, plan.lefts,
+                                              plan.canvas_px, bm.SHIFT_BACKGROUND):
+            arrays = extract_features(model, plan.stimulus_set, layers)
+    else:
+        arrays = extract_features(model, bm.render_shift_files(plan), layers)
     n = len(stimulus_set)
     flat = [array.values.reshape(n, grid, grid, -1) for array in arrays.values()]
     layer_of = [layer for layer, f in zip(arrays, flat) for _ in range(f.shape[-1])]
