@@ -14,6 +14,14 @@ os.environ.setdefault("RESULTCACHING_HOME", os.path.join(_TMP, "result_caching")
 os.environ["BRAINSCORE_ITMAPS_HOME"] = os.path.join(_TMP, "home")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# A runner that starts the suite in the background without job control (a CI script's `cmd &`, nohup) hands it SIGINT
+# *ignored*, and every child inherits that: no command could be interrupted, unlike in a terminal, and the Ctrl-C
+# tests would test nothing. Give the suite a terminal's disposition (children then start with SIGINT at default).
+import signal as _signal
+
+if _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN:
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Simulated Arcaro2020 twin (helper A). Other tests must not import archives into the default test data home (pass
