@@ -82,14 +82,13 @@ def _timed_score(benchmark_factory, candidate) -> tuple[float, float]:
     return time.perf_counter() - start, float(score)
 
 
-def _look_at_seconds(candidate, benchmark) -> float:
-    """Only the BrainModel part of the work: whole-image ``look_at`` of each monkey's images, as the benchmark does."""
-    from benchmarks_it_maps.benchmarks.arcaro2020 import record_responses
-    seen, start = set(), time.perf_counter()
+def _feature_seconds(candidate, benchmark) -> float:
+    """Only the model part of the work: the benchmark's own feature step for each monkey's images (the committed
+    layer's outputs read directly for our models, ``look_at`` for the stock one), the grid readout included."""
+    cache: dict = {}
+    start = time.perf_counter()
     for child in benchmark.children:
-        if child.data.stimulus_set.identifier not in seen:
-            seen.add(child.data.stimulus_set.identifier)
-            record_responses(candidate, child.data.window, child.data.stimulus_set)
+        child.model_features(candidate, cache)
     return time.perf_counter() - start
 
 
@@ -224,8 +223,8 @@ def _score_part(args, torch) -> dict:
     residual = [_timed_score(functools.partial(factory, "exact", RESIDUAL_BENCHMARK), _ours(network))
                 for _ in range(args.repeats)]
     forward = [_forward_seconds(network, prepared) for _ in range(args.repeats)]
-    look_ours = min(_look_at_seconds(_ours(network), prepared) for _ in range(args.repeats))
-    look_stock = min(_look_at_seconds(_stock(network), prepared) for _ in range(args.repeats))
+    look_ours = min(_feature_seconds(_ours(network), prepared) for _ in range(args.repeats))
+    look_stock = min(_feature_seconds(_stock(network), prepared) for _ in range(args.repeats))
     ours_s, ours_score = min(ours)
     stock_s, stock_score = min(stock)
     forward_s, n_images = min(forward)
@@ -236,9 +235,9 @@ def _score_part(args, torch) -> dict:
     print(f"stock (PytorchWrapper, sklearn NIPALS PLS) {stock_s:8.2f} s   score {stock_score:.4f}")
     print(f"bare forward pass              {forward_s:8.2f} s   ({n_images} images, one batch)")
     print(f"speed-up ours vs stock         {stock_s / ours_s:8.2f} x   (target >= 3 x)")
-    print(f"look_at only: ours {look_ours:.2f} s, stock {look_stock:.2f} s, speed-up {look_stock / look_ours:.2f} x; "
-          f"the rest of each run ({ours_s - look_ours:.1f} s ours, {stock_s - look_stock:.1f} s stock) is the "
-          f"leave-one-image-out PLS")
+    print(f"features only: ours {look_ours:.2f} s, stock {look_stock:.2f} s, speed-up {look_stock / look_ours:.2f} x; "
+          f"the rest of each run ({ours_s - look_ours:.2f} s ours, {stock_s - look_stock:.1f} s stock) is the "
+          f"leave-one-image-out PLS (the model's fit and the floor's), the alignment and the bootstrap")
     print(f"ours vs bare forward pass      {ours_s / forward_s:8.2f} x slower (metric + packaging)")
     residual_s, residual_score = min(residual)
     print(f"ours on {RESIDUAL_BENCHMARK}   {residual_s:8.2f} s   score {residual_score:.4f}   "
