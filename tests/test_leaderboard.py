@@ -9,7 +9,6 @@ import json
 import math
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 

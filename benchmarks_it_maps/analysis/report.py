@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import json
 import logging
 import math
@@ -25,7 +24,6 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from benchmarks_it_maps.analysis import leaderboard as lb

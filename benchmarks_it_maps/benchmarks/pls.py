@@ -165,7 +165,7 @@ class LeaveOneGroupOutPLS:
         """Every fold at once (all target columns): ``(coef [G, p, q], intercept [G, q], components used [G])``,
         the same numbers as :meth:`fold` for each held-out group; the folds' components are computed as stacked
         matrices, so the per-component work is a few batched operations instead of one loop per fold."""
-        G, m, n_train = self.groups, self.m, (self.groups - 1) * self.m
+        G, n_train = self.groups, (self.groups - 1) * self.m
         x_mean = (self.sum_x.sum(axis=0)[None] - self.sum_x) / n_train                    # [G, p]
         y_mean = (self.sum_y.sum(axis=0)[None] - self.sum_y) / n_train                    # [G, q]
         xx = self.total_xx[None] - self.xx - n_train * x_mean[:, :, None] * x_mean[:, None, :]

@@ -32,11 +32,10 @@ import numpy as np
 import xarray as xr
 
 import harmonized_models
-from harmonized_models.features import (FeatureExtractionError, activations_model_of, committed_layers, extract_features,
+from harmonized_models.features import (activations_model_of, committed_layers, extract_features,
                                         stimulus_paths)
 from benchmarks_it_maps.benchmarks import arcaro2020 as bm
 from benchmarks_it_maps.benchmarks.readout import grid_coordinates, sample_feature_maps
-from benchmarks_it_maps.data import assemblies as data
 from benchmarks_it_maps.data import conventions
 from benchmarks_it_maps.home import atomic_file
 from benchmarks_it_maps.runs.results import package_version

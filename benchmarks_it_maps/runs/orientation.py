@@ -11,7 +11,7 @@ reward every orientation alike. A bootstrap over images says how sure the winner
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
