@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from environment import restored_environ
 from s3_server import make_bucket, seaweedfs
 
 import brainscore_vision
@@ -32,20 +33,12 @@ PLUGIN_FOLDERS = ("data", "benchmarks", "models", "metrics")
 def s3(tmp_path_factory):
     """AWS_* settings of a running local S3 server with a versioned bucket (restored afterwards)."""
     names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "BRAINIO_HOME")
-    saved = {name: os.environ.get(name) for name in names}
-    with seaweedfs() as endpoint:
+    with seaweedfs() as endpoint, restored_environ(*names):
         os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="itmaps-test",
                           AWS_SECRET_ACCESS_KEY="itmaps-test", AWS_DEFAULT_REGION="us-east-1",
                           BRAINIO_HOME=str(tmp_path_factory.mktemp("brainio")))
-        try:
-            make_bucket(BUCKET)
-            yield {name: os.environ[name] for name in names}
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        make_bucket(BUCKET)
+        yield {name: os.environ[name] for name in names}
 
 
 @pytest.fixture(scope="module")

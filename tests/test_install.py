@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 from PIL import Image
+from environment import restored_environ
 from s3_server import make_bucket, seaweedfs
 
 import brainscore_vision
@@ -105,43 +106,35 @@ def test_plugins_install_and_pass_upstream_tests_in_a_fresh_venv(venv, dist, sim
     wheel = next(dist.glob("*.whl"))
     requirement = f"brainscore-itmaps @ {wheel.as_uri()}"
     env_names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {name: os.environ.get(name) for name in env_names}
-    with seaweedfs() as endpoint:
+    with seaweedfs() as endpoint, restored_environ(*env_names):
         os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="itmaps-test",
                           AWS_SECRET_ACCESS_KEY="itmaps-test", AWS_DEFAULT_REGION="us-east-1")
-        try:
-            make_bucket("itmaps-install")
-            assert main(["submission", "--data-from", str(sim_small["archive"]), "--out", str(tmp_path / "sub"),
-                         "--upload", "s3://itmaps-install/arcaro2020", "--requirement", requirement,
-                         "--models", f"{GENERIC_MODEL},harmonized_resnet50"]) == 0
-            plugins = tmp_path / "sub" / "plugins"
-            for requirements in sorted(plugins.glob("*/*/requirements.txt")):
-                assert requirements.read_text() == requirement + "\n"
-            env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-            env.update(BS_INSTALL_DEPENDENCIES="no", PYTHONDONTWRITEBYTECODE="1", BRAINIO_HOME=str(tmp_path / "bio"))
-            for requirements in sorted(plugins.glob("*/*/requirements.txt")):  # upstream: exit 3 if this fails
-                run([str(venv), "-m", "pip", "install", "-q", "-r", str(requirements)], env=env, timeout=900)
-            site = _plugin_site(tmp_path / "site", plugins)
-            env["PYTHONPATH"] = str(site.parent)  # the copy of brainscore_vision; NOT this checkout
-            where = run([str(venv), "-c", "import benchmarks_it_maps, harmonized_models; "
-                                          "print(benchmarks_it_maps.__file__); print(harmonized_models.__file__)"],
-                        env=env, cwd=tmp_path).stdout.split()
-            assert all(str(venv.parents[1]) in path for path in where), where  # the wheel, not the editable
-            report = tmp_path / "report.xml"
-            tests = sorted(str(p) for p in site.glob("*/*/test.py") if p.parent.parent.name in
-                           ("data", "benchmarks", "models"))
-            done = subprocess.run(
-                [str(venv), "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(site.parent),
-                 "--junitxml", str(report), "-m", MARKERS,
-                 str(site / "model_helpers" / "generic_plugin_tests.py"),
-                 "--plugin_directory", str(site / "models" / GENERIC_MODEL), *tests],
-                env=env, cwd=site.parent, capture_output=True, text=True, timeout=1800)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        make_bucket("itmaps-install")
+        assert main(["submission", "--data-from", str(sim_small["archive"]), "--out", str(tmp_path / "sub"),
+                     "--upload", "s3://itmaps-install/arcaro2020", "--requirement", requirement,
+                     "--models", f"{GENERIC_MODEL},harmonized_resnet50"]) == 0
+        plugins = tmp_path / "sub" / "plugins"
+        for requirements in sorted(plugins.glob("*/*/requirements.txt")):
+            assert requirements.read_text() == requirement + "\n"
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env.update(BS_INSTALL_DEPENDENCIES="no", PYTHONDONTWRITEBYTECODE="1", BRAINIO_HOME=str(tmp_path / "bio"))
+        for requirements in sorted(plugins.glob("*/*/requirements.txt")):  # upstream: exit 3 if this fails
+            run([str(venv), "-m", "pip", "install", "-q", "-r", str(requirements)], env=env, timeout=900)
+        site = _plugin_site(tmp_path / "site", plugins)
+        env["PYTHONPATH"] = str(site.parent)  # the copy of brainscore_vision; NOT this checkout
+        where = run([str(venv), "-c", "import benchmarks_it_maps, harmonized_models; "
+                                      "print(benchmarks_it_maps.__file__); print(harmonized_models.__file__)"],
+                    env=env, cwd=tmp_path).stdout.split()
+        assert all(str(venv.parents[1]) in path for path in where), where  # the wheel, not the editable
+        report = tmp_path / "report.xml"
+        tests = sorted(str(p) for p in site.glob("*/*/test.py") if p.parent.parent.name in
+                       ("data", "benchmarks", "models"))
+        done = subprocess.run(
+            [str(venv), "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(site.parent),
+             "--junitxml", str(report), "-m", MARKERS,
+             str(site / "model_helpers" / "generic_plugin_tests.py"),
+             "--plugin_directory", str(site / "models" / GENERIC_MODEL), *tests],
+            env=env, cwd=site.parent, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
     cases = list(ElementTree.parse(report).getroot().iter("testcase"))
     names = [f"{case.get('classname')}::{case.get('name')}" for case in cases]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from environment import restored_environ
 from tiny_checkpoints import make_tiny_model
 
 import harmonized_models
@@ -42,20 +43,16 @@ def slurm(tmp_path_factory):
     assert SLURM_SCRIPT.is_file(), (f"{SLURM_SCRIPT} not found: the Slurm tests need shared/tools/slurm-localhost.sh "
                                     "beside the repository (or SLURM_LOCALHOST_SCRIPT=path)")
     folder = tmp_path_factory.mktemp("slurm")
-    saved = {name: os.environ.get(name) for name in ("SLURM_CONF", "SLURM_LOCALHOST_DIR", "PATH")}
+    names = ("SLURM_CONF", "SLURM_LOCALHOST_DIR", "PATH")
     try:
-        command = f'eval "$(bash {SLURM_SCRIPT} start {folder} --sacct-shim)" && env -0'
-        done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=900)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-        env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
-        os.environ.update({name: env[name] for name in saved})
-        yield folder
+        with restored_environ(*names):
+            command = f'eval "$(bash {SLURM_SCRIPT} start {folder} --sacct-shim)" && env -0'
+            done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=900)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+            env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+            os.environ.update({name: env[name] for name in names})
+            yield folder
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         stop = subprocess.run(["bash", str(SLURM_SCRIPT), "stop", str(folder), "--purge"], capture_output=True,
                               timeout=120)
         assert stop.returncode == 0, stop.stderr.decode(errors="replace")[-3000:]

@@ -221,6 +221,22 @@ def _loio_shared(X_all: np.ndarray, Y_all: np.ndarray, n_images: int, n_componen
         yield pred, n_comp
 
 
+def fold_rows(features: np.ndarray, targets: np.ndarray, reduce: Optional[KernelPCAReducer] = None) \
+        -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What every cross-validated fit over images starts from: the checked float64 maps as rows ``X_all``
+    ``[I * P, F]`` and ``Y_all`` ``[I * P, K]``, and ``rows`` ``[I, P]`` (image i's row indices); ``reduce`` is fitted
+    on all rows once (each fold then uses its training rows only)."""
+    features = np.asarray(features, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    _check_maps(features, targets)
+    n_images, n_pos, n_feat = features.shape
+    X_all = features.reshape(n_images * n_pos, n_feat)
+    Y_all = targets.reshape(n_images * n_pos, targets.shape[2])
+    if reduce is not None:
+        reduce.fit_all(X_all)
+    return X_all, Y_all, np.arange(n_images * n_pos).reshape(n_images, n_pos)
+
+
 def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N_COMPONENTS,
              reduce: Optional[KernelPCAReducer] = None, progress: bool = False, solver: str = "exact") -> MapsFit:
     """Leave-one-image-out PLS from per-position features to per-position channel responses.
@@ -231,16 +247,9 @@ def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N
     solver and no reducer, all folds are fitted from shared cross-products whenever that costs fewer operations
     (the same fits: :class:`~.pls.LeaveOneGroupOutPLS`, ``cheaper_than_refitting``).
     """
-    features = np.asarray(features, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    _check_maps(features, targets)
-    n_images, n_pos, n_feat = features.shape
-    n_chan = targets.shape[2]
-    X_all = features.reshape(n_images * n_pos, n_feat)
-    Y_all = targets.reshape(n_images * n_pos, n_chan)
-    rows = np.arange(n_images * n_pos).reshape(n_images, n_pos)
-    if reduce is not None:
-        reduce.fit_all(X_all)
+    X_all, Y_all, rows = fold_rows(features, targets, reduce)
+    n_images, n_pos = rows.shape
+    n_feat, n_chan = X_all.shape[1], Y_all.shape[1]
     per_channel = np.zeros((n_images, n_chan))
     predictions = np.zeros((n_images, n_pos, n_chan))
     used = n_components

@@ -176,15 +176,9 @@ def cross_validated_fit(features: np.ndarray, targets: np.ndarray, *, regression
     if regression == "pls" and folds == "loio":
         return metric.loio_pls(features, targets, n_components=n_components, reduce=reduce, progress=progress,
                                solver=solver)
-    features = np.asarray(features, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    metric._check_maps(features, targets)
-    n_images, n_pos, n_feat = features.shape
-    n_chan = targets.shape[2]
-    X_all, Y_all = features.reshape(-1, n_feat), targets.reshape(-1, n_chan)
-    rows = np.arange(n_images * n_pos).reshape(n_images, n_pos)
-    if reduce is not None:
-        reduce.fit_all(X_all)
+    X_all, Y_all, rows = metric.fold_rows(features, targets, reduce)
+    n_images, n_pos = rows.shape
+    n_chan = Y_all.shape[1]
     per_channel = np.zeros((n_images, n_chan))
     predictions = np.zeros((n_images, n_pos, n_chan))
     used = n_components
