@@ -116,27 +116,54 @@ def test_all_folds_at_once_equal_each_fold_and_refitting(monkeypatch, case):
     assert fast.score == pytest.approx(refit.score, abs=1e-8)
 
 
-def test_group_grams_are_shared_by_content_and_change_nothing():
-    """Fits on the same images (another array, or the images in another order) reuse each image's X^T X; a fit
-    after the cache is filled gives bit for bit what it gives on an empty cache, and the cache stays bounded."""
-    from benchmarks_it_maps.benchmarks import metric, pls
-    X, Y = _relu_case(0, images=6, positions=16, features=20, channels=5)
-    cold = pls.GroupGramCache()
-    warm = pls.GroupGramCache()
-    for block in np.roll(X, 1, axis=0):  # the floor's order: same blocks
-        warm.get(block.astype(np.float64))
-    assert len(warm._items) == 6
-    original = pls.GROUP_GRAMS
-    try:
-        pls.GROUP_GRAMS = cold
-        first = metric.loio_pls(X, Y)
-        pls.GROUP_GRAMS = warm
-        second = metric.loio_pls(X, Y)
-    finally:
-        pls.GROUP_GRAMS = original
-    assert len(warm._items) == 6  # every block was a hit
-    assert np.array_equal(first.predictions, second.predictions)
-    small = pls.GroupGramCache(max_bytes=3 * (20 * 20 + 20) * 8)
-    for block in X:
-        small.get(block.astype(np.float64))
-    assert len(small._items) == 3 and small._bytes <= small.max_bytes
+def _refit_predictions(X, Y, n_components=25):
+    """Each held-out image's predictions from ExactPLSRegression fitted on the other images' rows (n-row form)."""
+    out = np.zeros_like(Y)
+    for g in range(len(X)):
+        train_X, train_Y = np.delete(X, g, axis=0), np.delete(Y, g, axis=0)
+        model = ExactPLSRegression(n_components).fit(train_X.reshape(-1, X.shape[2]), train_Y.reshape(-1, Y.shape[2]))
+        out[g] = model.predict(X[g])
+    return out
+
+
+@pytest.mark.parametrize("features", [60, 20])  # 60: in the (q + k)-dimensional basis; 20 < q + 25: feature space
+def test_several_target_sets_at_once_equal_refitting_each(features):
+    """all_folds on a list of target sets of different widths (zero-padded to one stack, X's work shared) gives,
+    for every set and fold, the predictions of ExactPLSRegression refitted on that fold's rows."""
+    X, _ = _relu_case(4, images=6, positions=30, features=features, channels=8)
+    rng = np.random.default_rng(5)
+    sets = [X[..., :4] @ rng.standard_normal((4, width)) + rng.standard_normal((6, 30, width)) + 3.0
+            for width in (8, 7, 3)]
+    n_comp = min(25, features)
+    fits = LeaveOneGroupOutPLS(X.reshape(180, -1), [Y.reshape(180, -1) for Y in sets], groups=6).all_folds(n_comp)
+    assert len(fits) == 3
+    for Y, (coef, intercept, used) in zip(sets, fits):
+        assert coef.shape == (6, features, Y.shape[2]) and (used == n_comp).all()
+        predictions = np.matmul(X, coef) + intercept[:, None, :]
+        np.testing.assert_allclose(predictions, _refit_predictions(X, Y, n_comp), rtol=0, atol=1e-8 * Y.std())
+
+
+def test_floors_in_one_solve_equal_the_separate_refits(monkeypatch):
+    """loio_pls_with_floors: each set's fit and its shuffled-image floor (features of the previous image) equal
+    loio_pls on the features and on np.roll(features, 1) with every fold refitted on its own rows; a set with a
+    channel constant in a training set takes the separate path and still agrees."""
+    from benchmarks_it_maps.benchmarks import metric
+    X, first = _relu_case(6, images=7, positions=25, features=48, channels=6)
+    second = first[..., ::-1] * 0.5 + np.random.default_rng(1).standard_normal(first.shape)
+    constant = first.copy()
+    constant[:-1, :, 2] = 1.5   # constant in every training set but the one without the last image
+    with monkeypatch.context() as patch:
+        patch.setattr(LeaveOneGroupOutPLS, "cheaper_than_refitting", staticmethod(lambda *args: False))
+        expected = [(metric.loio_pls(X, Y), metric.loio_pls(np.roll(X, 1, axis=0), Y))
+                    for Y in (first, second, constant)]
+    results = {}
+    for targets in ([first, second], [constant]):
+        results[len(targets)] = got = metric.loio_pls_with_floors(X, targets)
+        want = expected[:2] if len(targets) == 2 else expected[2:]
+        for Y, (fit, floor), (fit_ref, floor_ref) in zip(targets, got, want):
+            for ours, ref in ((fit, fit_ref), (floor, floor_ref)):
+                np.testing.assert_allclose(ours.predictions, ref.predictions, rtol=0, atol=1e-8 * Y.std())
+                np.testing.assert_allclose(ours.per_channel, ref.per_channel, rtol=0, atol=1e-8)
+                assert ours.score == pytest.approx(ref.score, abs=1e-8) and ours.n_components == ref.n_components
+    fit, floor = results[2][0]
+    assert abs(fit.score - floor.score) > 0.05  # the floor is another fit, not a copy

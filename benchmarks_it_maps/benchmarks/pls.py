@@ -10,10 +10,26 @@ deflation, rotations, coefficients, intercept) follows scikit-learn, so predicti
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
 import numpy as np
+from scipy.linalg import blas, lapack
+from threadpoolctl import threadpool_limits
+
+
+def top_eigenvector(matrix: np.ndarray) -> np.ndarray:
+    """The unit eigenvector of the largest eigenvalue of a symmetric ``matrix`` (its lower triangle is read).
+
+    LAPACK's ``dsyevr`` asked for that one pair only: the same vector as ``numpy.linalg.eigh(matrix)[1][:, -1]``
+    (up to sign and rounding) at under half the cost, since no other eigenvector is computed.
+    """
+    size = matrix.shape[0]
+    _, vectors, found, _, info = lapack.dsyevr(matrix, compute_v=1, range="I", il=size, iu=size, lower=1)
+    if info != 0 or found != 1:
+        raise np.linalg.LinAlgError(f"dsyevr did not converge on a {size} x {size} matrix (info {info})")
+    return vectors[:, 0]
 
 
 class ExactPLSRegression:
@@ -27,8 +43,7 @@ class ExactPLSRegression:
     @staticmethod
     def _first_singular_vectors(cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First left/right singular vectors of ``cross`` (p x q), sign-fixed as scikit-learn's ``_svd_flip_1d``."""
-        eigval, eigvec = np.linalg.eigh(cross.T @ cross)
-        v = eigvec[:, -1]
+        v = top_eigenvector(cross.T @ cross)
         u = cross @ v
         norm = np.linalg.norm(u)
         if norm == 0:
@@ -84,40 +99,101 @@ class ExactPLSRegression:
         return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
 
 
-class GroupGramCache:
-    """Each group's column sums and ``X_g^T X_g`` by content (sha1 of its rows), kept up to ``max_bytes``.
+def _gram(X: np.ndarray) -> np.ndarray:
+    """``X^T X`` of a float64 ``[n, p]`` matrix (BLAS ``dsyrk``: half the products of a general multiply)."""
+    upper = blas.dsyrk(1.0, np.asfortranarray(X), trans=1)
+    return np.triu(upper) + np.triu(upper, 1).T
 
-    Fits on the same features share them: monkey 1's two arrays see the same images, and the floor's features of
-    another image are the same groups in another order. A hit returns exactly what a miss computes (one product per
-    group, always the same way), so a score does not depend on what was fitted before it.
+
+def _basis_coordinates(basis: np.ndarray, size: int, vectors: np.ndarray) -> np.ndarray:
+    """Coordinates ``[N, size + 1]`` of ``vectors`` [N, p] in the orthonormal rows ``basis[:, :size]``, after
+    appending to it (as row ``size``) each vector's normalised part outside them; the last coordinate is that
+    part's norm. Classical Gram-Schmidt, repeated where the part outside is under half the vector (where one pass
+    can leave it measurably non-orthogonal), so the rows stay orthonormal to working precision."""
+    span = basis[:, :size]
+    out = np.zeros((len(vectors), size + 1))
+    residual = vectors.copy()
+    length = np.linalg.norm(vectors, axis=1)
+    for attempt in range(2):
+        step = np.matmul(span, residual[:, :, None])
+        residual -= np.matmul(step.transpose(0, 2, 1), span)[:, 0]
+        out[:, :size] += step[:, :, 0]
+        out[:, size] = np.linalg.norm(residual, axis=1)
+        if attempt == 0 and not (out[:, size] < 0.5 * length).any():
+            break
+    np.divide(residual, out[:, size, None], out=basis[:, size], where=out[:, size, None] > 0)
+    return out
+
+
+def stacked_components(xx: np.ndarray, cross: np.ndarray, tolerance: np.ndarray, widths: Sequence[int],
+                       n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """The PLS coefficients of many folds and target sets at once, in the kernel form of
+    :class:`LeaveOneGroupOutPLS` (the steps of :meth:`LeaveOneGroupOutPLS.fold`, as stacked matrices).
+
+    ``xx`` [G, p, p]: each fold's centred ``X^T X``; ``cross`` [S, G, p, q]: each target set's centred ``X^T Y``
+    per fold, set s using its first ``widths[s]`` columns (the rest zero); ``tolerance`` [G]: the
+    ``|t|^2`` below which a fold's X is exhausted. Returns the coefficients [S, G, p, q] and the components used
+    [S, G].
+
+    The savings change the arithmetic by rounding only. ``X^T X r`` is one product per fold for all S sets.
+    Everything else lives in an orthonormal basis
+    of the span of ``C_0``'s q columns and the loadings ``p_j`` (q + k vectors at component k, one more per
+    component): the deflated cross-covariance ``C_k = C_0 - sum_j p_j (|t_j|^2 q_j)^T``, the weights ``w_k``
+    (from ``C_k``), the rotations ``r_k`` (combinations of the weights) and the loadings, so a component costs
+    (q + k) q for ``C_k^T C_k`` instead of p q, and the only feature-space work is ``r_k`` itself, its
+    products and the one new basis vector. Where that span is the whole feature space (q + K >= p), the standard
+    basis is kept. Predictions do not depend on the sign of a weight vector (every sign change cancels
+    exactly in ``r q^T``), so none is fixed here.
     """
-
-    def __init__(self, max_bytes: int = 128 << 20):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(block.sum(axis=0), block.T @ block)`` of a float64 ``[m, p]`` block."""
-        block = np.ascontiguousarray(block, dtype=np.float64)
-        key = (block.shape, hashlib.sha1(block.tobytes()).hexdigest())
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-            return found
-        found = (block.sum(axis=0), block.T @ block)
-        size = found[1].nbytes + found[0].nbytes
-        if size <= self.max_bytes:
-            self._items[key] = found
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, (total, gram) = self._items.popitem(last=False)
-                self._bytes -= total.nbytes + gram.nbytes
-        return found
-
-
-#: The process-wide cache of :class:`LeaveOneGroupOutPLS`.
-GROUP_GRAMS = GroupGramCache()
+    S, G, p, q = cross.shape
+    N, K = S * G, n_components
+    reduced = q + K < p
+    width = q + K if reduced else p
+    sizes = np.repeat(np.asarray(widths), G)
+    limit = np.tile(tolerance, S)
+    first = cross.reshape(N, p, q)
+    coords = np.zeros((N, width, q))      # C_k = basis^T @ coords
+    if reduced:
+        basis = np.zeros((N, width, p))   # orthonormal rows; a row is zero where a loading added nothing new
+        orthonormal, coords[:, :q] = np.linalg.qr(first)
+        basis[:, :q] = orthonormal.transpose(0, 2, 1)
+        start = coords[:, :q].copy()      # C_0 = basis[:, :q]^T @ start
+    else:
+        coords[:] = first
+        start = first
+    Rc, Pc = np.zeros((N, K, width)), np.zeros((N, K, width))   # rotations and loadings, in coordinates
+    Q = np.zeros((N, K, q))
+    active = np.ones(N, dtype=bool)
+    used = np.zeros(N, dtype=int)
+    for k in range(K):
+        dim = q + k if reduced else p
+        C = coords[:, :dim]
+        gram = np.matmul(C.transpose(0, 2, 1), C)
+        v = np.zeros((N, q, 1))
+        for n in range(N):
+            v[n, :sizes[n], 0] = top_eigenvector(gram[n, :sizes[n], :sizes[n]])
+        w = np.matmul(C, v)[:, :, 0]                                             # C_k v, in coordinates
+        norm = np.linalg.norm(w, axis=1)
+        w = np.divide(w, norm[:, None], out=np.zeros_like(w), where=norm[:, None] != 0)
+        c_r = w - np.matmul(np.matmul(Pc[:, :k, :dim], w[:, :, None]).transpose(0, 2, 1), Rc[:, :k, :dim])[:, 0]
+        r = np.matmul(c_r[:, None, :], basis[:, :dim])[:, 0] if reduced else c_r
+        xx_r = np.matmul(r.reshape(S, G, p).transpose(1, 0, 2), xx).transpose(1, 0, 2).reshape(N, p)
+        ss = np.einsum("np,np->n", r, xx_r)
+        active &= ss > limit  # a fold whose X is exhausted stops for good, as fold() breaks
+        if not active.any():
+            break
+        ss = np.where(active, ss, 1.0)
+        p_k = np.where(active[:, None], xx_r / ss[:, None], 0.0)
+        q_k = np.where(active[:, None], np.matmul(c_r[:, None, :start.shape[1]], start)[:, 0] / ss[:, None], 0.0)
+        c_p = _basis_coordinates(basis, dim, p_k) if reduced else p_k
+        coords[:, :c_p.shape[1]] -= c_p[:, :, None] * ((ss * active)[:, None] * q_k)[:, None, :]
+        Rc[:, k, :dim] = np.where(active[:, None], c_r, 0.0)
+        Pc[:, k, :c_p.shape[1]], Q[:, k] = c_p, q_k
+        used += active
+    coef = np.matmul(Rc.transpose(0, 2, 1), Q)                                     # [N, width, q]
+    if reduced:
+        coef = np.matmul(basis.transpose(0, 2, 1), coef)
+    return coef.reshape(S, G, p, q), used.reshape(S, G)
 
 
 class LeaveOneGroupOutPLS:
@@ -131,21 +207,33 @@ class LeaveOneGroupOutPLS:
     instead of O(n p): cheaper whenever the features are fewer than the training rows times a small factor
     (:meth:`cheaper_than_refitting`). Same components, coefficients and predictions as refitting each fold, up to
     floating-point rounding (tests: 1e-8 on scores).
+
+    ``Y`` may also be a list of target sets on the same ``X`` (a site's maps and the floor's, two arrays on one
+    monkey's images): :meth:`all_folds` then fits each set's folds, and everything that depends on ``X`` alone is
+    done once for all of them.
     """
 
-    def __init__(self, X: np.ndarray, Y: np.ndarray, groups: int):
-        """``X`` [groups * m, p], ``Y`` [groups * m, q], rows grouped consecutively (m rows per group)."""
+    def __init__(self, X: np.ndarray, Y: np.ndarray | Sequence[np.ndarray], groups: int):
+        """``X`` [groups * m, p], ``Y`` [groups * m, q] (or a list of such), rows grouped consecutively (m rows
+        per group)."""
         X = np.asarray(X, dtype=np.float64)
-        Y = np.asarray(Y, dtype=np.float64)
+        self.several = isinstance(Y, (list, tuple))
+        target_sets = [np.asarray(y, dtype=np.float64) for y in (Y if self.several else [Y])]
         n, self.p = X.shape
         self.m = n // groups
-        Xg, Yg = X.reshape(groups, self.m, self.p), Y.reshape(groups, self.m, -1)
-        self.sum_y = Yg.sum(axis=1)                                              # [G, q]
-        grams = [GROUP_GRAMS.get(block) for block in Xg]
-        self.sum_x = np.stack([total for total, _ in grams])                     # [G, p]
-        self.xx = np.stack([gram for _, gram in grams])                          # [G, p, p]
-        self.xy = np.matmul(np.ascontiguousarray(Xg.transpose(0, 2, 1)), Yg)    # [G, p, q]
-        self.total_xx, self.total_xy = self.xx.sum(axis=0), self.xy.sum(axis=0)
+        self.Xg = X.reshape(groups, self.m, self.p)
+        self.sum_x = self.Xg.sum(axis=1)                                         # [G, p]
+        self.xx = np.stack([_gram(block) for block in self.Xg])                  # [G, p, p]
+        self.total_xx = self.xx.sum(axis=0)
+        self.widths = [y.reshape(n, -1).shape[1] for y in target_sets]
+        Yg = np.concatenate([y.reshape(groups, self.m, -1) for y in target_sets], axis=2)
+        sum_y = Yg.sum(axis=1)                                                   # [G, sum of q]
+        xy = np.matmul(self.Xg.transpose(0, 2, 1), Yg)                           # [G, p, sum of q]
+        bounds = np.cumsum([0] + self.widths)
+        self.sum_ys = [sum_y[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        self.xys = [xy[:, :, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        self.sum_y, self.xy = self.sum_ys[0], self.xys[0]                        # the first set (fold())
+        self.total_xy = self.xy.sum(axis=0)
         self.groups = groups
 
     @staticmethod
@@ -158,49 +246,49 @@ class LeaveOneGroupOutPLS:
         refit = groups * (4 * n_components * n_train * n_features + 2 * n_train * n_features * n_targets)
         return shared < refit
 
-    #: Largest stack of per-fold ``X^T X`` (bytes) :meth:`all_folds` builds; beyond it, fit fold by fold.
+    #: Largest working memory (bytes, :meth:`stack_bytes`) :meth:`all_folds` uses; beyond it, fit fold by fold.
     MAX_STACK_BYTES = 1 << 30
 
-    def all_folds(self, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @staticmethod
+    def stack_bytes(groups: int, n_sets: int, n_features: int, n_targets: int, n_components: int) -> int:
+        """The working memory of :meth:`all_folds`: per fold and target set, the cross-covariance, its basis and
+        the rotations and loadings in it (:func:`stacked_components`), plus each group's and fold's ``X^T X``."""
+        width = min(n_targets + n_components, n_features)
+        per_problem = n_features * (2 * n_targets + width) + 2 * n_components * width
+        return 8 * (groups * n_sets * per_problem + 2 * groups * n_features ** 2)
+
+    #: The folds are solved in this many fixed blocks of consecutive folds, each on its own thread when the
+    #: machine has the cores (the blocks do not depend on the thread count, so neither do the numbers).
+    FOLD_BLOCKS = 2
+
+    def all_folds(self, n_components: int):
         """Every fold at once (all target columns): ``(coef [G, p, q], intercept [G, q], components used [G])``,
-        the same numbers as :meth:`fold` for each held-out group; the folds' components are computed as stacked
-        matrices, so the per-component work is a few batched operations instead of one loop per fold."""
+        the same numbers as :meth:`fold` for each held-out group up to rounding, or a list of them, one per target
+        set, when ``Y`` was a list. The folds' components are computed as stacked matrices
+        (:func:`stacked_components`), so the per-component work is a few batched operations, not a loop per
+        fold."""
         G, n_train = self.groups, (self.groups - 1) * self.m
         x_mean = (self.sum_x.sum(axis=0)[None] - self.sum_x) / n_train                    # [G, p]
-        y_mean = (self.sum_y.sum(axis=0)[None] - self.sum_y) / n_train                    # [G, q]
         xx = self.total_xx[None] - self.xx - n_train * x_mean[:, :, None] * x_mean[:, None, :]
-        cross = self.total_xy[None] - self.xy - n_train * x_mean[:, :, None] * y_mean[:, None, :]
-        xty = cross.copy()
-        q = cross.shape[2]
-        R, P = np.zeros((G, self.p, n_components)), np.zeros((G, self.p, n_components))
-        Q = np.zeros((G, q, n_components))
         tolerance = np.finfo(np.float64).eps * self.p * np.maximum(1.0, np.trace(xx, axis1=1, axis2=2))
-        active = np.ones(G, dtype=bool)
-        used = np.zeros(G, dtype=int)
-        rows = np.arange(G)
-        for k in range(n_components):
-            _, eigvec = np.linalg.eigh(np.matmul(cross.transpose(0, 2, 1), cross))
-            v = eigvec[:, :, -1]
-            u = np.matmul(cross, v[:, :, None])[:, :, 0]
-            norm = np.linalg.norm(u, axis=1)
-            u = np.divide(u, norm[:, None], out=np.zeros_like(u), where=norm[:, None] != 0)
-            sign = np.sign(u[rows, np.argmax(np.abs(u), axis=1)])
-            w = u * np.where(sign == 0, 1.0, sign)[:, None]
-            r = w - np.matmul(R[:, :, :k], np.matmul(P[:, :, :k].transpose(0, 2, 1), w[:, :, None]))[:, :, 0]
-            xx_r = np.matmul(xx, r[:, :, None])[:, :, 0]
-            ss = np.einsum("gp,gp->g", r, xx_r)
-            active &= ss > tolerance  # a fold whose X is exhausted stops for good, as fold() breaks
-            if not active.any():
-                break
-            ss = np.where(active, ss, 1.0)
-            p_k = np.where(active[:, None], xx_r / ss[:, None], 0.0)
-            q_k = np.where(active[:, None], np.matmul(xty.transpose(0, 2, 1), r[:, :, None])[:, :, 0] / ss[:, None],
-                           0.0)
-            cross -= (ss * active)[:, None, None] * p_k[:, :, None] * q_k[:, None, :]
-            R[:, :, k], P[:, :, k], Q[:, :, k] = np.where(active[:, None], r, 0.0), p_k, q_k
-            used += active
-        coef = np.matmul(R, Q.transpose(0, 2, 1))
-        return coef, y_mean - np.einsum("gp,gpq->gq", x_mean, coef), used
+        q_max = max(self.widths)
+        y_means, cross = [], np.zeros((len(self.widths), G, self.p, q_max))
+        for s, (sum_y, xy) in enumerate(zip(self.sum_ys, self.xys)):
+            y_mean = (sum_y.sum(axis=0)[None] - sum_y) / n_train                         # [G, q]
+            cross[s, :, :, :sum_y.shape[1]] = (xy.sum(axis=0)[None] - xy
+                                               - n_train * x_mean[:, :, None] * y_mean[:, None, :])
+            y_means.append(y_mean)
+        blocks = np.array_split(np.arange(G), min(self.FOLD_BLOCKS, G))
+        workers = max(1, min(len(blocks), len(os.sched_getaffinity(0))))
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda b: stacked_components(xx[b], cross[:, b], tolerance[b], self.widths,
+                                                               n_components), blocks))
+        coef, used = (np.concatenate([part[i] for part in parts], axis=1) for i in range(2))
+        results = []
+        for s, (width, y_mean) in enumerate(zip(self.widths, y_means)):
+            coef_s = np.ascontiguousarray(coef[s, :, :, :width])
+            results.append((coef_s, y_mean - np.einsum("gp,gpq->gq", x_mean, coef_s), used[s]))
+        return results if self.several else results[0]
 
     def fold(self, held_out: int, n_components: int, columns: np.ndarray | None = None) -> tuple[np.ndarray,
                                                                                                   np.ndarray, int]:
