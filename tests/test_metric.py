@@ -231,3 +231,26 @@ def test_right_features_win_and_reach_the_ceiling():
     assert 0.3 < ceil < 0.9
     assert 0.9 < right ** 2 / ceil < 1.1
     assert wrong < 0.2 and scrambled < 0.2
+
+
+def test_map_alignment_is_spearman_per_image():
+    """map_alignment's rank correlation of channel-averaged maps, all images at once, equals scipy's spearmanr
+    image by image (ties included), and a constant map scores 0."""
+    from scipy.stats import spearmanr
+    rng = np.random.default_rng(3)
+    predictions = rng.standard_normal((5, 8, 8, 3))
+    targets = predictions + rng.standard_normal((5, 8, 8, 3))
+    predictions[1] = np.round(predictions[1])          # ties
+    predictions[2] = 0.4                               # a constant map
+    result = metric.map_alignment(predictions, targets)
+    for i in (0, 1, 3, 4):
+        rho = spearmanr(predictions[i].mean(-1).ravel(), targets[i].mean(-1).ravel())[0]
+        assert result["full"][i] == pytest.approx(rho, abs=1e-12)
+    assert result["full"][2] == 0.0
+
+
+def test_pearson_maps_of_all_images_equal_corrcoef():
+    rng = np.random.default_rng(4)
+    predictions, targets = rng.standard_normal((2, 4, 30, 5))
+    expected = [[np.corrcoef(predictions[i, :, k], targets[i, :, k])[0, 1] for k in range(5)] for i in range(4)]
+    np.testing.assert_allclose(metric.pearson_maps(predictions, targets), expected, atol=1e-12)

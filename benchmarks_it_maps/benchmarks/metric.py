@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,11 +52,16 @@ def pearson_per_channel(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     target = np.asarray(target, dtype=np.float64)
     if pred.shape != target.shape or pred.ndim != 2:
         raise ValueError(f"pred and target must both be [positions, channels]; got {pred.shape} and {target.shape}")
-    pc = pred - pred.mean(axis=0)
-    tc = target - target.mean(axis=0)
-    num = (pc * tc).sum(axis=0)
-    den = np.sqrt((pc ** 2).sum(axis=0) * (tc ** 2).sum(axis=0))
-    constant = _is_constant(pred) | _is_constant(target) | (den == 0)
+    return _pearson_over_positions(pred, target)
+
+
+def _pearson_over_positions(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`pearson_per_channel` of every leading index at once: ``[..., P, K] x [..., P, K] -> [..., K]``."""
+    pc = pred - pred.mean(axis=-2, keepdims=True)
+    tc = target - target.mean(axis=-2, keepdims=True)
+    num = (pc * tc).sum(axis=-2)
+    den = np.sqrt((pc ** 2).sum(axis=-2) * (tc ** 2).sum(axis=-2))
+    constant = _is_constant(pred, axis=-2) | _is_constant(target, axis=-2) | (den == 0)
     r = np.where(constant, 0.0, num / np.where(constant, 1.0, den))
     return np.clip(r, -1.0, 1.0)
 
@@ -194,24 +199,47 @@ def _training_constant(per_group_min: np.ndarray, per_group_max: np.ndarray, hel
     return (high - low) <= 1e-12 * scale
 
 
+def _shared_fits_apply(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_components: int) -> bool:
+    """Whether every fold of every target set can be fitted by the stacked solver of
+    :class:`~.pls.LeaveOneGroupOutPLS` (``[I, P, F]`` features, ``[I, P, K]`` targets): no training set with a
+    constant channel or only constant features (those folds take :meth:`~.pls.LeaveOneGroupOutPLS.fold`), and
+    working memory within :attr:`~.pls.LeaveOneGroupOutPLS.MAX_STACK_BYTES`."""
+    n_images, _, n_feat = Xg.shape
+    if LeaveOneGroupOutPLS.stack_bytes(n_images, len(target_sets), n_feat, max(Y.shape[2] for Y in target_sets),
+                                       n_components) > LeaveOneGroupOutPLS.MAX_STACK_BYTES:
+        return False
+    x_low, x_high = Xg.min(axis=1), Xg.max(axis=1)
+    if any(_training_constant(x_low, x_high, g).all() for g in range(n_images)):
+        return False
+    for Yg in target_sets:
+        y_low, y_high = Yg.min(axis=1), Yg.max(axis=1)
+        if any(_training_constant(y_low, y_high, g).any() for g in range(n_images)):
+            return False
+    return True
+
+
+def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_comp: int) -> list[np.ndarray]:
+    """Held-out predictions ``[I, P, K]`` of every target set, all folds and sets in one stacked solve."""
+    n_images, n_pos, n_feat = Xg.shape
+    X_all = Xg.reshape(n_images * n_pos, n_feat)
+    fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
+        .all_folds(n_comp)
+    return [np.matmul(Xg, coef) + intercept[:, None, :] for coef, intercept, _ in fits]
+
+
 def _loio_shared(X_all: np.ndarray, Y_all: np.ndarray, n_images: int, n_components: int):
     """Yield (held-out predictions, components used) per fold, as :func:`fit_predict_pls` with the exact solver on
     each fold's rows, from cross-products shared by all folds (:class:`~.pls.LeaveOneGroupOutPLS`)."""
-    shared = LeaveOneGroupOutPLS(X_all, Y_all, n_images)
     n_pos = X_all.shape[0] // n_images
     Xg, Yg = X_all.reshape(n_images, n_pos, -1), Y_all.reshape(n_images, n_pos, -1)
-    x_low, x_high, y_low, y_high = Xg.min(axis=1), Xg.max(axis=1), Yg.min(axis=1), Yg.max(axis=1)
     n_train = (n_images - 1) * n_pos
     n_comp = int(max(1, min(n_components, X_all.shape[1], n_train - 1)))
-    all_varying = not any(_training_constant(y_low, y_high, g).any() or _training_constant(x_low, x_high, g).all()
-                          for g in range(n_images))
-    if all_varying and n_images * X_all.shape[1] ** 2 * 8 <= LeaveOneGroupOutPLS.MAX_STACK_BYTES:
-        coef, intercept, _ = shared.all_folds(n_comp)  # every fold at once (same fits as fold by fold)
-        for held_out in range(n_images):
-            yield Xg[held_out] @ coef[held_out] + intercept[held_out], n_comp
+    if _shared_fits_apply(Xg, [Yg], n_comp):
+        yield from ((pred, n_comp) for pred in _shared_predictions(Xg, [Yg], n_comp)[0])
         return
+    shared = LeaveOneGroupOutPLS(X_all, Y_all, n_images)
+    x_low, x_high, y_low, y_high = Xg.min(axis=1), Xg.max(axis=1), Yg.min(axis=1), Yg.max(axis=1)
     for held_out in range(n_images):
-        n_comp = int(max(1, min(n_components, X_all.shape[1], n_train - 1)))
         y_mean = (shared.sum_y.sum(axis=0) - shared.sum_y[held_out]) / n_train
         varying = ~_training_constant(y_low, y_high, held_out)
         pred = np.repeat(y_mean[None, :], n_pos, axis=0)
@@ -268,6 +296,43 @@ def loio_pls(features: np.ndarray, targets: np.ndarray, *, n_components: int = N
                    n_components=used)
 
 
+def shuffled_image_features(features: np.ndarray) -> np.ndarray:
+    """The ``shuffled_image`` floor's regressors: each image's maps paired with the model's features of another
+    image (the previous one, cyclically), ``[I, P, F]`` -> ``[I, P, F]``."""
+    return np.roll(features, 1, axis=0)
+
+
+def loio_pls_with_floors(features: np.ndarray, target_sets: Sequence[np.ndarray], *,
+                         n_components: int = N_COMPONENTS) -> list[tuple[MapsFit, MapsFit]]:
+    """For every targets ``t`` of ``target_sets`` (sites recorded on the same images): ``loio_pls(features, t)``
+    and the floor ``loio_pls(shuffled_image_features(features), t)``, with the exact solver, in one stacked solve.
+
+    The floor needs no features of its own: its fold i trains on the pairs (features of image j - 1, maps of
+    image j), j != i, which is fold i - 1 of the same features against the maps rolled back by one image. So all
+    the fits are on one X, and :class:`~.pls.LeaveOneGroupOutPLS` does X's work once for all of them. The same
+    fits as the separate calls up to floating-point rounding (tests: 1e-8); where the stacked solver does not
+    apply (:func:`_shared_fits_apply`), the separate calls are made.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    target_sets = [np.asarray(t, dtype=np.float64) for t in target_sets]
+    for targets in target_sets:
+        _check_maps(features, targets)
+    n_images, n_pos, n_feat = features.shape
+    n_comp = int(max(1, min(n_components, n_feat, (n_images - 1) * n_pos - 1)))
+    sets = [y for t in target_sets for y in (t, np.roll(t, -1, axis=0))]
+    if not (_shared_fits_apply(features, sets, n_comp) and LeaveOneGroupOutPLS.cheaper_than_refitting(
+            n_images, n_pos, n_feat, max(t.shape[2] for t in target_sets), n_components)):
+        shuffled = shuffled_image_features(features)
+        return [(loio_pls(features, t, n_components=n_components),
+                 loio_pls(shuffled, t, n_components=n_components)) for t in target_sets]
+    predictions = _shared_predictions(features, sets, n_comp)
+    fits = []
+    for s, targets in enumerate(target_sets):
+        own, floor = predictions[2 * s], np.roll(predictions[2 * s + 1], 1, axis=0)
+        fits.append(tuple(maps_fit(pred, targets, n_components=n_comp) for pred in (own, floor)))
+    return fits
+
+
 def _refit_fold(X_all: np.ndarray, Y_all: np.ndarray, rows: np.ndarray, held_out: int,
                 reduce: Optional[KernelPCAReducer], n_components: int, solver: str) -> tuple[np.ndarray, int]:
     """One fold fitted on its own training rows (after the fold's reducer, if any)."""
@@ -307,7 +372,7 @@ def residual_per_channel(predictions: np.ndarray, targets: np.ndarray) -> np.nda
         raise ValueError(f"predictions and targets must both be [images, positions, channels]; got "
                          f"{predictions.shape} and {targets.shape}")
     base = training_mean_maps(targets)
-    return np.stack([pearson_per_channel(p - b, t - b) for p, t, b in zip(predictions, targets, base)])
+    return _pearson_over_positions(predictions - base, targets - base)
 
 
 def pearson_maps(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -317,7 +382,7 @@ def pearson_maps(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     if predictions.shape != targets.shape or predictions.ndim != 3:
         raise ValueError(f"predictions and targets must both be [images, positions, channels]; got "
                          f"{predictions.shape} and {targets.shape}")
-    return np.stack([pearson_per_channel(p, t) for p, t in zip(predictions, targets)])
+    return _pearson_over_positions(predictions, targets)
 
 
 def maps_fit(predictions: np.ndarray, targets: np.ndarray, *, residual: bool = False,
@@ -334,10 +399,11 @@ def residual_fit(fit: MapsFit, targets: np.ndarray) -> MapsFit:
     return maps_fit(fit.predictions, targets, residual=True, n_components=fit.n_components)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rho of two flattened maps; 0 when either is constant."""
-    a, b = np.ravel(a), np.ravel(b)
-    return float(pearson_per_channel(rankdata(a)[:, None], rankdata(b)[:, None])[0])
+def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rho of each pair of maps ``[I, ...]`` (flattened per image) -> ``[I]``; 0 where either is
+    constant."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return _pearson_over_positions(rankdata(a, axis=1)[:, :, None], rankdata(b, axis=1)[:, :, None])[:, 0]
 
 
 def area_resample(maps: np.ndarray, size: int) -> np.ndarray:
@@ -366,9 +432,9 @@ def map_alignment(predictions: np.ndarray, targets: np.ndarray) -> dict:
         raise ValueError(f"grid {grid} is too small for the int(G/4) coarse comparison (needs G >= 4)")
     pred_mean = predictions.mean(axis=-1)
     target_mean = targets.mean(axis=-1)
-    full = np.array([_spearman(p, t) for p, t in zip(pred_mean, target_mean)])
+    full = _spearman(pred_mean, target_mean)
     pred_coarse = area_resample(pred_mean, coarse_size)
     target_coarse = area_resample(target_mean, coarse_size)
-    coarse = np.array([_spearman(p, t) for p, t in zip(pred_coarse, target_coarse)])
+    coarse = _spearman(pred_coarse, target_coarse)
     return dict(full=full, coarse=coarse, score=float(full.mean()), score_coarse=float(coarse.mean()),
                 error=sem(full), coarse_size=coarse_size)
