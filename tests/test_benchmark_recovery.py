@@ -81,6 +81,30 @@ def test_maps_protocol_is_deterministic_and_composite_averages(sim_small):
     assert first.attrs["benchmark_identifier"] == "Arcaro2020sim.IT-pls" and first.attrs["protocol"] == "maps"
 
 
+def test_composite_fits_sites_together_as_each_site_alone(sim_small, monkeypatch):
+    """The composite fits monkey 1's two arrays and every floor in one stacked solve per monkey, beside the next
+    monkey's forward pass; each site's score, raw value, folds and floors equal the site benchmark scored alone
+    with every fold refitted on its own rows."""
+    from benchmarks_it_maps.benchmarks.pls import LeaveOneGroupOutPLS
+    sidecar = sim_small["sidecar"]
+    model = _commit(sidecar, "gen-together", sidecar["generator"]["layer"])
+    composite = load_benchmark("Arcaro2020sim.IT-residual_pls")(model)
+    monkeypatch.setattr(LeaveOneGroupOutPLS, "cheaper_than_refitting", staticmethod(lambda *args: False))
+    weights = bm.site_weights()
+    floors = {"shuffled_image": 0.0, "position_only": 0.0}
+    for site in bm.SITES:
+        alone = load_benchmark(f"Arcaro2020sim.{site}-residual_pls")(model)
+        identifier = f"Arcaro2020sim.{site}-residual_pls"
+        assert composite.attrs["site_scores"][identifier] == pytest.approx(float(alone), abs=1e-8)
+        assert composite.attrs["site_raw"][identifier] == pytest.approx(float(alone.attrs["raw"]), abs=1e-8)
+        np.testing.assert_allclose(composite.attrs["per_fold"][identifier], alone.attrs["per_fold"], atol=1e-8)
+        for key in floors:
+            floors[key] += weights[site] * alone.attrs[key]
+    for key, value in floors.items():
+        assert composite.attrs[key] == pytest.approx(value, abs=1e-8)
+    assert composite.attrs["shuffled_image"] != 0.0
+
+
 def test_non_spatial_model_points_to_shift_protocol(sim_small):
     model = _commit(sim_small["sidecar"], "gen-pooled", "global_pool")
     with pytest.raises(bm.NoSpatialStructureError, match="Arcaro2020sim.M2ML-shift_pls"):

@@ -185,6 +185,31 @@ def test_vectorised_bootstrap_equals_one_bounded_score_per_draw():
                                                                                        abs=1e-12)
 
 
+def test_raw_bootstrap_error_equals_one_draw_at_a_time():
+    """The composite raw value's bootstrap error (draws shared with the score's, drawn once per image count) equals
+    resampling each monkey's images draw by draw from the seeded generator, monkey 1's sites jointly."""
+    from brainscore_core.metrics import Score
+    from benchmarks_it_maps.benchmarks import arcaro2020 as bm
+    per_image = _correlated_sites(n=30, same=False)
+    per_image["M2ML"] = np.linspace(0.1, 0.7, 13)  # another image count than monkey 1's
+    scores = []
+    for site in bm.SITES:
+        score = Score(0.0)
+        score.attrs["per_image"] = per_image[site]
+        scores.append(score)
+    weights = bm.site_weights()
+    rng = np.random.default_rng(bm.BOOTSTRAP_SEED)
+    draws = []
+    for _ in range(bm.N_BOOTSTRAP):
+        total = 0.0
+        for members in (["M1PL", "M1ML"], ["M2ML"]):
+            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
+            total += sum(weights[s] * float(np.mean(per_image[s][idx])) for s in members)
+        draws.append(total)
+    assert bm._raw_bootstrap_error(scores, weights) == pytest.approx(np.std(draws, ddof=1), abs=1e-12)
+    assert not bm.bootstrap_draws((30, 13))[0].flags.writeable
+
+
 # ---------------------------------------------------------------- the no-repetition ceiling
 def _binned(counts_1ms, width=10):
     """[..., T ms] -> [..., T / width] bins (sums)."""

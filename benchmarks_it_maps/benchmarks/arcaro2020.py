@@ -55,10 +55,12 @@ composites give one vote per monkey with a joint bootstrap error (:func:`composi
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -797,14 +799,20 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
     def shift_identifier(self) -> str:
         return f"{self.dataset}.{self.site}-shift_pls"
 
+    def features_key(self, candidate) -> tuple:
+        """What :meth:`model_features` depends on (its cache key): sites shown the same images share it."""
+        data, protocol = self.data, self.readout
+        degrees = float(candidate.visual_degrees()) if protocol == "shift" else None
+        return (id(candidate), candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size,
+                protocol, degrees, self.surround if protocol == "maps" else None)
+
     def model_features(self, candidate, cache: Optional[dict] = None) -> tuple[np.ndarray, str]:
         """The model's regressors ``[I, P, F]`` for this site's images under this benchmark's protocol, and the
         layer name(s). ``cache`` (shared by a composite) avoids recomputing the same monkey's images."""
         data = self.data
         protocol = self.readout
         degrees = float(candidate.visual_degrees()) if protocol == "shift" else None
-        key = (id(candidate), candidate.identifier, data.stimulus_set.identifier, data.window, data.grid_size,
-               protocol, degrees, self.surround if protocol == "maps" else None)
+        key = self.features_key(candidate)
         if cache is not None and key in cache:
             return cache[key]
         n_img, grid = len(data.stimulus_ids), data.grid_size
@@ -840,29 +848,14 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
         data = self.data
         features, layer = self.model_features(candidate, cache)
         n_img, grid, _, n_chan = data.targets.shape
-        targets = data.targets.reshape(n_img, grid * grid, n_chan)
-        reduce = metric.pca_reducer(self.max_pca_components) if self.readout == "shift" else None
-        # -pls and -map_alignment fit the same regression: a shared cache fits it once
-        fit_key = ("fit", id(candidate), candidate.identifier, self.readout == "shift", self.n_components,
-                   self.max_pca_components, self.pls_solver, self.regression, self.folds,
-                   hashlib.sha1(targets.tobytes()).hexdigest(),
-                   features.shape)
+        targets = self.site_targets()
+        fit_key, shuffled_key = self.fit_keys(candidate, features)
         fit = cache.get(fit_key) if cache is not None else None
-        if fit is None:
-            logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
-                        candidate.identifier, n_img, grid * grid, features.shape[-1], n_chan)
-            fit = regressions.cross_validated_fit(features, targets, n_components=self.n_components, reduce=reduce,
-                                                  progress=True, solver=self.pls_solver, **self._regression_options())
-            if cache is not None:
-                cache[fit_key] = fit
-        shuffled_key = ("shuffled",) + fit_key
         shuffled = cache.get(shuffled_key) if cache is not None else None
-        if shuffled is None:  # the floor: the model's own features of another image (the previous one, cyclically)
-            shuffled = regressions.cross_validated_fit(np.roll(features, 1, axis=0), targets,
-                                                       n_components=self.n_components, reduce=reduce,
-                                                       solver=self.pls_solver, **self._regression_options())
+        if fit is None or shuffled is None:
+            fit, shuffled = self._fit(candidate, features, targets)
             if cache is not None:
-                cache[shuffled_key] = shuffled
+                cache[fit_key], cache[shuffled_key] = fit, shuffled
         if self.residual:  # same PLS predictions, scored on the maps minus the training images' mean map
             fit = metric.residual_fit(fit, targets)
         predictions = fit.predictions.reshape(n_img, grid, grid, n_chan)
@@ -873,6 +866,41 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
                             model_identifier=candidate.identifier, floor=floor)
         self.last_result = result
         return result
+
+    def site_targets(self) -> np.ndarray:
+        """The site's maps as regression targets ``[I, P, K]``."""
+        n_img, grid, _, n_chan = self.data.targets.shape
+        return self.data.targets.reshape(n_img, grid * grid, n_chan)
+
+    def fit_keys(self, candidate, features: np.ndarray) -> tuple[tuple, tuple]:
+        """The cache keys of this site's fit and of its ``shuffled_image`` floor for these features: ``-pls``,
+        ``-residual_pls`` and ``-map_alignment`` fit the same regression, so a shared cache fits it once."""
+        fit_key = ("fit", id(candidate), candidate.identifier, self.readout == "shift", self.n_components,
+                   self.max_pca_components, self.pls_solver, self.regression, self.folds,
+                   hashlib.sha1(self.site_targets().tobytes()).hexdigest(), features.shape)
+        return fit_key, ("shuffled",) + fit_key
+
+    @property
+    def stacked_fits(self) -> bool:
+        """Whether this site's fits are the default metric (maps readout, leave-one-image-out PLS, exact solver),
+        which :func:`metric.loio_pls_with_floors` fits together with its floor and with other sites' fits."""
+        return (self.readout == "maps" and self.regression == "pls" and self.folds == "loio"
+                and self.pls_solver == "exact")
+
+    def _fit(self, candidate, features: np.ndarray, targets: np.ndarray) -> tuple[metric.MapsFit, metric.MapsFit]:
+        """The site's cross-validated fit and its ``shuffled_image`` floor (the model's features of another
+        image: :func:`metric.shuffled_image_features`)."""
+        logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
+                    candidate.identifier, *features.shape, targets.shape[2])
+        if self.stacked_fits:
+            return metric.loio_pls_with_floors(features, [targets], n_components=self.n_components)[0]
+        reduce = metric.pca_reducer(self.max_pca_components) if self.readout == "shift" else None
+        fit = regressions.cross_validated_fit(features, targets, n_components=self.n_components, reduce=reduce,
+                                              progress=True, solver=self.pls_solver, **self._regression_options())
+        shuffled = regressions.cross_validated_fit(metric.shuffled_image_features(features), targets,
+                                                   n_components=self.n_components, reduce=reduce,
+                                                   solver=self.pls_solver, **self._regression_options())
+        return fit, shuffled
 
     def _regression_options(self) -> dict:
         return dict(regression=self.regression, folds=self.folds, backend=self.ridge_backend)
@@ -937,6 +965,23 @@ N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 0
 
 
+@functools.lru_cache(maxsize=16)
+def bootstrap_draws(sizes: tuple[int, ...], n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) \
+        -> tuple[np.ndarray, ...]:
+    """The composite errors' resampling of images: for each monkey (``sizes``: its image count), an index array
+    ``[n_bootstrap, images]`` drawn with replacement, draw by draw and monkey by monkey from one seeded generator
+    (so a monkey's draws do not depend on how many images the others have). They depend on the image counts alone,
+    so they are drawn once per process (read-only arrays) and shared by every score of the same data."""
+    rng = np.random.default_rng(seed)
+    draws = [np.empty((n_bootstrap, n), dtype=np.int64) for n in sizes]
+    for b in range(n_bootstrap):
+        for monkey, n in enumerate(sizes):
+            draws[monkey][b] = rng.integers(0, n, n)
+    for idx in draws:
+        idx.flags.writeable = False
+    return tuple(draws)
+
+
 def composite_score(per_image: dict[str, np.ndarray], ceilings: dict[str, float], monkeys: dict[str, str], *,
                     n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict:
     """The composite of site scores with one vote per monkey and a joint bootstrap error.
@@ -958,14 +1003,11 @@ def composite_score(per_image: dict[str, np.ndarray], ceilings: dict[str, float]
             raise ValueError(f"sites {members} of one monkey must score the same images")
 
     value = float(sum(weights[s] * ceiled_value(float(np.mean(per_image[s])), ceilings[s])[0] for s in sites))
-    rng = np.random.default_rng(seed)
-    draws_of = {monkey: [] for monkey in by_monkey}  # drawn in the same order as one loop over draws and monkeys
-    for _ in range(n_bootstrap):
-        for monkey, members in by_monkey.items():
-            draws_of[monkey].append(rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]])))
+    draws_of = dict(zip(by_monkey, bootstrap_draws(tuple(len(per_image[members[0]]) for members in
+                                                         by_monkey.values()), n_bootstrap, seed)))
     draws = np.zeros(n_bootstrap)
     for monkey, members in by_monkey.items():
-        idx = np.asarray(draws_of[monkey])                                  # [n_bootstrap, images]
+        idx = draws_of[monkey]                                              # [n_bootstrap, images]
         for s in members:
             draws += weights[s] * ceiled_values(np.asarray(per_image[s], dtype=np.float64)[idx].mean(axis=1),
                                                 ceilings[s])
@@ -1008,6 +1050,7 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
 
     def __call__(self, candidate) -> Score:
         cache: dict = self.feature_cache if self.feature_cache is not None else {}
+        self._fit_together(candidate, cache)
         scores = [child._call_with_cache(candidate, cache) for child in self.children]
         ids = [child.identifier for child in self.children]
         values = [float(s) for s in scores]
@@ -1034,6 +1077,34 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
             data_orientation=",".join(dict.fromkeys(str(s.attrs["data_orientation"]) for s in scores)),
             surround=self.children[0].surround)
 
+    def _fit_together(self, candidate, cache: dict) -> None:
+        """Fit the sites shown the same images (monkey 1's two arrays), and each site's floor, in one stacked solve
+        per monkey (:func:`metric.loio_pls_with_floors`), into ``cache`` where the sites' own evaluations find
+        them; sites whose metric is not the default fit themselves. A monkey's fits run on a background thread
+        while the model sees the next monkey's images, so the metric is off the critical path of the forward
+        passes (the numbers do not depend on it: each fit is computed the same way whenever it runs)."""
+        together: dict[tuple, list] = {}
+        for child in self.children:
+            if child.stacked_fits:
+                together.setdefault((child.features_key(candidate), child.n_components), []).append(child)
+        with ThreadPoolExecutor(max_workers=1) as fitter:
+            pending = []
+            for children in together.values():
+                features, _ = children[0].model_features(candidate, cache)
+                keys = [child.fit_keys(candidate, features) for child in children]
+                if all(key in cache for pair in keys for key in pair):
+                    continue
+                for child in children:
+                    logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)",
+                                child.identifier, candidate.identifier, *features.shape,
+                                child.site_targets().shape[2])
+                pending.append((keys, fitter.submit(metric.loio_pls_with_floors, features,
+                                                    [child.site_targets() for child in children],
+                                                    n_components=children[0].n_components)))
+            for keys, fits in pending:
+                for (fit_key, shuffled_key), (fit, shuffled) in zip(keys, fits.result()):
+                    cache[fit_key], cache[shuffled_key] = fit, shuffled
+
     @property
     def last_results(self) -> list[Optional[SiteResult]]:
         return [child.last_result for child in self.children]
@@ -1041,19 +1112,14 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
 
 def _raw_bootstrap_error(scores: Sequence[Score], weights: dict[str, float]) -> float:
     """Bootstrap error of the weighted mean raw statistic (monkey 1's images resampled jointly for its sites)."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
     per_image = {site: np.asarray(s.attrs["per_image"]) for site, s in zip(SITES, scores)}
     by_monkey: dict[str, list[str]] = {}
     for site in SITES:
         by_monkey.setdefault(cv.SITES[site].monkey, []).append(site)
+    sizes = tuple(len(per_image[members[0]]) for members in by_monkey.values())
     draws = np.zeros(N_BOOTSTRAP)
-    for b in range(N_BOOTSTRAP):
-        total = 0.0
-        for members in by_monkey.values():
-            n = len(per_image[members[0]])
-            idx = rng.integers(0, n, n)
-            total += sum(weights[site] * per_image[site][idx].mean() for site in members)
-        draws[b] = total
+    for members, idx in zip(by_monkey.values(), bootstrap_draws(sizes, N_BOOTSTRAP, BOOTSTRAP_SEED)):
+        draws += sum(weights[site] * per_image[site][idx].mean(axis=1) for site in members)
     return float(draws.std(ddof=1))
 
 
