@@ -161,6 +161,22 @@ def test_composite_value_and_joint_bootstrap_error_on_correlated_sites():
         bm.composite_score({**per_image, "M1ML": per_image["M1ML"][:-1]}, ceilings, monkeys)
 
 
+def _bootstrap_by_hand(per_image: dict, statistic) -> list[float]:
+    """The composite's bootstrap one draw at a time: each monkey's images resampled from the seeded generator
+    (monkey 1's sites jointly), each site's resampled mean through ``statistic(site, mean)``, weighted."""
+    from benchmarks_it_maps.benchmarks import arcaro2020 as bm
+    weights = bm.site_weights()
+    rng = np.random.default_rng(bm.BOOTSTRAP_SEED)
+    draws = []
+    for _ in range(bm.N_BOOTSTRAP):
+        total = 0.0
+        for members in (["M1PL", "M1ML"], ["M2ML"]):
+            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
+            total += sum(weights[s] * statistic(s, float(np.mean(per_image[s][idx]))) for s in members)
+        draws.append(total)
+    return draws
+
+
 def test_vectorised_bootstrap_equals_one_bounded_score_per_draw():
     """The composite's bootstrap bounds all draws at once (``ceiled_values``); it must give what bounding each draw
     with brainscore-vision's ``bound_score`` (``ceiled_value``) gives, draw by draw, in the same random order."""
@@ -171,16 +187,7 @@ def test_vectorised_bootstrap_equals_one_bounded_score_per_draw():
     per_image["M2ML"] = np.linspace(-0.2, 0.95, 20)  # some draws bound at 0 or 1
     ceilings = {"M1PL": 0.8, "M1ML": 0.7, "M2ML": 0.5}
     monkeys = {"M1PL": "M1", "M1ML": "M1", "M2ML": "M2"}
-    weights = bm.site_weights()
-    rng = np.random.default_rng(bm.BOOTSTRAP_SEED)
-    draws = []
-    for _ in range(bm.N_BOOTSTRAP):
-        total = 0.0
-        for members in (["M1PL", "M1ML"], ["M2ML"]):
-            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
-            total += sum(weights[s] * bm.ceiled_value(float(np.mean(per_image[s][idx])), ceilings[s])[0]
-                         for s in members)
-        draws.append(total)
+    draws = _bootstrap_by_hand(per_image, lambda s, mean: bm.ceiled_value(mean, ceilings[s])[0])
     assert bm.composite_score(per_image, ceilings, monkeys)["error"] == pytest.approx(np.std(draws, ddof=1),
                                                                                        abs=1e-12)
 
@@ -197,16 +204,8 @@ def test_raw_bootstrap_error_equals_one_draw_at_a_time():
         score = Score(0.0)
         score.attrs["per_image"] = per_image[site]
         scores.append(score)
-    weights = bm.site_weights()
-    rng = np.random.default_rng(bm.BOOTSTRAP_SEED)
-    draws = []
-    for _ in range(bm.N_BOOTSTRAP):
-        total = 0.0
-        for members in (["M1PL", "M1ML"], ["M2ML"]):
-            idx = rng.integers(0, len(per_image[members[0]]), len(per_image[members[0]]))
-            total += sum(weights[s] * float(np.mean(per_image[s][idx])) for s in members)
-        draws.append(total)
-    assert bm._raw_bootstrap_error(scores, weights) == pytest.approx(np.std(draws, ddof=1), abs=1e-12)
+    draws = _bootstrap_by_hand(per_image, lambda s, mean: mean)
+    assert bm._raw_bootstrap_error(scores, bm.site_weights()) == pytest.approx(np.std(draws, ddof=1), abs=1e-12)
     assert not bm.bootstrap_draws((30, 13))[0].flags.writeable
 
 

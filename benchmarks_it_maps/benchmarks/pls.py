@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
-from scipy.linalg import blas, lapack
+from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 
@@ -99,10 +99,11 @@ class ExactPLSRegression:
         return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
 
 
-def _gram(X: np.ndarray) -> np.ndarray:
-    """``X^T X`` of a float64 ``[n, p]`` matrix (BLAS ``dsyrk``: half the products of a general multiply)."""
-    upper = blas.dsyrk(1.0, np.asfortranarray(X), trans=1)
-    return np.triu(upper) + np.triu(upper, 1).T
+def _usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the platform has one, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _basis_coordinates(basis: np.ndarray, size: int, vectors: np.ndarray) -> np.ndarray:
@@ -136,14 +137,13 @@ def stacked_components(xx: np.ndarray, cross: np.ndarray, tolerance: np.ndarray,
     [S, G].
 
     The savings change the arithmetic by rounding only. ``X^T X r`` is one product per fold for all S sets.
-    Everything else lives in an orthonormal basis
-    of the span of ``C_0``'s q columns and the loadings ``p_j`` (q + k vectors at component k, one more per
-    component): the deflated cross-covariance ``C_k = C_0 - sum_j p_j (|t_j|^2 q_j)^T``, the weights ``w_k``
-    (from ``C_k``), the rotations ``r_k`` (combinations of the weights) and the loadings, so a component costs
-    (q + k) q for ``C_k^T C_k`` instead of p q, and the only feature-space work is ``r_k`` itself, its
-    products and the one new basis vector. Where that span is the whole feature space (q + K >= p), the standard
-    basis is kept. Predictions do not depend on the sign of a weight vector (every sign change cancels
-    exactly in ``r q^T``), so none is fixed here.
+    Everything else lives in an orthonormal basis of the span of ``C_0``'s q columns and the loadings ``p_j``
+    (q + k vectors at component k, one more per component): the deflated cross-covariance
+    ``C_k = C_0 - sum_j p_j (|t_j|^2 q_j)^T``, the weights ``w_k`` (from ``C_k``), the rotations ``r_k``
+    (combinations of the weights) and the loadings. A component then costs (q + k) q for ``C_k^T C_k`` instead of
+    p q, and the only feature-space work is ``r_k`` itself, its product with ``X^T X`` and the one new basis
+    vector. Where that span is the whole feature space (q + K >= p), the standard basis is kept. Predictions do
+    not depend on the sign of a weight vector (every sign change cancels exactly in ``r q^T``), so none is fixed.
     """
     S, G, p, q = cross.shape
     N, K = S * G, n_components
@@ -223,7 +223,7 @@ class LeaveOneGroupOutPLS:
         self.m = n // groups
         self.Xg = X.reshape(groups, self.m, self.p)
         self.sum_x = self.Xg.sum(axis=1)                                         # [G, p]
-        self.xx = np.stack([_gram(block) for block in self.Xg])                  # [G, p, p]
+        self.xx = np.matmul(self.Xg.transpose(0, 2, 1), self.Xg)                  # [G, p, p]
         self.total_xx = self.xx.sum(axis=0)
         self.widths = [y.reshape(n, -1).shape[1] for y in target_sets]
         Yg = np.concatenate([y.reshape(groups, self.m, -1) for y in target_sets], axis=2)
@@ -279,7 +279,7 @@ class LeaveOneGroupOutPLS:
                                                - n_train * x_mean[:, :, None] * y_mean[:, None, :])
             y_means.append(y_mean)
         blocks = np.array_split(np.arange(G), min(self.FOLD_BLOCKS, G))
-        workers = max(1, min(len(blocks), len(os.sched_getaffinity(0))))
+        workers = max(1, min(len(blocks), _usable_cores()))
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
             parts = list(pool.map(lambda b: stacked_components(xx[b], cross[:, b], tolerance[b], self.widths,
                                                                n_components), blocks))
