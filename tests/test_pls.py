@@ -102,7 +102,7 @@ def test_all_folds_at_once_equal_each_fold_and_refitting(monkeypatch, case):
     n = case["images"] * case["positions"]
     shared = LeaveOneGroupOutPLS(X.reshape(n, -1), Y.reshape(n, -1), groups=case["images"])
     n_comp = min(25, case["features"])
-    coef, intercept, used = shared.all_folds(n_comp)
+    (coef, intercept, used), = shared.all_folds(n_comp)
     for g in range(case["images"]):
         c, i, k = shared.fold(g, n_comp)
         assert used[g] == k

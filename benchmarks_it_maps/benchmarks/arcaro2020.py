@@ -887,11 +887,15 @@ class ArcaroSiteBenchmark(_ProtocolMixin, BenchmarkBase):
         return (self.readout == "maps" and self.regression == "pls" and self.folds == "loio"
                 and self.pls_solver == "exact")
 
+    def log_fit(self, candidate, features: np.ndarray) -> None:
+        """One log line as this site's regression starts (what is fitted on what)."""
+        logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
+                    candidate.identifier, *features.shape, self.site_targets().shape[2])
+
     def _fit(self, candidate, features: np.ndarray, targets: np.ndarray) -> tuple[metric.MapsFit, metric.MapsFit]:
         """The site's cross-validated fit and its ``shuffled_image`` floor (the model's features of another
         image: :func:`metric.shuffled_image_features`)."""
-        logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)", self.identifier,
-                    candidate.identifier, *features.shape, targets.shape[2])
+        self.log_fit(candidate, features)
         if self.stacked_fits:
             return metric.loio_pls_with_floors(features, [targets], n_components=self.n_components)[0]
         reduce = metric.pca_reducer(self.max_pca_components) if self.readout == "shift" else None
@@ -1081,8 +1085,9 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
         """Fit the sites shown the same images (monkey 1's two arrays), and each site's floor, in one stacked solve
         per monkey (:func:`metric.loio_pls_with_floors`), into ``cache`` where the sites' own evaluations find
         them; sites whose metric is not the default fit themselves. A monkey's fits run on a background thread
-        while the model sees the next monkey's images, so the metric is off the critical path of the forward
-        passes (the numbers do not depend on it: each fit is computed the same way whenever it runs)."""
+        while the model sees the next monkey's images: with the forward pass on a GPU that takes the metric off
+        its critical path; on a CPU both share the cores (benchmarks/RESULTS.md). The numbers do not depend on
+        it: each fit is computed the same way whenever it runs."""
         together: dict[tuple, list] = {}
         for child in self.children:
             if child.stacked_fits:
@@ -1095,9 +1100,7 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
                 if all(key in cache for pair in keys for key in pair):
                     continue
                 for child in children:
-                    logger.info("%s: fitting %s (%d images, %d positions, %d features, %d channels)",
-                                child.identifier, candidate.identifier, *features.shape,
-                                child.site_targets().shape[2])
+                    child.log_fit(candidate, features)
                 pending.append((keys, fitter.submit(metric.loio_pls_with_floors, features,
                                                     [child.site_targets() for child in children],
                                                     n_components=children[0].n_components)))

@@ -209,16 +209,15 @@ class LeaveOneGroupOutPLS:
     floating-point rounding (tests: 1e-8 on scores).
 
     ``Y`` may also be a list of target sets on the same ``X`` (a site's maps and the floor's, two arrays on one
-    monkey's images): :meth:`all_folds` then fits each set's folds, and everything that depends on ``X`` alone is
-    done once for all of them.
+    monkey's images): :meth:`all_folds` fits each set's folds, and everything that depends on ``X`` alone is done
+    once for all of them (:meth:`fold` fits the first set).
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray | Sequence[np.ndarray], groups: int):
         """``X`` [groups * m, p], ``Y`` [groups * m, q] (or a list of such), rows grouped consecutively (m rows
         per group)."""
         X = np.asarray(X, dtype=np.float64)
-        self.several = isinstance(Y, (list, tuple))
-        target_sets = [np.asarray(y, dtype=np.float64) for y in (Y if self.several else [Y])]
+        target_sets = [np.asarray(y, dtype=np.float64) for y in (Y if isinstance(Y, (list, tuple)) else [Y])]
         n, self.p = X.shape
         self.m = n // groups
         self.Xg = X.reshape(groups, self.m, self.p)
@@ -261,12 +260,11 @@ class LeaveOneGroupOutPLS:
     #: machine has the cores (the blocks do not depend on the thread count, so neither do the numbers).
     FOLD_BLOCKS = 2
 
-    def all_folds(self, n_components: int):
-        """Every fold at once (all target columns): ``(coef [G, p, q], intercept [G, q], components used [G])``,
-        the same numbers as :meth:`fold` for each held-out group up to rounding, or a list of them, one per target
-        set, when ``Y`` was a list. The folds' components are computed as stacked matrices
-        (:func:`stacked_components`), so the per-component work is a few batched operations, not a loop per
-        fold."""
+    def all_folds(self, n_components: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every fold at once, one ``(coef [G, p, q], intercept [G, q], components used [G])`` per target set (all
+        its columns), the same numbers as :meth:`fold` for each held-out group up to rounding. The folds'
+        components are computed as stacked matrices (:func:`stacked_components`), so the per-component work is a
+        few batched operations, not a loop per fold."""
         G, n_train = self.groups, (self.groups - 1) * self.m
         x_mean = (self.sum_x.sum(axis=0)[None] - self.sum_x) / n_train                    # [G, p]
         xx = self.total_xx[None] - self.xx - n_train * x_mean[:, :, None] * x_mean[:, None, :]
@@ -288,7 +286,7 @@ class LeaveOneGroupOutPLS:
         for s, (width, y_mean) in enumerate(zip(self.widths, y_means)):
             coef_s = np.ascontiguousarray(coef[s, :, :, :width])
             results.append((coef_s, y_mean - np.einsum("gp,gpq->gq", x_mean, coef_s), used[s]))
-        return results if self.several else results[0]
+        return results
 
     def fold(self, held_out: int, n_components: int, columns: np.ndarray | None = None) -> tuple[np.ndarray,
                                                                                                   np.ndarray, int]:
