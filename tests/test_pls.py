@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from sklearn.cross_decomposition import PLSRegression
 
-from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression, LeaveOneGroupOutPLS
+from benchmarks_it_maps.benchmarks.pls import (ExactPLSRegression, GramProducts, LeaveOneGroupOutPLS, TopEigenvectors,
+                                              group_products, top_eigenvector)
 
 
 @pytest.mark.parametrize("n_components", [1, 3, 8])
@@ -145,11 +146,12 @@ def test_several_target_sets_at_once_equal_refitting_each(features):
 
 def test_floors_in_one_solve_equal_the_separate_refits(monkeypatch):
     """loio_pls_with_floors: each set's fit and its shuffled-image floor (features of the previous image) equal
-    loio_pls on the features and on np.roll(features, 1) with every fold refitted on its own rows; a set with a
+    loio_pls on the features and on np.roll(features, 1) with every fold refitted on its own rows (two sites of
+    different widths, 6 and 4 channels, in one solve); a set with a
     channel constant in a training set takes the separate path and still agrees."""
     from benchmarks_it_maps.benchmarks import metric
     X, first = _relu_case(6, images=7, positions=25, features=48, channels=6)
-    second = first[..., ::-1] * 0.5 + np.random.default_rng(1).standard_normal(first.shape)
+    second = first[..., :1:-1] * 0.5 + np.random.default_rng(1).standard_normal(first[..., 2:].shape)  # 4 channels
     constant = first.copy()
     constant[:-1, :, 2] = 1.5   # constant in every training set but the one without the last image
     with monkeypatch.context() as patch:
@@ -167,3 +169,40 @@ def test_floors_in_one_solve_equal_the_separate_refits(monkeypatch):
                 assert ours.score == pytest.approx(ref.score, abs=1e-8) and ours.n_components == ref.n_components
     fit, floor = results[2][0]
     assert abs(fit.score - floor.score) > 0.05  # the floor is another fit, not a copy
+
+
+def test_direct_lapack_eigenvectors_equal_scipys_wrapper():
+    """TopEigenvectors calls the same dsyevr as top_eigenvector (scipy's wrapper), through ctypes: on exactly
+    symmetric matrices, leading blocks of several sizes, the same vectors to the last bit; zeros past each size."""
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((7, 40, 12))
+    matrices = np.matmul(A.transpose(0, 2, 1), A)
+    matrices = (matrices + matrices.transpose(0, 2, 1)) / 2
+    sizes = [12, 11, 3, 1, 12, 7, 2]
+    out = np.zeros((7, 12, 1))
+    TopEigenvectors(12)(matrices.copy(), sizes, out)
+    for n, size in enumerate(sizes):
+        np.testing.assert_array_equal(out[n, :size, 0], top_eigenvector(matrices[n, :size, :size]))
+        assert not out[n, size:].any()
+        vector = np.linalg.eigh(matrices[n, :size, :size])[1][:, -1]
+        assert abs(vector @ out[n, :size, 0]) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        TopEigenvectors(12)(np.asfortranarray(matrices[0])[None], [12], out[:1])
+    with pytest.raises(ValueError, match="q <= 4"):
+        TopEigenvectors(4)(matrices.copy(), sizes, out)
+
+
+def test_direct_blas_products_equal_numpy():
+    """GramProducts (one dgemm per fold, transposes as strides) and group_products (dsyrk and dgemm) compute what
+    numpy computes, on a non-symmetric matrix so that a transposed operand would show."""
+    rng = np.random.default_rng(6)
+    xx, r = rng.standard_normal((5, 9, 9)), rng.standard_normal((3, 5, 9))
+    out = np.zeros_like(r)
+    GramProducts(xx, 3)(r, out)
+    np.testing.assert_allclose(out, np.einsum("gij,sgj->sgi", xx, r), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        GramProducts(xx, 2)(r, out)
+    Xg, Yg = rng.standard_normal((4, 6, 9)), rng.standard_normal((4, 6, 2))
+    grams, cross = group_products(Xg, Yg)
+    np.testing.assert_allclose(grams, np.matmul(Xg.transpose(0, 2, 1), Xg), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cross, np.matmul(Xg.transpose(0, 2, 1), Yg), rtol=0, atol=1e-12)

@@ -10,13 +10,15 @@ deflation, rotations, coefficients, intercept) follows scikit-learn, so predicti
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
-from scipy.linalg import lapack
-from threadpoolctl import threadpool_limits
+from scipy.linalg import blas, cython_blas, cython_lapack, lapack
+from threadpoolctl import ThreadpoolController
 
 
 def top_eigenvector(matrix: np.ndarray) -> np.ndarray:
@@ -30,6 +32,94 @@ def top_eigenvector(matrix: np.ndarray) -> np.ndarray:
     if info != 0 or found != 1:
         raise np.linalg.LinAlgError(f"dsyevr did not converge on a {size} x {size} matrix (info {info})")
     return vectors[:, 0]
+
+
+def _capsule_function(capsule) -> ctypes._CFuncPtr:
+    """The C function a Cython ``__pyx_capi__`` capsule holds (scipy's ``cython_blas`` / ``cython_lapack``: the
+    BLAS and LAPACK behind ``scipy.linalg``), callable through ctypes, which releases the GIL for the call. It is
+    called with ``ctypes.c_void_p`` arguments only (every BLAS/LAPACK argument is a pointer), built once and
+    passed as they are, which is what keeps ctypes' per-call cost to a few microseconds."""
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return ctypes.CFUNCTYPE(None)(api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule)))
+
+
+_DSYEVR = _capsule_function(cython_lapack.__pyx_capi__["dsyevr"])
+_DGEMM = _capsule_function(cython_blas.__pyx_capi__["dgemm"])
+
+
+class _Arguments:
+    """Fortran-style arguments held in ctypes buffers: ``pointer(name)`` is a ``c_void_p`` to the value(s)."""
+
+    def __init__(self, **values):
+        self._buffers = {}
+        for name, value in values.items():
+            kind = {bytes: ctypes.c_char, float: ctypes.c_double}.get(type(value), ctypes.c_int)
+            self._buffers[name] = (kind * 1)(value) if not isinstance(value, np.ndarray) else value
+        self._pointers = {name: ctypes.c_void_p(ctypes.addressof(b) if not isinstance(b, np.ndarray)
+                                                else b.ctypes.data) for name, b in self._buffers.items()}
+
+    def pointer(self, name: str) -> ctypes.c_void_p:
+        return self._pointers[name]
+
+    def __setitem__(self, name: str, value) -> None:
+        self._buffers[name][0] = value
+
+    def __getitem__(self, name: str):
+        return self._buffers[name][0]
+
+
+class TopEigenvectors:
+    """:func:`top_eigenvector` for a stack of symmetric matrices, with LAPACK's ``dsyevr`` called directly.
+
+    The same LAPACK call with the same arguments as :func:`top_eigenvector` (scipy's wrapper: ``abstol`` 0,
+    ``lwork`` 26 n, ``liwork`` 10 n, the lower triangle of the Fortran-ordered matrix, which for an exactly
+    symmetric matrix is the same numbers in the same places), so the same vectors. Called through ctypes, which
+    releases the GIL that scipy's wrapper holds, so the fold blocks of :meth:`LeaveOneGroupOutPLS.all_folds`
+    find their eigenvectors at the same time on their own threads; nothing is copied or allocated per matrix.
+    One instance per thread (it owns its work arrays)."""
+
+    def __init__(self, max_size: int):
+        self.max_size = int(max_size)
+        m = self.max_size
+        self._args = _Arguments(jobz=b"V", range=b"I", uplo=b"L", n=m, lda=m, vl=0.0, vu=0.0, il=m, abstol=0.0,
+                                found=0, values=np.zeros(m), ldz=m, support=np.zeros(2, dtype=np.intc),
+                                work=np.zeros(26 * m), lwork=26 * m, iwork=np.zeros(10 * m, dtype=np.intc),
+                                liwork=10 * m, info=0)
+        self._a, self._z = ctypes.c_void_p(), ctypes.c_void_p()
+        ptr = self._args.pointer
+        self._call = [ptr("jobz"), ptr("range"), ptr("uplo"), ptr("n"), self._a, ptr("lda"), ptr("vl"), ptr("vu"),
+                      ptr("il"), ptr("il"), ptr("abstol"), ptr("found"), ptr("values"), self._z, ptr("ldz"),
+                      ptr("support"), ptr("work"), ptr("lwork"), ptr("iwork"), ptr("liwork"), ptr("info")]
+
+    def _set_size(self, size: int) -> None:
+        for name, value in (("n", size), ("il", size), ("ldz", size), ("lwork", 26 * size), ("liwork", 10 * size)):
+            self._args[name] = value
+
+    def __call__(self, matrices: np.ndarray, sizes: Sequence[int], out: np.ndarray) -> None:
+        """``out[n, :sizes[n]]`` = the top unit eigenvector of ``matrices[n, :sizes[n], :sizes[n]]`` for every n.
+
+        ``matrices`` [N, q, q] C-contiguous float64, symmetric, overwritten; ``out`` [N, q] (or [N, q, 1])
+        C-contiguous float64; ``q <= max_size``."""
+        N, q, _ = matrices.shape
+        if (q > self.max_size or matrices.dtype != np.float64 or out.dtype != np.float64
+                or not (matrices.flags.c_contiguous and out.flags.c_contiguous) or out.size != N * q):
+            raise ValueError(f"TopEigenvectors needs C-contiguous float64 [N, q, q] matrices and [N, q] outputs "
+                             f"with q <= {self.max_size}; got {matrices.shape}, {out.shape}")
+        self._args["lda"] = q
+        base, stride, out_base, out_stride = matrices.ctypes.data, q * q * 8, out.ctypes.data, q * 8
+        current = None
+        for n, size in enumerate(sizes):
+            if size != current:
+                self._set_size(size)
+                current = size
+            self._a.value, self._z.value = base + n * stride, out_base + n * out_stride
+            _DSYEVR(*self._call)
+            if self._args["info"] != 0 or self._args["found"] != 1:
+                raise np.linalg.LinAlgError(f"dsyevr did not converge on a {size} x {size} matrix "
+                                            f"(info {self._args['info']})")
 
 
 class ExactPLSRegression:
@@ -106,6 +196,71 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
+def _fold_workers(workers: int) -> ThreadPoolExecutor:
+    """The threads that solve :meth:`LeaveOneGroupOutPLS.all_folds`' fold blocks, started once per process
+    (starting threads for every call costs milliseconds on a busy machine)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pls-folds")
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller() -> ThreadpoolController:
+    """threadpoolctl's view of the loaded BLAS libraries, found once (looking them up again costs milliseconds);
+    numpy's and scipy's are loaded by the time it is first asked for (this module imports both)."""
+    return ThreadpoolController()
+
+
+def group_products(Xg: np.ndarray, Yg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's ``X_g^T X_g`` [G, p, p] and ``X_g^T Y_g`` [G, p, q] (``Xg`` [G, m, p], ``Yg`` [G, m, q]).
+
+    One ``dsyrk`` (half the products of a general matrix product: the Gram is symmetric) and one ``dgemm`` per
+    group, called on the arrays' transposed (Fortran-ordered) views so nothing is copied. They go through scipy's
+    BLAS, not ``numpy.matmul``: the same products up to rounding, and on this project's build machines (a VM whose
+    CPU numpy 1.26's bundled OpenBLAS does not recognise, so it falls back to its generic SSE3 kernels, while
+    scipy's newer OpenBLAS selects its AVX-512 ones) about twice as fast (benchmarks/RESULTS.md)."""
+    G, _, p = Xg.shape
+    xx, xy = np.empty((G, p, p)), np.empty((G, p, Yg.shape[2]))
+    for g in range(G):
+        xx[g] = blas.dsyrk(1.0, Xg[g].T)                        # upper triangle of X_g^T X_g
+        xy[g] = blas.dgemm(1.0, Xg[g].T, Yg[g].T, trans_b=1)
+    lower = np.tril_indices(p, -1)
+    xx[:, lower[0], lower[1]] = xx[:, lower[1], lower[0]]
+    return xx, xy
+
+
+class GramProducts:
+    """``X^T X r`` for every fold and target set of :func:`stacked_components`: one BLAS ``dgemm`` per fold for
+    all S sets, called directly (through ctypes, like :class:`TopEigenvectors`: without the GIL, so the fold
+    blocks run at the same time, and with the transposes expressed as strides, so nothing is copied). The same
+    products as ``numpy.matmul`` up to rounding. One instance per thread."""
+
+    def __init__(self, xx: np.ndarray, n_sets: int):
+        """``xx`` [G, p, p]: each fold's ``X^T X``, C-contiguous float64 (row i of the product is
+        ``xx[g, i] @ r``); ``n_sets``: the S of the ``r`` it will be called with."""
+        self.xx = np.ascontiguousarray(xx, dtype=np.float64)
+        G, p, _ = self.xx.shape
+        self.shape = (n_sets, G, p)
+        self._args = _Arguments(transa=b"T", transb=b"N", p=p, sets=n_sets, stride=G * p, alpha=1.0, beta=0.0)
+        self._a, self._b, self._c = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+        ptr = self._args.pointer
+        # column-major: out_g (p x S, leading dimension G p) = xx[g] viewed column-major, transposed (= xx[g]),
+        # times r_g (p x S, leading dimension G p)
+        self._call = [ptr("transa"), ptr("transb"), ptr("p"), ptr("sets"), ptr("p"), ptr("alpha"), self._a,
+                      ptr("p"), self._b, ptr("stride"), ptr("beta"), self._c, ptr("stride")]
+
+    def __call__(self, r: np.ndarray, out: np.ndarray) -> None:
+        """``out[s, g] = xx[g] @ r[s, g]`` for ``r``, ``out`` [S, G, p], C-contiguous float64."""
+        if r.shape != self.shape or out.shape != self.shape or not (
+                r.flags.c_contiguous and out.flags.c_contiguous and r.dtype == out.dtype == np.float64):
+            raise ValueError(f"GramProducts needs C-contiguous float64 r and out of shape {self.shape}; "
+                             f"got {r.shape}, {out.shape}")
+        S, G, p = self.shape
+        xx, rs, outs, row = self.xx.ctypes.data, r.ctypes.data, out.ctypes.data, p * 8
+        for g in range(G):
+            self._a.value, self._b.value, self._c.value = xx + g * p * row, rs + g * row, outs + g * row
+            _DGEMM(*self._call)
+
+
 def _basis_coordinates(basis: np.ndarray, size: int, vectors: np.ndarray) -> np.ndarray:
     """Coordinates ``[N, size + 1]`` of ``vectors`` [N, p] in the orthonormal rows ``basis[:, :size]``, after
     appending to it (as row ``size``) each vector's normalised part outside them; the last coordinate is that
@@ -165,19 +320,19 @@ def stacked_components(xx: np.ndarray, cross: np.ndarray, tolerance: np.ndarray,
     Q = np.zeros((N, K, q))
     active = np.ones(N, dtype=bool)
     used = np.zeros(N, dtype=int)
+    top_eigenvectors, gram_products, xx_r = TopEigenvectors(q), GramProducts(xx, S), np.zeros((N, p))
     for k in range(K):
         dim = q + k if reduced else p
         C = coords[:, :dim]
         gram = np.matmul(C.transpose(0, 2, 1), C)
         v = np.zeros((N, q, 1))
-        for n in range(N):
-            v[n, :sizes[n], 0] = top_eigenvector(gram[n, :sizes[n], :sizes[n]])
+        top_eigenvectors(gram, sizes, v)
         w = np.matmul(C, v)[:, :, 0]                                             # C_k v, in coordinates
         norm = np.linalg.norm(w, axis=1)
         w = np.divide(w, norm[:, None], out=np.zeros_like(w), where=norm[:, None] != 0)
         c_r = w - np.matmul(np.matmul(Pc[:, :k, :dim], w[:, :, None]).transpose(0, 2, 1), Rc[:, :k, :dim])[:, 0]
         r = np.matmul(c_r[:, None, :], basis[:, :dim])[:, 0] if reduced else c_r
-        xx_r = np.matmul(r.reshape(S, G, p).transpose(1, 0, 2), xx).transpose(1, 0, 2).reshape(N, p)
+        gram_products(np.ascontiguousarray(r).reshape(S, G, p), xx_r.reshape(S, G, p))
         ss = np.einsum("np,np->n", r, xx_r)
         active &= ss > limit  # a fold whose X is exhausted stops for good, as fold() breaks
         if not active.any():
@@ -222,12 +377,11 @@ class LeaveOneGroupOutPLS:
         self.m = n // groups
         self.Xg = X.reshape(groups, self.m, self.p)
         self.sum_x = self.Xg.sum(axis=1)                                         # [G, p]
-        self.xx = np.matmul(self.Xg.transpose(0, 2, 1), self.Xg)                  # [G, p, p]
-        self.total_xx = self.xx.sum(axis=0)
         self.widths = [y.reshape(n, -1).shape[1] for y in target_sets]
         Yg = np.concatenate([y.reshape(groups, self.m, -1) for y in target_sets], axis=2)
         sum_y = Yg.sum(axis=1)                                                   # [G, sum of q]
-        xy = np.matmul(self.Xg.transpose(0, 2, 1), Yg)                           # [G, p, sum of q]
+        self.xx, xy = group_products(self.Xg, Yg)                               # [G, p, p], [G, p, sum of q]
+        self.total_xx = self.xx.sum(axis=0)
         bounds = np.cumsum([0] + self.widths)
         self.sum_ys = [sum_y[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         self.xys = [xy[:, :, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -278,9 +432,9 @@ class LeaveOneGroupOutPLS:
             y_means.append(y_mean)
         blocks = np.array_split(np.arange(G), min(self.FOLD_BLOCKS, G))
         workers = max(1, min(len(blocks), _usable_cores()))
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda b: stacked_components(xx[b], cross[:, b], tolerance[b], self.widths,
-                                                               n_components), blocks))
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            parts = list(_fold_workers(workers).map(lambda b: stacked_components(
+                xx[b], cross[:, b], tolerance[b], self.widths, n_components), blocks))
         coef, used = (np.concatenate([part[i] for part in parts], axis=1) for i in range(2))
         results = []
         for s, (width, y_mean) in enumerate(zip(self.widths, y_means)):
