@@ -81,14 +81,19 @@ def test_maps_protocol_is_deterministic_and_composite_averages(sim_small):
     assert first.attrs["benchmark_identifier"] == "Arcaro2020sim.IT-pls" and first.attrs["protocol"] == "maps"
 
 
-def test_composite_fits_sites_together_as_each_site_alone(sim_small, monkeypatch):
-    """The composite fits monkey 1's two arrays and every floor in one stacked solve per monkey, beside the next
-    monkey's forward pass; each site's score, raw value, folds and floors equal the site benchmark scored alone
-    with every fold refitted on its own rows."""
+@pytest.mark.parametrize("background", [False, True], ids=["in-turn", "background-thread"])
+def test_composite_fits_sites_together_as_each_site_alone(sim_small, monkeypatch, background):
+    """The composite fits monkey 1's two arrays and every floor in one stacked solve per monkey (in turn on a CPU
+    model; on a background thread beside the next monkey's forward pass for a model on an accelerator, forced here);
+    each site's score, raw value, folds and floors equal the site benchmark scored alone with every fold refitted on
+    its own rows."""
     from benchmarks_it_maps.benchmarks.pls import LeaveOneGroupOutPLS
     sidecar = sim_small["sidecar"]
-    model = _commit(sidecar, "gen-together", sidecar["generator"]["layer"])
+    model = _commit(sidecar, f"gen-together-{background}", sidecar["generator"]["layer"])
+    assert not bm.computes_off_cpu(model)
+    monkeypatch.setattr(bm, "computes_off_cpu", lambda candidate: background)
     composite = load_benchmark("Arcaro2020sim.IT-residual_pls")(model)
+    monkeypatch.undo()
     monkeypatch.setattr(LeaveOneGroupOutPLS, "cheaper_than_refitting", staticmethod(lambda *args: False))
     weights = bm.site_weights()
     floors = {"shuffled_image": 0.0, "position_only": 0.0}

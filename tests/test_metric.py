@@ -155,9 +155,38 @@ def test_map_alignment_hand_cases():
     assert monotone["score"] == pytest.approx(1.0)
 
 
+def test_all_folds_constant_equals_each_fold():
+    """The stacked solver's applicability test: a channel constant in some fold's training images, found for all
+    folds at once (running minima and maxima), equals the fold-by-fold test, at the folds where it holds."""
+    values = np.random.default_rng(3).standard_normal((6, 4, 5))
+    values[:, :, 0] = 2.0                       # constant in every fold
+    values[:, :, 1] = 1.0
+    values[4, :, 1] = 3.0                       # constant only without image 4
+    values[:, :, 2] = -1.0
+    values[0, 0, 2] = 0.0                       # constant only without image 0
+    low, high = values.min(axis=1), values.max(axis=1)
+    every = metric._all_folds_constant(low, high)
+    np.testing.assert_array_equal(every, [metric._training_constant(low, high, g) for g in range(6)])
+    assert every[:, 0].all() and not every[:, 3:].any()
+    assert every[:, 1].tolist() == [g == 4 for g in range(6)] and every[:, 2].tolist() == [g == 0 for g in range(6)]
+
+
 def test_area_resample_hand_values():
     maps = np.arange(16, dtype=float).reshape(1, 4, 4)
     np.testing.assert_allclose(metric.area_resample(maps, 2)[0], [[2.5, 4.5], [10.5, 12.5]])
+    # 3 -> 2 cells: the bins overlap (cells 0-1 and 1-2), as adaptive average pooling's do
+    np.testing.assert_allclose(metric.area_resample(np.arange(9, dtype=float).reshape(3, 3), 2),
+                               [[2.0, 3.0], [5.0, 6.0]])
+
+
+@pytest.mark.parametrize("grid, size", [(17, 4), (9, 2), (16, 4), (17, 5), (10, 3)])
+def test_area_resample_equals_adaptive_average_pooling(grid, size):
+    """The alignment's coarse maps have the bins of torch's adaptive_avg_pool2d (overlapping where grid/size is not
+    an integer), computed by numpy (two small matrix products)."""
+    import torch
+    maps = np.random.default_rng(grid * size).standard_normal((3, grid, grid))
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.as_tensor(maps)[:, None], size)[:, 0].numpy()
+    np.testing.assert_allclose(metric.area_resample(maps, size), pooled, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- ceilings

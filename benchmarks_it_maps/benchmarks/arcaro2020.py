@@ -54,6 +54,7 @@ composites give one vote per monkey with a joint bootstrap error (:func:`composi
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -440,6 +441,13 @@ def grid_features_from_responses(responses, grid_size: int, *, model_identifier:
 #: Neuroid coordinates of a layer output ``[N, *shape]`` by the rank of ``shape``, as this package's extractor
 #: packages them (``harmonized_models.activations``: ``np.unravel_index`` over the output's own layout).
 _OUTPUT_COORDS = {1: ("channel",), 2: ("channel", "embedding"), 3: ("channel", "channel_x", "channel_y")}
+
+
+def computes_off_cpu(candidate) -> bool:
+    """Whether the candidate's activations model computes on an accelerator (this package's
+    ``TorchActivationsModel`` on a non-CPU ``device``); False for a CPU model or any model that does not say."""
+    device = getattr(getattr(candidate, "activations_model", None), "device", None)
+    return getattr(device, "type", "cpu") != "cpu"
 
 
 def committed_layer_outputs(candidate, stimulus_set) -> Optional[dict[str, np.ndarray]]:
@@ -1084,15 +1092,17 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
     def _fit_together(self, candidate, cache: dict) -> None:
         """Fit the sites shown the same images (monkey 1's two arrays), and each site's floor, in one stacked solve
         per monkey (:func:`metric.loio_pls_with_floors`), into ``cache`` where the sites' own evaluations find
-        them; sites whose metric is not the default fit themselves. A monkey's fits run on a background thread
-        while the model sees the next monkey's images: with the forward pass on a GPU that takes the metric off
-        its critical path; on a CPU both share the cores (benchmarks/RESULTS.md). The numbers do not depend on
-        it: each fit is computed the same way whenever it runs."""
+        them; sites whose metric is not the default fit themselves. Where the model computes on an accelerator
+        (:func:`computes_off_cpu`), a monkey's fits run on a background thread while the model sees the next
+        monkey's images, which takes them off the forward pass's critical path; on a CPU the two would share the
+        cores and each slow the other (benchmarks/RESULTS.md), so the fits run in turn. The numbers do not depend
+        on it: each fit is computed the same way wherever it runs."""
         together: dict[tuple, list] = {}
         for child in self.children:
             if child.stacked_fits:
                 together.setdefault((child.features_key(candidate), child.n_components), []).append(child)
-        with ThreadPoolExecutor(max_workers=1) as fitter:
+        background = ThreadPoolExecutor(max_workers=1) if computes_off_cpu(candidate) else contextlib.nullcontext()
+        with background as fitter:
             pending = []
             for children in together.values():
                 features, _ = children[0].model_features(candidate, cache)
@@ -1101,11 +1111,13 @@ class ArcaroCompositeBenchmark(_ProtocolMixin, BenchmarkBase):
                     continue
                 for child in children:
                     child.log_fit(candidate, features)
-                pending.append((keys, fitter.submit(metric.loio_pls_with_floors, features,
-                                                    [child.site_targets() for child in children],
-                                                    n_components=children[0].n_components)))
+                job = functools.partial(metric.loio_pls_with_floors, features,
+                                        [child.site_targets() for child in children],
+                                        n_components=children[0].n_components)
+                pending.append((keys, fitter.submit(job) if fitter is not None else job()))
             for keys, fits in pending:
-                for (fit_key, shuffled_key), (fit, shuffled) in zip(keys, fits.result()):
+                fits = fits.result() if fitter is not None else fits
+                for (fit_key, shuffled_key), (fit, shuffled) in zip(keys, fits):
                     cache[fit_key], cache[shuffled_key] = fit, shuffled
 
     @property

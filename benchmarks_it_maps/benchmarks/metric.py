@@ -19,7 +19,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.cross_decomposition import PLSRegression
 from tqdm.auto import tqdm
@@ -195,8 +194,25 @@ def _training_constant(per_group_min: np.ndarray, per_group_max: np.ndarray, hel
     """:func:`_is_constant` of the training rows (all groups but ``held_out``), from per-group minima and maxima."""
     low = np.delete(per_group_min, held_out, axis=0).min(axis=0)
     high = np.delete(per_group_max, held_out, axis=0).max(axis=0)
+    return _spread_is_noise(low, high)
+
+
+def _spread_is_noise(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The test of :func:`_is_constant` from a minimum and a maximum."""
     scale = np.maximum(np.maximum(np.abs(low), np.abs(high)), 1.0)
     return (high - low) <= 1e-12 * scale
+
+
+def _all_folds_constant(per_group_min: np.ndarray, per_group_max: np.ndarray) -> np.ndarray:
+    """:func:`_training_constant` of every fold at once ``[G, ...]``: a fold's training minimum is the smaller of
+    the minima of the groups before and after the held-out one (running minima from both ends), likewise the
+    maximum; the same numbers, since a minimum does not depend on the order it is taken in."""
+    def others(values: np.ndarray, reduce: np.ufunc, identity: float) -> np.ndarray:
+        pad = np.full((1,) + values.shape[1:], identity)
+        before = reduce.accumulate(np.concatenate([pad, values[:-1]]), axis=0)
+        after = reduce.accumulate(np.concatenate([pad, values[:0:-1]]), axis=0)[::-1]
+        return reduce(before, after)
+    return _spread_is_noise(others(per_group_min, np.minimum, np.inf), others(per_group_max, np.maximum, -np.inf))
 
 
 def _shared_fits_apply(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_components: int) -> bool:
@@ -208,14 +224,9 @@ def _shared_fits_apply(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_comp
     if LeaveOneGroupOutPLS.stack_bytes(n_images, len(target_sets), n_feat, max(Y.shape[2] for Y in target_sets),
                                        n_components) > LeaveOneGroupOutPLS.MAX_STACK_BYTES:
         return False
-    x_low, x_high = Xg.min(axis=1), Xg.max(axis=1)
-    if any(_training_constant(x_low, x_high, g).all() for g in range(n_images)):
+    if _all_folds_constant(Xg.min(axis=1), Xg.max(axis=1)).all(axis=1).any():
         return False
-    for Yg in target_sets:
-        y_low, y_high = Yg.min(axis=1), Yg.max(axis=1)
-        if any(_training_constant(y_low, y_high, g).any() for g in range(n_images)):
-            return False
-    return True
+    return not any(_all_folds_constant(Yg.min(axis=1), Yg.max(axis=1)).any() for Yg in target_sets)
 
 
 def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_comp: int) -> list[np.ndarray]:
@@ -224,7 +235,9 @@ def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_com
     X_all = Xg.reshape(n_images * n_pos, n_feat)
     fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
         .all_folds(n_comp)
-    return [np.matmul(Xg, coef) + intercept[:, None, :] for coef, intercept, _ in fits]
+    coef = np.concatenate([coef for coef, _, _ in fits], axis=2)           # every set's columns, one product
+    predictions = np.matmul(Xg, coef) + np.concatenate([intercept for _, intercept, _ in fits], axis=1)[:, None]
+    return np.split(predictions, np.cumsum([c.shape[2] for c, _, _ in fits])[:-1], axis=2)
 
 
 def _loio_shared(X_all: np.ndarray, Y_all: np.ndarray, n_images: int, n_components: int):
@@ -406,13 +419,22 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _pearson_over_positions(rankdata(a, axis=1)[:, :, None], rankdata(b, axis=1)[:, :, None])[:, 0]
 
 
+def _area_bins(size_in: int, size_out: int) -> np.ndarray:
+    """``[size_out, size_in]``: row i averages input cells floor(i n / m) .. ceil((i + 1) n / m) - 1, the bins of
+    ``torch.nn.functional.adaptive_avg_pool2d`` (which overlap when n / m is not an integer)."""
+    weights = np.zeros((size_out, size_in))
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+        weights[i, start:end] = 1.0 / (end - start)
+    return weights
+
+
 def area_resample(maps: np.ndarray, size: int) -> np.ndarray:
-    """Area-average ``[..., G, G]`` maps down to ``size x size`` (overlapping bins when G/size is not integer)."""
-    x = torch.as_tensor(np.asarray(maps, dtype=np.float64))
-    lead = x.shape[:-2]
-    x = x.reshape(-1, 1, *x.shape[-2:])
-    out = F.adaptive_avg_pool2d(x, size)
-    return out.reshape(*lead, size, size).numpy()
+    """Area-average ``[..., H, W]`` maps down to ``size x size``, with the bins of ``adaptive_avg_pool2d``
+    (overlapping when H/size is not an integer): the mean over a bin's rows of the mean over its columns, which is
+    the bin's mean."""
+    maps = np.asarray(maps, dtype=np.float64)
+    return _area_bins(maps.shape[-2], size) @ maps @ _area_bins(maps.shape[-1], size).T
 
 
 def map_alignment(predictions: np.ndarray, targets: np.ndarray) -> dict:
