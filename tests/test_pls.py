@@ -4,7 +4,7 @@ import pytest
 from sklearn.cross_decomposition import PLSRegression
 
 from benchmarks_it_maps.benchmarks.pls import (ExactPLSRegression, GramProducts, LeaveOneGroupOutPLS, TopEigenvectors,
-                                              group_products, top_eigenvector)
+                                              group_products, stacked_products, top_eigenvector)
 
 
 @pytest.mark.parametrize("n_components", [1, 3, 8])
@@ -206,3 +206,7 @@ def test_direct_blas_products_equal_numpy():
     grams, cross = group_products(Xg, Yg)
     np.testing.assert_allclose(grams, np.matmul(Xg.transpose(0, 2, 1), Xg), rtol=0, atol=1e-12)
     np.testing.assert_allclose(cross, np.matmul(Xg.transpose(0, 2, 1), Yg), rtol=0, atol=1e-12)
+    a, b = rng.standard_normal((4, 5, 7)), rng.standard_normal((4, 7, 3))
+    for left in (a, np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)):     # C- and F-ordered blocks
+        for right in (b, np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)):
+            np.testing.assert_allclose(stacked_products(left, right), np.matmul(a, b), rtol=0, atol=1e-12)

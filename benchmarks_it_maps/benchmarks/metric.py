@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 from sklearn.cross_decomposition import PLSRegression
 from tqdm.auto import tqdm
 
-from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression, LeaveOneGroupOutPLS
+from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression, LeaveOneGroupOutPLS, stacked_products
 
 #: Brain-Score's standard PLS size (``regression_correlation.pls_regression``).
 N_COMPONENTS = 25
@@ -36,9 +36,7 @@ PLS_SOLVERS = ("exact", "sklearn")
 
 def _is_constant(x: np.ndarray, axis: int = 0) -> np.ndarray:
     """True where ``x`` does not vary along ``axis`` (up to floating-point noise relative to its magnitude)."""
-    spread = np.ptp(x, axis=axis)
-    scale = np.maximum(np.max(np.abs(x), axis=axis), 1.0)
-    return spread <= 1e-12 * scale
+    return _spread_is_noise(np.min(x, axis=axis), np.max(x, axis=axis))
 
 
 def pearson_per_channel(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -198,7 +196,8 @@ def _training_constant(per_group_min: np.ndarray, per_group_max: np.ndarray, hel
 
 
 def _spread_is_noise(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """The test of :func:`_is_constant` from a minimum and a maximum."""
+    """The test of :func:`_is_constant` from a minimum and a maximum: the spread ``high - low`` within 1e-12 of
+    the magnitude ``max |x|`` (the larger of ``|low|`` and ``|high|``), or of 1."""
     scale = np.maximum(np.maximum(np.abs(low), np.abs(high)), 1.0)
     return (high - low) <= 1e-12 * scale
 
@@ -236,7 +235,7 @@ def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_com
     fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
         .all_folds(n_comp)
     coef = np.concatenate([coef for coef, _, _ in fits], axis=2)           # every set's columns, one product
-    predictions = np.matmul(Xg, coef) + np.concatenate([intercept for _, intercept, _ in fits], axis=1)[:, None]
+    predictions = stacked_products(Xg, coef) + np.concatenate([intercept for _, intercept, _ in fits], axis=1)[:, None]
     return np.split(predictions, np.cumsum([c.shape[2] for c, _, _ in fits])[:-1], axis=2)
 
 

@@ -210,22 +210,32 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def group_products(Xg: np.ndarray, Yg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each group's ``X_g^T X_g`` [G, p, p] and ``X_g^T Y_g`` [G, p, q] (``Xg`` [G, m, p], ``Yg`` [G, m, q]).
-
-    One ``dsyrk`` (half the products of a general matrix product: the Gram is symmetric) and one ``dgemm`` per
-    group, called on the arrays' transposed (Fortran-ordered) views so nothing is copied. They go through scipy's
+def stacked_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a[g] @ b[g]`` for every g (``a`` [G, m, k], ``b`` [G, k, n], float64), one ``dgemm`` each through scipy's
     BLAS, not ``numpy.matmul``: the same products up to rounding, and on this project's build machines (a VM whose
     CPU numpy 1.26's bundled OpenBLAS does not recognise, so it falls back to its generic SSE3 kernels, while
-    scipy's newer OpenBLAS selects its AVX-512 ones) about twice as fast (benchmarks/RESULTS.md)."""
+    scipy's newer OpenBLAS selects its AVX-512 ones) two to three times as fast (benchmarks/RESULTS.md). A
+    transposed view is passed as its transpose with the transpose flag set, so nothing is copied."""
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]))
+    for g in range(a.shape[0]):
+        left, right = a[g], b[g]
+        flip_a, flip_b = not left.flags.f_contiguous, not right.flags.f_contiguous
+        out[g] = blas.dgemm(1.0, left.T if flip_a else left, right.T if flip_b else right,
+                            trans_a=flip_a, trans_b=flip_b)
+    return out
+
+
+def group_products(Xg: np.ndarray, Yg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's ``X_g^T X_g`` [G, p, p] and ``X_g^T Y_g`` [G, p, q] (``Xg`` [G, m, p], ``Yg`` [G, m, q]): one
+    ``dsyrk`` per group (half the products of a general matrix product: the Gram is symmetric) and
+    :func:`stacked_products`, through scipy's BLAS for the reason given there."""
     G, _, p = Xg.shape
-    xx, xy = np.empty((G, p, p)), np.empty((G, p, Yg.shape[2]))
+    xx = np.empty((G, p, p))
     for g in range(G):
         xx[g] = blas.dsyrk(1.0, Xg[g].T)                        # upper triangle of X_g^T X_g
-        xy[g] = blas.dgemm(1.0, Xg[g].T, Yg[g].T, trans_b=1)
     lower = np.tril_indices(p, -1)
     xx[:, lower[0], lower[1]] = xx[:, lower[1], lower[0]]
-    return xx, xy
+    return xx, stacked_products(Xg.transpose(0, 2, 1), Yg)
 
 
 class GramProducts:
