@@ -103,14 +103,26 @@ def _forward_seconds(network, benchmark) -> tuple[float, int]:
         paths.extend(str(stimuli.get_stimulus(sid)) for sid in child.data.stimulus_ids)
     unique = list(dict.fromkeys(paths))
     batch = torch.stack([preprocessing.load(p) for p in unique])
+    handle = getattr(network, LAYER).register_forward_hook(_stop_at_layer)
     start = time.perf_counter()
     with torch.inference_mode():
-        network(batch)
-    return time.perf_counter() - start, len(unique)
+        try:
+            network(batch)
+        except _Stop:
+            pass
+    seconds = time.perf_counter() - start
+    handle.remove()
+    return seconds, len(unique)
 
 
 class _Stop(Exception):
     """Ends a bare forward pass once the IT layer has run (what the extractor's early exit does)."""
+
+
+def _stop_at_layer(module, inputs, output):
+    """Forward hook: the layer's output is computed (and copied, as an extractor would), then the pass stops."""
+    output.detach().clone()
+    raise _Stop
 
 
 def _shift_throughput(network, batch_size: int = 64) -> dict:
@@ -137,12 +149,8 @@ def _shift_throughput(network, batch_size: int = 64) -> dict:
                    .contiguous(memory_format=torch.channels_last) for i in range(0, n, batch_size)]
     layer = network.get_submodule(LAYER)
 
-    def stop(module, inputs, output):
-        output.detach().clone()
-        raise _Stop
-
     def bare() -> float:
-        handle = layer.register_forward_hook(stop)
+        handle = layer.register_forward_hook(_stop_at_layer)
         start = time.perf_counter()
         with torch.inference_mode():
             for batch in batches:
