@@ -157,16 +157,17 @@ def test_map_alignment_hand_cases():
 
 def test_all_folds_constant_equals_each_fold():
     """The stacked solver's applicability test: a channel constant in some fold's training images, found for all
-    folds at once (running minima and maxima), equals the fold-by-fold test, at the folds where it holds."""
+    folds at once (running minima and maxima), equals _is_constant of each fold's training rows, at the folds where it
+    holds."""
     values = np.random.default_rng(3).standard_normal((6, 4, 5))
     values[:, :, 0] = 2.0                       # constant in every fold
     values[:, :, 1] = 1.0
     values[4, :, 1] = 3.0                       # constant only without image 4
     values[:, :, 2] = -1.0
     values[0, 0, 2] = 0.0                       # constant only without image 0
-    low, high = values.min(axis=1), values.max(axis=1)
-    every = metric._all_folds_constant(low, high)
-    np.testing.assert_array_equal(every, [metric._training_constant(low, high, g) for g in range(6)])
+    every = metric._all_folds_constant(values.min(axis=1), values.max(axis=1))
+    each = [metric._is_constant(np.delete(values, g, axis=0).reshape(-1, 5)) for g in range(6)]
+    np.testing.assert_array_equal(every, each)
     assert every[:, 0].all() and not every[:, 3:].any()
     assert every[:, 1].tolist() == [g == 4 for g in range(6)] and every[:, 2].tolist() == [g == 0 for g in range(6)]
 

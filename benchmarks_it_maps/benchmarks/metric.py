@@ -188,13 +188,6 @@ def fit_predict_pls(train_X: np.ndarray, train_Y: np.ndarray, test_X: np.ndarray
     return pred, n_comp
 
 
-def _training_constant(per_group_min: np.ndarray, per_group_max: np.ndarray, held_out: int) -> np.ndarray:
-    """:func:`_is_constant` of the training rows (all groups but ``held_out``), from per-group minima and maxima."""
-    low = np.delete(per_group_min, held_out, axis=0).min(axis=0)
-    high = np.delete(per_group_max, held_out, axis=0).max(axis=0)
-    return _spread_is_noise(low, high)
-
-
 def _spread_is_noise(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """The test of :func:`_is_constant` from a minimum and a maximum: the spread ``high - low`` within 1e-12 of
     the magnitude ``max |x|`` (the larger of ``|low|`` and ``|high|``), or of 1."""
@@ -203,7 +196,8 @@ def _spread_is_noise(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 
 def _all_folds_constant(per_group_min: np.ndarray, per_group_max: np.ndarray) -> np.ndarray:
-    """:func:`_training_constant` of every fold at once ``[G, ...]``: a fold's training minimum is the smaller of
+    """:func:`_is_constant` of every fold's training rows (all groups but the held-out one) at once ``[G, ...]``,
+    from per-group minima and maxima: a fold's training minimum is the smaller of
     the minima of the groups before and after the held-out one (running minima from both ends), likewise the
     maximum; the same numbers, since a minimum does not depend on the order it is taken in."""
     def others(values: np.ndarray, reduce: np.ufunc, identity: float) -> np.ndarray:
@@ -235,7 +229,8 @@ def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_com
     fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
         .all_folds(n_comp)
     coef = np.concatenate([coef for coef, _, _ in fits], axis=2)           # every set's columns, one product
-    predictions = stacked_products(Xg, coef) + np.concatenate([intercept for _, intercept, _ in fits], axis=1)[:, None]
+    intercept = np.concatenate([intercept for _, intercept, _ in fits], axis=1)
+    predictions = stacked_products(Xg, coef) + intercept[:, None]
     return np.split(predictions, np.cumsum([c.shape[2] for c, _, _ in fits])[:-1], axis=2)
 
 
@@ -250,12 +245,13 @@ def _loio_shared(X_all: np.ndarray, Y_all: np.ndarray, n_images: int, n_componen
         yield from ((pred, n_comp) for pred in _shared_predictions(Xg, [Yg], n_comp)[0])
         return
     shared = LeaveOneGroupOutPLS(X_all, Y_all, n_images)
-    x_low, x_high, y_low, y_high = Xg.min(axis=1), Xg.max(axis=1), Yg.min(axis=1), Yg.max(axis=1)
+    x_constant = _all_folds_constant(Xg.min(axis=1), Xg.max(axis=1))
+    y_constant = _all_folds_constant(Yg.min(axis=1), Yg.max(axis=1))
     for held_out in range(n_images):
         y_mean = (shared.sum_y.sum(axis=0) - shared.sum_y[held_out]) / n_train
-        varying = ~_training_constant(y_low, y_high, held_out)
+        varying = ~y_constant[held_out]
         pred = np.repeat(y_mean[None, :], n_pos, axis=0)
-        if varying.any() and not _training_constant(x_low, x_high, held_out).all():
+        if varying.any() and not x_constant[held_out].all():
             coef, intercept, _ = shared.fold(held_out, n_comp, columns=np.flatnonzero(varying))
             pred[:, varying] = Xg[held_out] @ coef + intercept
         yield pred, n_comp
