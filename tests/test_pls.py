@@ -210,3 +210,49 @@ def test_direct_blas_products_equal_numpy():
     for left in (a, np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)):     # C- and F-ordered blocks
         for right in (b, np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)):
             np.testing.assert_allclose(stacked_products(left, right), np.matmul(a, b), rtol=0, atol=1e-12)
+
+
+def test_stacked_fits_run_blas_single_threaded_and_restore_it(monkeypatch):
+    """The stacked fits' products (the group Grams, X^T X r in the fold blocks, the held-out predictions) run with
+    every BLAS library at one thread (pls.single_threaded_blas: OpenBLAS's idle threads spin, busy, after a
+    multi-threaded call), and the process' thread counts are as before once the fit returns."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from benchmarks_it_maps.benchmarks import metric, pls
+    seen = []
+
+    def spy(function):
+        def recorded(*args, **kwargs):
+            seen.append((function.__name__, {info["num_threads"] for info in threadpool_info()
+                                             if info["user_api"] == "blas"}))
+            return function(*args, **kwargs)
+        return recorded
+
+    monkeypatch.setattr(pls, "group_products", spy(pls.group_products))
+    monkeypatch.setattr(pls, "stacked_components", spy(pls.stacked_components))
+    monkeypatch.setattr(metric, "stacked_products", spy(metric.stacked_products))
+    X, Y = _relu_case(7, images=5, positions=16, features=24, channels=4)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [info["num_threads"] for info in threadpool_info()]
+        metric.loio_pls_with_floors(X, [Y])
+        after = [info["num_threads"] for info in threadpool_info()]
+    assert {name for name, _ in seen} == {"group_products", "stacked_components", "stacked_products"}
+    assert all(threads == {1} for _, threads in seen), seen
+    assert after == before and 2 in before
+
+
+def test_folds_exhausted_at_different_components_stay_exact():
+    """A fold whose X is exhausted while the others go on (image 0 alone carries a 7th direction, so the fold
+    without it has rank 6): its loading is zero from then on and adds no basis row (no 0 / 0 in the stacked
+    basis), and every fold still equals fold() on its own, components used included."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((5, 20, 6)) @ rng.standard_normal((6, 40))
+    X[0] += rng.standard_normal((20, 1)) * rng.standard_normal(40)
+    Y = X[..., :3] @ rng.standard_normal((3, 4)) + rng.standard_normal((5, 20, 4))
+    shared = LeaveOneGroupOutPLS(X.reshape(100, 40), Y.reshape(100, 4), groups=5)
+    (coef, intercept, used), = shared.all_folds(10)
+    assert used.tolist() == [6, 7, 7, 7, 7] and np.isfinite(coef).all()
+    for g in range(5):
+        c, i, k = shared.fold(g, 10)
+        assert used[g] == k
+        np.testing.assert_allclose(coef[g], c, rtol=0, atol=1e-9 * np.abs(c).max())
+        np.testing.assert_allclose(intercept[g], i, rtol=0, atol=1e-9 * np.abs(i).max())

@@ -23,7 +23,8 @@ from scipy.stats import rankdata
 from sklearn.cross_decomposition import PLSRegression
 from tqdm.auto import tqdm
 
-from benchmarks_it_maps.benchmarks.pls import ExactPLSRegression, LeaveOneGroupOutPLS, stacked_products
+from benchmarks_it_maps.benchmarks.pls import (ExactPLSRegression, LeaveOneGroupOutPLS, single_threaded_blas,
+                                               stacked_products)
 
 #: Brain-Score's standard PLS size (``regression_correlation.pls_regression``).
 N_COMPONENTS = 25
@@ -226,11 +227,12 @@ def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_com
     """Held-out predictions ``[I, P, K]`` of every target set, all folds and sets in one stacked solve."""
     n_images, n_pos, n_feat = Xg.shape
     X_all = Xg.reshape(n_images * n_pos, n_feat)
-    fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
-        .all_folds(n_comp)
-    coef = np.concatenate([coef for coef, _, _ in fits], axis=2)           # every set's columns, one product
-    intercept = np.concatenate([intercept for _, intercept, _ in fits], axis=1)
-    predictions = stacked_products(Xg, coef) + intercept[:, None]
+    with single_threaded_blas():  # why: single_threaded_blas' docstring
+        fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
+            .all_folds(n_comp)
+        coef = np.concatenate([coef for coef, _, _ in fits], axis=2)           # every set's columns, one product
+        intercept = np.concatenate([intercept for _, intercept, _ in fits], axis=1)
+        predictions = stacked_products(Xg, coef) + intercept[:, None]
     return np.split(predictions, np.cumsum([c.shape[2] for c, _, _ in fits])[:-1], axis=2)
 
 
