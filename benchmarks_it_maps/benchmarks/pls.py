@@ -218,8 +218,8 @@ def single_threaded_blas():
     Grams, nothing on the rest), and after every multi-threaded call OpenBLAS's idle threads spin-wait for a
     while, busy, on the core that the next step needs: this package's second fold block, or the model's next
     forward pass. Measured on a 2-core CPU (benchmarks/RESULTS.md): the metric's wall time unchanged, its CPU
-    time 0.42 s down to 0.25 s, the end-to-end ``IT-pls`` score 12% faster. The parallel work is done by this
-    module's own threads instead, so the numbers do not depend on how many threads BLAS would have used."""
+    time 0.42 s down to 0.25 s, the end-to-end ``IT-pls`` score 18% faster. The parallel work is done by this
+    module's own threads (the fold blocks of :meth:`LeaveOneGroupOutPLS.all_folds`) instead."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
