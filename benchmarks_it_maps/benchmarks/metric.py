@@ -227,7 +227,7 @@ def _shared_predictions(Xg: np.ndarray, target_sets: Sequence[np.ndarray], n_com
     """Held-out predictions ``[I, P, K]`` of every target set, all folds and sets in one stacked solve."""
     n_images, n_pos, n_feat = Xg.shape
     X_all = Xg.reshape(n_images * n_pos, n_feat)
-    with single_threaded_blas():  # why: single_threaded_blas' docstring
+    with single_threaded_blas():  # OpenBLAS's own threads would only spin here (see single_threaded_blas)
         fits = LeaveOneGroupOutPLS(X_all, [Y.reshape(n_images * n_pos, -1) for Y in target_sets], n_images) \
             .all_folds(n_comp)
         coef = np.concatenate([coef for coef, _, _ in fits], axis=2)           # every set's columns, one product
