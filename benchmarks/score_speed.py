@@ -17,9 +17,10 @@ differ only by NIPALS' convergence tolerance.
 Also timed in the same run: ``Arcaro2020sim.IT-residual_pls`` (same fits, other statistic); the shift protocol's
 extraction of monkey 1's 14 x 289 presentations (M1ML) through the tensor path (``look_at_shifted``: composed on
 the model's device, no files) and through PNG files, against a bare forward loop (up to the IT layer) over the same
-presentations composed and normalised beforehand, in the same batch size; and an upstream-format ``NeuralBenchmark`` built from the
-twin (``runs.upstream.twin_neural_benchmark``, 10 cross-validation splits of ``load_metric('pls')``) with the
-stock NIPALS regression against the exact solver swapped in by ``runs.upstream.accelerate``.
+presentations composed and normalised beforehand, in the same batch size; and an upstream-format
+``NeuralBenchmark`` built from the twin (``runs.upstream.twin_neural_benchmark``, 10 cross-validation splits of
+``load_metric('pls')``) with the stock NIPALS regression against the exact solver swapped in by
+``runs.upstream.accelerate``.
 
 Usage: ``python benchmarks/score_speed.py [--repeats 1] [--threads N] [--parts score,shift,upstream] [--json]``.
 Prints the figures and the ratios and the machine's load average before and after; ``--json`` prints one object
