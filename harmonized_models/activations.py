@@ -462,12 +462,31 @@ class TorchActivationsModel:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    #: Images of the probe pass of :meth:`_probe_layer_calls`: two, not one, since some models squeeze a batch of
+    #: one away.
+    PROBE_IMAGES = 2
+
+    def _probe_layer_calls(self, batch: torch.Tensor, layers: list[str]) -> None:
+        """Learn whether each of ``layers`` runs exactly once per forward pass (so that the pass may stop after the
+        last of them, :meth:`_forward`'s early exit) from the first :attr:`PROBE_IMAGES` images of the first batch
+        through the whole network, outputs discarded, instead of the whole first batch: on a CPU the first batch's
+        layers past the last hooked one cost a ResNet-18 a quarter of its forward pass (benchmarks/RESULTS.md).
+        Should the probe itself fail (a model that cannot take so small a batch), nothing is learnt and the first
+        batch runs whole, as it would without the probe."""
+        try:
+            self._forward(batch[:self.PROBE_IMAGES], layers, allow_early_exit=False)
+        except Exception as error:  # noqa: BLE001 - the first batch's own whole pass decides instead
+            logger.debug("%s: probe of %s failed (%s); the first batch runs whole", self.identifier, layers, error)
+
     def _forward(self, batch: torch.Tensor, layers: list[str], allow_early_exit: bool) -> "OrderedDict[str, np.ndarray]":
         """One forward pass; returns the requested layers' outputs as float32 numpy arrays."""
         if self.simulated_memory_limit is not None and batch.shape[0] > self.simulated_memory_limit:
             raise torch.OutOfMemoryError(
                 f"simulated out of memory: batch of {batch.shape[0]} > limit {self.simulated_memory_limit}")
         key = tuple(layers)
+        if allow_early_exit and self.early_exit and key not in self._single_call_layers \
+                and len(batch) > self.PROBE_IMAGES:
+            self._probe_layer_calls(batch, layers)
         early = allow_early_exit and self.early_exit and self._single_call_layers.get(key, False)
         captured: dict[str, torch.Tensor] = {}
         calls: collections.Counter = collections.Counter()
@@ -478,6 +497,11 @@ class TorchActivationsModel:
                 if not isinstance(output, torch.Tensor):
                     raise TypeError(f"layer {name!r} of {self.identifier!r} returns {type(output).__name__}, "
                                     f"not a tensor; choose a module that outputs a single tensor")
+                if output.ndim == 0 or output.shape[0] != len(batch):
+                    raise ValueError(f"layer {name!r} of {self.identifier!r} returns shape {tuple(output.shape)} "
+                                     f"for a batch of {len(batch)} images: its first dimension is not the images "
+                                     f"(a module run image by image, or sequence-first); choose a module whose "
+                                     f"output is [images, ...]")
                 # a copy, so later in-place ops (ReLU(inplace=True)) cannot change it; last call wins, as in
                 # PytorchWrapper
                 output = output.detach()

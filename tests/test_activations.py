@@ -114,6 +114,92 @@ def test_batch_size_and_duplicates_do_not_change_results(images):
     np.testing.assert_allclose(plain(images, layers=["layer2"]).values, one.values, rtol=1e-5, atol=1e-6)
 
 
+class _Reused(torch.nn.Module):
+    """One convolution applied twice per pass (shared weights): reading it must give its second call's output."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.block, self.tail = (torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.Conv2d(4, 4, 3, padding=1),
+                                            torch.nn.Conv2d(4, 2, 3))
+
+    def forward(self, x):
+        return self.tail(self.block(torch.relu(self.block(torch.relu(self.stem(x))))))
+
+
+class _NoSmallBatches(_Reused):
+    """Fails on batches of fewer than three images (as a model that squeezes its batch dimension would)."""
+
+    def forward(self, x):
+        if len(x) < 3:
+            raise RuntimeError("batch too small")
+        return super().forward(x)
+
+
+class _PerImage(_Reused):
+    """Runs its block image by image."""
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.tail(torch.cat([self.block(x[i:i + 1]) for i in range(len(x))]))
+
+
+def _inputs(paths: list[str]) -> torch.Tensor:
+    """The images as the extractor preprocesses them (uint8 decode and resize, then normalisation)."""
+    preprocessing = Preprocessing.coerce(SIZE)
+    return preprocessing.normalize(torch.stack([preprocessing.load_uint8(p) for p in paths]))
+
+
+def _images_through(module: torch.nn.Module, seen: list) -> None:
+    module.register_forward_hook(lambda _m, _i, output: seen.append(len(output)))
+
+
+def test_the_first_batch_stops_after_the_hooked_layer(images):
+    """Whether the pass may stop after the last hooked layer is learnt from two images through the whole network,
+    not from the whole first batch: the layers past it see those two images only, and the outputs are those of
+    the whole pass."""
+    network = _network()
+    full = TorchActivationsModel(network, "r18", SIZE, device="cpu", early_exit=False).run(images, ["layer2"])
+    seen: list[int] = []
+    _images_through(network.layer4, seen)
+    model = TorchActivationsModel(network, "r18", SIZE, device="cpu")
+    first = model.run(images, ["layer2"])
+    assert seen == [2] and model._single_call_layers[("layer2",)] is True
+    np.testing.assert_array_equal(model.run(images, ["layer2"])["layer2"], first["layer2"])
+    assert seen == [2]
+    np.testing.assert_allclose(first["layer2"], full["layer2"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_called_twice_is_read_at_its_last_call(images):
+    network = _Reused().eval()
+    with torch.inference_mode():
+        x = torch.relu(network.stem(_inputs(images)))
+        expected = network.block(torch.relu(network.block(x))).numpy()
+    model = TorchActivationsModel(network, "reused", SIZE, device="cpu")
+    for _ in range(2):
+        np.testing.assert_allclose(model.run(images, ["block"])["block"], expected, rtol=1e-5, atol=1e-6)
+    assert model._single_call_layers[("block",)] is False
+
+
+def test_a_model_that_cannot_take_the_probe_still_runs(images):
+    network = _NoSmallBatches().eval()
+    with torch.inference_mode():
+        x = torch.relu(network.stem(_inputs(images)))
+        expected = network.block(torch.relu(network.block(x))).numpy()
+    model = TorchActivationsModel(network, "no-small", SIZE, device="cpu")
+    np.testing.assert_allclose(model.run(images, ["block"])["block"], expected, rtol=1e-5, atol=1e-6)
+    assert model._single_call_layers[("block",)] is False  # decided by the whole first batch
+
+
+def test_a_layer_run_image_by_image_is_refused(images):
+    model = TorchActivationsModel(_PerImage().eval(), "per-image", SIZE, device="cpu")
+    with pytest.raises(ValueError, match=r"layer 'block' of 'per-image' returns shape \(1, 4, 16, 16\) for a "
+                                         r"batch of 7 images: its first dimension is not the images"):
+        model.run(images, ["block"])
+    stem = model.run(images, ["stem"])["stem"]  # a layer that sees the whole batch still reads
+    assert stem.shape == (7, 4, 16, 16)
+
+
 def test_out_of_memory_back_off(images, caplog):
     network = _network()
     reference = TorchActivationsModel(network, "r18", SIZE, batch_size=1, device="cpu")(images, layers=["layer3"])
