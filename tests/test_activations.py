@@ -150,6 +150,13 @@ def _inputs(paths: list[str]) -> torch.Tensor:
     return preprocessing.normalize(torch.stack([preprocessing.load_uint8(p) for p in paths]))
 
 
+def _second_block_call(network: _Reused, paths: list[str]) -> np.ndarray:
+    """The output of ``network.block``'s second call on the images, computed by hand."""
+    with torch.inference_mode():
+        x = torch.relu(network.stem(_inputs(paths)))
+        return network.block(torch.relu(network.block(x))).numpy()
+
+
 def _images_through(module: torch.nn.Module, seen: list) -> None:
     module.register_forward_hook(lambda _m, _i, output: seen.append(len(output)))
 
@@ -172,9 +179,7 @@ def test_the_first_batch_stops_after_the_hooked_layer(images):
 
 def test_a_layer_called_twice_is_read_at_its_last_call(images):
     network = _Reused().eval()
-    with torch.inference_mode():
-        x = torch.relu(network.stem(_inputs(images)))
-        expected = network.block(torch.relu(network.block(x))).numpy()
+    expected = _second_block_call(network, images)
     model = TorchActivationsModel(network, "reused", SIZE, device="cpu")
     for _ in range(2):
         np.testing.assert_allclose(model.run(images, ["block"])["block"], expected, rtol=1e-5, atol=1e-6)
@@ -183,9 +188,7 @@ def test_a_layer_called_twice_is_read_at_its_last_call(images):
 
 def test_a_model_that_cannot_take_the_probe_still_runs(images):
     network = _NoSmallBatches().eval()
-    with torch.inference_mode():
-        x = torch.relu(network.stem(_inputs(images)))
-        expected = network.block(torch.relu(network.block(x))).numpy()
+    expected = _second_block_call(network, images)
     model = TorchActivationsModel(network, "no-small", SIZE, device="cpu")
     np.testing.assert_allclose(model.run(images, ["block"])["block"], expected, rtol=1e-5, atol=1e-6)
     assert model._single_call_layers[("block",)] is False  # decided by the whole first batch
